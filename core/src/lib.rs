@@ -1,0 +1,34 @@
+//! The data model every streamlens stage agrees on.
+//!
+//! * [`attr`] — DynamoDB attribute values in their JSON wire shape (`{"S": "x"}`,
+//!   `{"N": "12.50"}`, ...). Numbers stay strings, so nothing is lost before a stage that knows the
+//!   wanted precision parses them.
+//! * [`event`] — one change of one item ([`ChangeEvent`]) and the Streams record JSON shape that
+//!   `GetRecords`, Lambda and our archives use ([`StreamRecord`]).
+//! * [`aggregate`] — the windowed aggregate documents the aggregator writes, the stores keep and the
+//!   dashboard shows, plus the [`AggregateReader`] the dashboard queries them through.
+//!
+//! This crate is compiled for the browser too (the dashboard's hydrate build), so it depends on
+//! nothing that needs an OS.
+
+pub mod aggregate;
+pub mod attr;
+pub mod event;
+
+pub use aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo};
+pub use attr::{AttributeValue, Item};
+pub use event::{ChangeEvent, EventKind, StreamRecord};
+
+/// Errors of the shared model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Streams record that does not have the shape of one.
+    #[error("invalid stream record: {0}")]
+    InvalidRecord(String),
+    /// A JSON document that could not be decoded.
+    #[error("invalid json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A store could not answer a query.
+    #[error("store error: {0}")]
+    Store(String),
+}
