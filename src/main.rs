@@ -1,1 +1,133 @@
-fn main() {}
+//! The `streamlens` command.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use streamlens::config::{Config, SAMPLE_ARCHIVE};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Real-time analytics on DynamoDB change data capture.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline and the dashboard. Without --config: the embedded demo (the sample orders
+    /// stream replayed live, embedded store, http://127.0.0.1:3000).
+    Run {
+        /// The config file (see the README's config reference).
+        #[arg(long, short, env = "STREAMLENS_CONFIG")]
+        config: Option<PathBuf>,
+        /// Do not serve the dashboard; exit when the source ends.
+        #[arg(long)]
+        no_dashboard: bool,
+    },
+    /// Check a config file and print what it means.
+    Check {
+        /// The config file.
+        config: PathBuf,
+    },
+    /// Write the deterministic sample orders change stream.
+    GenSample {
+        /// Output file (`.gz` compresses).
+        #[arg(long, default_value = SAMPLE_ARCHIVE)]
+        out: PathBuf,
+        /// Number of changes.
+        #[arg(long, default_value_t = 3000)]
+        changes: usize,
+        /// Random seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Create a DynamoDB table with a NEW_AND_OLD_IMAGES stream.
+    CreateTable {
+        /// Table name.
+        #[arg(long)]
+        table: String,
+        /// Partition key attribute (string).
+        #[arg(long, default_value = "pk")]
+        key: String,
+        /// A local endpoint such as http://127.0.0.1:5000.
+        #[arg(long)]
+        endpoint_url: Option<String>,
+        /// AWS region.
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run {
+        config: None,
+        no_dashboard: false,
+    }) {
+        Command::Run {
+            config,
+            no_dashboard,
+        } => {
+            let mut config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::demo(),
+            };
+            config.dashboard.enabled &= !no_dashboard;
+            let shutdown = CancellationToken::new();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("interrupted, shutting down");
+                stop.cancel();
+            });
+            let summary = streamlens::app::run(config, shutdown).await?;
+            println!(
+                "read {} changes, aggregated {}, quarantined {}, wrote {} aggregate documents",
+                summary.source.events + summary.source.quarantined,
+                summary.aggregated,
+                summary.quarantined,
+                summary.docs_written
+            );
+        }
+        Command::Check { config } => {
+            let config = Config::load(&config)?;
+            println!("{config:#?}");
+        }
+        Command::GenSample { out, changes, seed } => {
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let spec = streamlens_infra::sample::SampleSpec {
+                changes,
+                seed,
+                ..Default::default()
+            };
+            let n = streamlens_infra::sample::write(&out, spec)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {n} changes to {}", out.display());
+        }
+        Command::CreateTable {
+            table,
+            key,
+            endpoint_url,
+            region,
+        } => {
+            let sdk =
+                streamlens_ingest::aws::sdk_config(region.as_deref(), endpoint_url.as_deref()).await;
+            let client = aws_sdk_dynamodb::Client::new(&sdk);
+            let arn = streamlens_infra::dynamo::create_table_with_stream(&client, &table, &key).await?;
+            println!("{arn}");
+        }
+    }
+    Ok(())
+}

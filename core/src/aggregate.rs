@@ -59,16 +59,23 @@ impl AggregateDoc {
 
 /// The id of the document of one pipeline, window and group.
 pub fn doc_id(pipeline: &str, window: &str, start: i64, dimension: &str, value: &str) -> String {
-    // Values are user data: percent-encode the separator so ids never collide.
-    let enc = |s: &str| s.replace('%', "%25").replace('|', "%7C");
     format!(
-        "{}|{}|{:013}|{}|{}",
-        enc(pipeline),
-        enc(window),
-        start,
-        enc(dimension),
-        enc(value)
+        "{}|{}|{}",
+        doc_id_prefix(pipeline, window, start),
+        escape(dimension),
+        escape(value)
     )
+}
+
+/// The common start of the ids of one pipeline, window size and window start: ids sort by
+/// pipeline, window size and start, so a time range is a key range.
+pub fn doc_id_prefix(pipeline: &str, window: &str, start: i64) -> String {
+    format!("{}|{}|{:013}", escape(pipeline), escape(window), start)
+}
+
+/// Values are user data: percent-encode the separator so ids never collide.
+fn escape(s: &str) -> String {
+    s.replace('%', "%25").replace('|', "%7C")
 }
 
 /// Which aggregates to return.

@@ -1,0 +1,172 @@
+//! The embedded store: a single redb file, no server.
+//!
+//! redb is an ACID, copy-on-write B-tree store: a commit is durable and a kill at any moment
+//! leaves the last committed state readable. Documents are kept as JSON under their id, which
+//! starts with `pipeline|window|window start (13 digits)`, so a query for one pipeline and window
+//! is a key-range scan.
+
+use std::{path::Path, sync::Arc};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use streamlens_core::{AggQuery, AggregateDoc, AggregateReader};
+
+use super::{filter_docs, Store};
+use crate::Error;
+
+const AGGREGATES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("aggregates");
+
+/// Aggregates in a local redb file.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: String,
+}
+
+impl EmbeddedStore {
+    /// Opens or creates the database file (and its directory).
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let name = path.display().to_string();
+        let err = |e: &dyn std::fmt::Display| Error::Embedded {
+            path: name.clone(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+        }
+        let db = Database::create(path).map_err(|e| err(&e))?;
+        let tx = db.begin_write().map_err(|e| err(&e))?;
+        tx.open_table(AGGREGATES).map_err(|e| err(&e))?;
+        tx.commit().map_err(|e| err(&e))?;
+        Ok(EmbeddedStore {
+            db: Arc::new(db),
+            path: name,
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Embedded {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn write_blocking(&self, docs: &[AggregateDoc]) -> Result<(), Error> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = tx.open_table(AGGREGATES).map_err(|e| self.err(e))?;
+            for doc in docs {
+                let json = serde_json::to_vec(doc).map_err(|e| self.err(e))?;
+                table
+                    .insert(doc.id().as_str(), json.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn query_blocking(&self, query: &AggQuery) -> Result<Vec<AggregateDoc>, Error> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(AGGREGATES).map_err(|e| self.err(e))?;
+        let mut docs = Vec::new();
+        let mut push = |value: &[u8]| -> Result<(), Error> {
+            docs.push(serde_json::from_slice::<AggregateDoc>(value).map_err(|e| self.err(e))?);
+            Ok(())
+        };
+        match (&query.pipeline, &query.window) {
+            (Some(pipeline), Some(window)) => {
+                let id = |start: i64| {
+                    streamlens_core::aggregate::doc_id_prefix(pipeline, window, start.max(0))
+                };
+                let low = id(query.from.unwrap_or(0));
+                let high = id(query.to.unwrap_or(9_999_999_999_999));
+                for entry in table.range(low.as_str()..high.as_str()).map_err(|e| self.err(e))? {
+                    let (_, value) = entry.map_err(|e| self.err(e))?;
+                    push(value.value())?;
+                }
+            }
+            _ => {
+                for entry in table.iter().map_err(|e| self.err(e))? {
+                    let (_, value) = entry.map_err(|e| self.err(e))?;
+                    push(value.value())?;
+                }
+            }
+        }
+        Ok(filter_docs(query, docs))
+    }
+}
+
+#[async_trait::async_trait]
+impl AggregateReader for EmbeddedStore {
+    async fn query(&self, query: &AggQuery) -> Result<Vec<AggregateDoc>, streamlens_core::Error> {
+        let store = self.clone();
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || store.query_blocking(&query))
+            .await
+            .map_err(|e| streamlens_core::Error::Store(e.to_string()))?
+            .map_err(Into::into)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EmbeddedStore {
+    async fn write(&self, docs: &[AggregateDoc]) -> Result<(), Error> {
+        let store = self.clone();
+        let docs = docs.to_vec();
+        tokio::task::spawn_blocking(move || store.write_blocking(&docs))
+            .await
+            .map_err(|e| self.err(e))?
+    }
+
+    fn describe(&self) -> String {
+        format!("embedded:{}", self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn doc(window: &str, start: i64, value: &str, version: u64) -> AggregateDoc {
+        AggregateDoc {
+            pipeline: "p".into(),
+            window: window.into(),
+            window_start: start,
+            window_end: start + 60_000,
+            dimension: "status".into(),
+            value: value.into(),
+            inserts: 1,
+            modifies: 0,
+            removes: 0,
+            net_count: 1,
+            sums: BTreeMap::from([("amount".to_owned(), "1.5".to_owned())]),
+            version,
+        }
+    }
+
+    #[tokio::test]
+    async fn rewrites_replace_and_ranges_select() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+        store
+            .write(&[doc("1m", 0, "a", 1), doc("1m", 60_000, "a", 1), doc("5m", 0, "a", 1)])
+            .await
+            .unwrap();
+        store.write(&[doc("1m", 0, "a", 2)]).await.unwrap();
+        let q = AggQuery {
+            pipeline: Some("p".into()),
+            window: Some("1m".into()),
+            from: Some(0),
+            to: Some(60_000),
+            dimension: None,
+        };
+        let got = store.query(&q).await.unwrap();
+        assert_eq!(got, vec![doc("1m", 0, "a", 2)]);
+        drop(store);
+        // Reopening finds the committed data.
+        let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
+        let all = store.query(&AggQuery::default()).await.unwrap();
+        assert_eq!(all.len(), 3);
+    }
+}

@@ -1,0 +1,370 @@
+//! The tumbling-window engine: exact, event-time, with retractions.
+//!
+//! Every change contributes signed rows to the windows its event time falls in, one row per window
+//! size and per group (each dimension's value, plus the `_all` total):
+//!
+//! | change | rows                                   | kind counted on         |
+//! |--------|----------------------------------------|-------------------------|
+//! | INSERT | +1 × new image                         | the new image's group   |
+//! | REMOVE | −1 × old image                         | the old image's group   |
+//! | MODIFY | −1 × old image, +1 × new image         | the new image's group   |
+//!
+//! so a MODIFY that changes `status` from `open` to `paid` moves the item (and its amounts) from
+//! one group to the other. A micro-batch of rows becomes a polars `DataFrame`, is summed per
+//! (window size, window start, dimension, value) in one `group_by`, and the sums are merged into the
+//! engine's state. Metric values are fixed-point `i128` (see [`crate::decimal`]): exact.
+//!
+//! The state keeps windows up to `retention` behind the newest event time; a change older than that
+//! is rejected as late (quarantined by the caller) rather than rewriting a stored window with a
+//! partial sum. [`WindowEngine::take_changed`] returns the documents changed since the last call,
+//! each with a higher version than any before.
+
+use std::collections::{BTreeSet, HashMap};
+
+use polars::prelude::*;
+use streamlens_core::{
+    aggregate::ALL_DIMENSION, attr::lookup, AggregateDoc, ChangeEvent, EventKind, Item,
+};
+
+use crate::{
+    config::{PipelineSpec, WindowSize},
+    decimal::{format_scaled, parse_scaled},
+    Error,
+};
+
+/// The label of a group whose item lacks the dimension's attribute.
+pub const MISSING: &str = "(missing)";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct GroupKey {
+    window: u32,
+    start: i64,
+    dimension: u32,
+    value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Acc {
+    inserts: i64,
+    modifies: i64,
+    removes: i64,
+    net_count: i64,
+    sums: Vec<i128>,
+}
+
+/// A change the engine could not aggregate, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The change.
+    pub event: ChangeEvent,
+    /// Why.
+    pub reason: String,
+}
+
+/// Counters of what the engine has seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Changes aggregated.
+    pub aggregated: u64,
+    /// Changes of an unknown kind (counted, not aggregated).
+    pub unknown_kind: u64,
+    /// Changes rejected (late or undecodable values).
+    pub rejected: u64,
+}
+
+/// One signed contribution of an image to the aggregates.
+struct Contribution<'a> {
+    sign: i64,
+    image: &'a Item,
+    insert: i64,
+    modify: i64,
+    remove: i64,
+    values: Vec<i128>,
+}
+
+/// Rows of one micro-batch, column by column.
+#[derive(Default)]
+struct Rows {
+    window: Vec<u32>,
+    start: Vec<i64>,
+    dimension: Vec<u32>,
+    value: Vec<String>,
+    inserts: Vec<i64>,
+    modifies: Vec<i64>,
+    removes: Vec<i64>,
+    count: Vec<i64>,
+    sums: Vec<Vec<i128>>,
+}
+
+/// Windowed aggregates of one pipeline.
+pub struct WindowEngine {
+    spec: PipelineSpec,
+    windows: Vec<WindowSize>,
+    retention_ms: i64,
+    groups: HashMap<GroupKey, Acc>,
+    changed: BTreeSet<GroupKey>,
+    max_event_time: i64,
+    version: u64,
+    stats: EngineStats,
+}
+
+impl WindowEngine {
+    /// An engine for a validated spec. `first_version` seeds the document versions; pass a clock
+    /// reading so versions keep growing across restarts.
+    pub fn new(spec: PipelineSpec, first_version: u64) -> Result<Self, Error> {
+        let windows = spec.validate()?;
+        let retention_ms = spec.retention_ms()?;
+        Ok(WindowEngine {
+            spec,
+            windows,
+            retention_ms,
+            groups: HashMap::new(),
+            changed: BTreeSet::new(),
+            max_event_time: i64::MIN,
+            version: first_version,
+            stats: EngineStats::default(),
+        })
+    }
+
+    /// The spec the engine runs.
+    pub fn spec(&self) -> &PipelineSpec {
+        &self.spec
+    }
+
+    /// What the engine has seen so far.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    fn contributions<'a>(&self, event: &'a ChangeEvent) -> Result<Vec<Contribution<'a>>, String> {
+        let need = |image: Option<&'a Item>, which: &str| {
+            image.ok_or_else(|| {
+                format!(
+                    "{} event without {which}: the stream must use the NEW_AND_OLD_IMAGES view",
+                    event.kind.name()
+                )
+            })
+        };
+        let mut parts = match event.kind {
+            EventKind::Insert => vec![(1, need(event.new_image.as_ref(), "NewImage")?, 1, 0, 0)],
+            EventKind::Remove => vec![(-1, need(event.old_image.as_ref(), "OldImage")?, 0, 0, 1)],
+            EventKind::Modify => vec![
+                (-1, need(event.old_image.as_ref(), "OldImage")?, 0, 0, 0),
+                (1, need(event.new_image.as_ref(), "NewImage")?, 0, 1, 0),
+            ],
+            EventKind::Unknown(_) => Vec::new(),
+        };
+        parts
+            .drain(..)
+            .map(|(sign, image, insert, modify, remove)| {
+                let values = self
+                    .spec
+                    .metrics
+                    .iter()
+                    .map(|m| match lookup(image, &m.attribute) {
+                        None | Some(streamlens_core::AttributeValue::Null(_)) => Ok(0),
+                        Some(v) => {
+                            let n = v.as_number().ok_or_else(|| {
+                                format!(
+                                    "metric `{}`: attribute `{}` is of type {}, not N",
+                                    m.name,
+                                    m.attribute,
+                                    v.type_name()
+                                )
+                            })?;
+                            parse_scaled(n, m.scale)
+                                .map(|units| units * sign as i128)
+                                .map_err(|e| format!("metric `{}`: {e}", m.name))
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Contribution {
+                    sign,
+                    image,
+                    insert,
+                    modify,
+                    remove,
+                    values,
+                })
+            })
+            .collect()
+    }
+
+    /// Aggregates a micro-batch. Changes that cannot be aggregated are returned, not applied.
+    pub fn apply(&mut self, events: &[ChangeEvent]) -> Result<Vec<Rejected>, Error> {
+        let mut rejected = Vec::new();
+        let mut rows = Rows {
+            sums: vec![Vec::new(); self.spec.metrics.len()],
+            ..Rows::default()
+        };
+        let horizon = self.max_event_time.saturating_sub(self.retention_ms);
+        for event in events {
+            if let EventKind::Unknown(_) = event.kind {
+                self.stats.unknown_kind += 1;
+                continue;
+            }
+            if event.event_time_ms < horizon {
+                rejected.push(Rejected {
+                    event: event.clone(),
+                    reason: format!(
+                        "late: event time {} ms is more than the retention of {} behind the newest event",
+                        event.event_time_ms, self.spec.retention
+                    ),
+                });
+                continue;
+            }
+            let contributions = match self.contributions(event) {
+                Ok(c) => c,
+                Err(reason) => {
+                    rejected.push(Rejected {
+                        event: event.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            self.stats.aggregated += 1;
+            self.max_event_time = self.max_event_time.max(event.event_time_ms);
+            for c in &contributions {
+                for (w, size) in self.windows.iter().enumerate() {
+                    let start = event.event_time_ms.div_euclid(size.millis) * size.millis;
+                    let all = std::iter::once((0u32, ALL_DIMENSION.to_owned()));
+                    let dims = self.spec.dimensions.iter().enumerate().map(|(d, path)| {
+                        let label = lookup(c.image, path).map_or_else(|| MISSING.to_owned(), |v| v.label());
+                        (d as u32 + 1, label)
+                    });
+                    for (dimension, value) in all.chain(dims) {
+                        rows.window.push(w as u32);
+                        rows.start.push(start);
+                        rows.dimension.push(dimension);
+                        rows.value.push(value);
+                        rows.inserts.push(c.insert);
+                        rows.modifies.push(c.modify);
+                        rows.removes.push(c.remove);
+                        rows.count.push(c.sign);
+                        for (column, v) in rows.sums.iter_mut().zip(&c.values) {
+                            column.push(*v);
+                        }
+                    }
+                }
+            }
+        }
+        self.stats.rejected += rejected.len() as u64;
+        if !rows.window.is_empty() {
+            self.merge(rows)?;
+        }
+        self.evict();
+        Ok(rejected)
+    }
+
+    /// Sums the rows per group with polars and merges the sums into the state.
+    fn merge(&mut self, rows: Rows) -> Result<(), Error> {
+        let metric_columns: Vec<String> = (0..rows.sums.len()).map(|i| format!("m{i}")).collect();
+        let mut columns = vec![
+            Column::new("w".into(), rows.window),
+            Column::new("ws".into(), rows.start),
+            Column::new("d".into(), rows.dimension),
+            Column::new("v".into(), rows.value),
+            Column::new("ins".into(), rows.inserts),
+            Column::new("mods".into(), rows.modifies),
+            Column::new("rems".into(), rows.removes),
+            Column::new("cnt".into(), rows.count),
+        ];
+        for (name, values) in metric_columns.iter().zip(rows.sums) {
+            columns.push(Column::new(name.as_str().into(), values));
+        }
+        let frame = DataFrame::new_infer_height(columns)?;
+        let mut aggs = vec![
+            col("ins").sum(),
+            col("mods").sum(),
+            col("rems").sum(),
+            col("cnt").sum(),
+        ];
+        aggs.extend(metric_columns.iter().map(|m| col(m.as_str()).sum()));
+        let summed = frame
+            .lazy()
+            .group_by([col("w"), col("ws"), col("d"), col("v")])
+            .agg(aggs)
+            .collect()?;
+        let w = summed.column("w")?.u32()?;
+        let ws = summed.column("ws")?.i64()?;
+        let d = summed.column("d")?.u32()?;
+        let v = summed.column("v")?.str()?;
+        let ins = summed.column("ins")?.i64()?;
+        let mods = summed.column("mods")?.i64()?;
+        let rems = summed.column("rems")?.i64()?;
+        let cnt = summed.column("cnt")?.i64()?;
+        let sums = metric_columns
+            .iter()
+            .map(|m| summed.column(m).and_then(|c| c.i128().cloned()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let metrics = self.spec.metrics.len();
+        for row in 0..summed.height() {
+            let key = GroupKey {
+                window: w.get(row).unwrap_or_default(),
+                start: ws.get(row).unwrap_or_default(),
+                dimension: d.get(row).unwrap_or_default(),
+                value: v.get(row).unwrap_or_default().to_owned(),
+            };
+            let acc = self.groups.entry(key.clone()).or_insert_with(|| Acc {
+                sums: vec![0; metrics],
+                ..Acc::default()
+            });
+            acc.inserts += ins.get(row).unwrap_or_default();
+            acc.modifies += mods.get(row).unwrap_or_default();
+            acc.removes += rems.get(row).unwrap_or_default();
+            acc.net_count += cnt.get(row).unwrap_or_default();
+            for (total, column) in acc.sums.iter_mut().zip(&sums) {
+                *total += column.get(row).unwrap_or_default();
+            }
+            self.changed.insert(key);
+        }
+        Ok(())
+    }
+
+    /// Drops windows that ended more than `retention` before the newest event, once written out.
+    fn evict(&mut self) {
+        let horizon = self.max_event_time.saturating_sub(self.retention_ms);
+        let windows = &self.windows;
+        let changed = &self.changed;
+        self.groups.retain(|key, _| {
+            key.start + windows[key.window as usize].millis > horizon || changed.contains(key)
+        });
+    }
+
+    /// The documents of every group changed since the last call.
+    pub fn take_changed(&mut self) -> Vec<AggregateDoc> {
+        let changed = std::mem::take(&mut self.changed);
+        self.version += 1;
+        changed
+            .into_iter()
+            .filter_map(|key| {
+                let acc = self.groups.get(&key)?;
+                let size = &self.windows[key.window as usize];
+                Some(AggregateDoc {
+                    pipeline: self.spec.name.clone(),
+                    window: size.label.clone(),
+                    window_start: key.start,
+                    window_end: key.start + size.millis,
+                    dimension: match key.dimension {
+                        0 => ALL_DIMENSION.to_owned(),
+                        d => self.spec.dimensions[d as usize - 1].clone(),
+                    },
+                    value: key.value.clone(),
+                    inserts: acc.inserts,
+                    modifies: acc.modifies,
+                    removes: acc.removes,
+                    net_count: acc.net_count,
+                    sums: self
+                        .spec
+                        .metrics
+                        .iter()
+                        .zip(&acc.sums)
+                        .map(|(m, units)| (m.name.clone(), format_scaled(*units, m.scale)))
+                        .collect(),
+                    version: self.version,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,335 @@
+//! The dashboard's HTTP side: the page, a small JSON API, the live event stream and the browser
+//! bundle, as one [`axum::Router`].
+//!
+//! ```no_run
+//! # use std::{path::PathBuf, sync::Arc};
+//! # use streamlens_core::{AggregateReader, PipelineInfo};
+//! # async fn run(reader: Arc<dyn AggregateReader>, info: PipelineInfo) -> std::io::Result<()> {
+//! use streamlens_dashboard::server::{router, DashboardState};
+//!
+//! let (updates, _) = tokio::sync::broadcast::channel(256);
+//! let app = router(DashboardState {
+//!     reader,
+//!     updates: updates.clone(), // the aggregator sends changed documents here
+//!     info,
+//!     site_root: PathBuf::from("target/site"), // holds pkg/ from build-client.sh
+//! });
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+//!
+//! # Routes
+//!
+//! * `GET /` — the page, server-rendered with the current aggregates (see [`crate::app`]).
+//! * `GET /api/aggregates?window=1m&from=<ms>&to=<ms>&dimension=<d>` — a JSON array of
+//!   [`AggregateDoc`]s straight from the reader. `window` defaults to the pipeline's first
+//!   window; without `dimension` every group is returned. An unknown or malformed parameter is
+//!   a `400` with `{"error": "..."}` naming it.
+//! * `GET /api/pipeline` — the [`PipelineInfo`] as JSON.
+//! * `GET /api/stream` — Server-Sent Events: each message broadcast on
+//!   [`DashboardState::updates`] becomes one `data:` event holding the JSON array of changed
+//!   documents. A receiver that falls behind skips what it missed (the page re-reads its
+//!   snapshot whenever it reconnects); a comment line every 15 s keeps proxies from closing
+//!   idle connections.
+//! * `POST /api/snapshot` — the page's server function ([`crate::app::load_snapshot`]).
+//! * `GET /pkg/*` — files under `<site_root>/pkg`: `streamlens_dashboard.js` and
+//!   `streamlens_dashboard_bg.wasm`, built by `dashboard/build-client.sh`.
+//!
+//! # Shutting down
+//!
+//! The router keeps only a *weak* handle on the broadcast sender: once every `Sender` the caller
+//! holds is dropped, open event streams end (so `axum::serve(..).with_graceful_shutdown(..)`
+//! can finish) and new ones are refused with `503`.
+
+use std::{convert::Infallible, path::PathBuf, sync::Arc, time::Duration};
+
+use axum::{
+    extract::{rejection::QueryRejection, FromRef, Query, State},
+    http::StatusCode,
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
+    routing::get,
+    Json, Router,
+};
+use futures::StreamExt;
+use leptos::{config::LeptosOptions, context::provide_context};
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use streamlens_core::aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
+use tower_http::services::ServeDir;
+
+use crate::app::{
+    is_known_dimension, newest_windows, resolve_dimension, resolve_window, shell, App, Snapshot,
+    MAX_WINDOWS, OUTPUT_NAME,
+};
+
+/// How often an idle event stream gets a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Everything the dashboard needs.
+pub struct DashboardState {
+    /// Where the aggregates are read from.
+    pub reader: Arc<dyn AggregateReader>,
+    /// Where the aggregator announces changed documents; each message becomes one event on
+    /// `/api/stream`. Held weakly by the router (see the module docs).
+    pub updates: broadcast::Sender<Arc<Vec<AggregateDoc>>>,
+    /// The pipeline shown.
+    pub info: PipelineInfo,
+    /// The directory holding `pkg/` with the browser bundle.
+    pub site_root: PathBuf,
+}
+
+/// The state the page's server function reads through Leptos context.
+#[derive(Clone)]
+pub(crate) struct ServerContext(Arc<Shared>);
+
+struct Shared {
+    reader: Arc<dyn AggregateReader>,
+    updates: broadcast::WeakSender<Arc<Vec<AggregateDoc>>>,
+    info: PipelineInfo,
+}
+
+impl ServerContext {
+    /// The snapshot behind the page: unknown selections fall back to the defaults.
+    pub(crate) async fn snapshot(
+        &self,
+        window: Option<&str>,
+        dimension: Option<&str>,
+    ) -> Result<Snapshot, String> {
+        let info = &self.0.info;
+        let Some(window) = resolve_window(info, window) else {
+            return Err(format!("pipeline `{}` has no window sizes", info.name));
+        };
+        let dimension = resolve_dimension(info, dimension);
+        let query = AggQuery {
+            pipeline: self.pipeline(),
+            window: Some(window.clone()),
+            from: None,
+            to: None,
+            dimension: Some(dimension.clone()),
+        };
+        let docs = self
+            .0
+            .reader
+            .query(&query)
+            .await
+            .map_err(|e| format!("could not read the aggregates: {e}"))?;
+        Ok(Snapshot {
+            info: info.clone(),
+            window,
+            dimension,
+            docs: newest_windows(docs, MAX_WINDOWS),
+        })
+    }
+
+    fn pipeline(&self) -> Option<String> {
+        Some(self.0.info.name.clone()).filter(|name| !name.is_empty())
+    }
+
+    /// Turns `/api/aggregates` parameters into a query, or an error naming the bad parameter.
+    fn aggregate_query(&self, params: &[(String, String)]) -> Result<AggQuery, String> {
+        let info = &self.0.info;
+        let mut query = AggQuery {
+            pipeline: self.pipeline(),
+            ..AggQuery::default()
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for (key, value) in params {
+            if seen.contains(&key.as_str()) {
+                return Err(format!("parameter `{key}` is given more than once"));
+            }
+            seen.push(key);
+            match key.as_str() {
+                "window" => {
+                    if !info.windows.iter().any(|w| w == value) {
+                        return Err(format!(
+                            "unknown `window` `{value}`; expected one of: {}",
+                            info.windows.join(", ")
+                        ));
+                    }
+                    query.window = Some(value.clone());
+                }
+                "dimension" => {
+                    if !is_known_dimension(info, value) {
+                        let mut known = info.dimensions.clone();
+                        known.push(streamlens_core::aggregate::ALL_DIMENSION.to_owned());
+                        return Err(format!(
+                            "unknown `dimension` `{value}`; expected one of: {}",
+                            known.join(", ")
+                        ));
+                    }
+                    query.dimension = Some(value.clone());
+                }
+                "from" | "to" => {
+                    let Ok(ms) = value.trim().parse::<i64>() else {
+                        return Err(format!(
+                            "invalid `{key}` `{value}`; expected epoch milliseconds"
+                        ));
+                    };
+                    if key == "from" {
+                        query.from = Some(ms);
+                    } else {
+                        query.to = Some(ms);
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown parameter `{key}`; expected window, from, to or dimension"
+                    ))
+                }
+            }
+        }
+        if query.window.is_none() {
+            query.window = resolve_window(info, None);
+        }
+        if query.window.is_none() {
+            return Err(format!("pipeline `{}` has no window sizes", info.name));
+        }
+        Ok(query)
+    }
+}
+
+/// The router's state: what Leptos needs, and ours.
+#[derive(Clone, FromRef)]
+struct AppState {
+    leptos_options: LeptosOptions,
+    context: ServerContext,
+}
+
+/// The complete dashboard: page, API, event stream and `/pkg` files.
+///
+/// Logs a warning (once, here) if the browser bundle is not under `site_root/pkg`: the page
+/// still renders, but does not update live.
+pub fn router(state: DashboardState) -> Router {
+    let DashboardState {
+        reader,
+        updates,
+        info,
+        site_root,
+    } = state;
+    let pkg_dir = site_root.join("pkg");
+    warn_if_bundle_missing(&pkg_dir);
+
+    let leptos_options = LeptosOptions::builder()
+        .output_name(OUTPUT_NAME)
+        .site_root(site_root.to_string_lossy().into_owned())
+        .site_pkg_dir("pkg")
+        .build();
+    let context = ServerContext(Arc::new(Shared {
+        reader,
+        updates: updates.downgrade(),
+        info,
+    }));
+    let state = AppState {
+        leptos_options: leptos_options.clone(),
+        context: context.clone(),
+    };
+    let routes = generate_route_list(App);
+
+    Router::new()
+        .route("/api/aggregates", get(aggregates))
+        .route("/api/pipeline", get(pipeline))
+        .route("/api/stream", get(stream))
+        .nest_service("/pkg", ServeDir::new(pkg_dir))
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(context.clone()),
+            move || shell(leptos_options.clone()),
+        )
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn warn_if_bundle_missing(pkg_dir: &std::path::Path) {
+    let missing: Vec<String> = [
+        format!("{OUTPUT_NAME}.js"),
+        format!("{OUTPUT_NAME}_bg.wasm"),
+    ]
+    .into_iter()
+    .filter(|name| !pkg_dir.join(name).is_file())
+    .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            dir = %pkg_dir.display(),
+            missing = %missing.join(", "),
+            "the dashboard's browser bundle is missing: the page renders but will not update live \
+             (build it with dashboard/build-client.sh)"
+        );
+    }
+}
+
+/// A JSON error body: `{"error": message}`.
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn aggregates(
+    State(context): State<ServerContext>,
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid query string: {}", e.body_text()),
+            )
+        }
+    };
+    let query = match context.aggregate_query(&params) {
+        Ok(query) => query,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match context.0.reader.query(&query).await {
+        Ok(docs) => Json(docs).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "aggregate query failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("could not read the aggregates: {e}"),
+            )
+        }
+    }
+}
+
+async fn pipeline(State(context): State<ServerContext>) -> Json<PipelineInfo> {
+    Json(context.0.info.clone())
+}
+
+async fn stream(State(context): State<ServerContext>) -> Response {
+    // Subscribe before answering: once the browser sees the response, nothing is missed.
+    let Some(receiver) = context.0.updates.upgrade().map(|tx| tx.subscribe()) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the update stream has ended".to_owned(),
+        );
+    };
+    let events = BroadcastStream::new(receiver).filter_map(|message| async move {
+        match message {
+            Ok(docs) if docs.is_empty() => None,
+            Ok(docs) => match Event::default().json_data(&*docs) {
+                Ok(event) => Some(Ok::<_, Infallible>(event)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not encode an update event");
+                    None
+                }
+            },
+            Err(BroadcastStreamRecvError::Lagged(skipped)) => {
+                tracing::debug!(skipped, "an update stream fell behind");
+                None
+            }
+        }
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not found".to_owned())
+}

@@ -1,0 +1,297 @@
+//! The archive source: newline-delimited DynamoDB Streams records.
+//!
+//! Each line is one record in the JSON shape `GetRecords` returns and Lambda delivers. Files may be
+//! gzip or zstd compressed; the format is detected from the first bytes, not the file name.
+//! Reading and decoding run on a blocking thread; batches cross to the async pipeline through the
+//! bounded channel, so a slow consumer slows the reader.
+//!
+//! A line that does not decode is quarantined with its line number and the reason, and reading goes
+//! on with the next line.
+
+mod writer;
+
+use std::{
+    fs::File,
+    io::{BufRead, BufReader, Read},
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use streamlens_core::{ChangeEvent, StreamRecord};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use writer::ArchiveWriter;
+
+use crate::{config::ArchiveSourceConfig, Batch, Error, Quarantined, Source, SourceSummary};
+
+/// Reads an archive once, or replays it live for ever.
+#[derive(Debug, Clone)]
+pub struct ArchiveSource {
+    config: ArchiveSourceConfig,
+}
+
+impl ArchiveSource {
+    /// A source for the configured archive.
+    pub fn new(config: ArchiveSourceConfig) -> Self {
+        ArchiveSource { config }
+    }
+}
+
+/// Opens a plain, gzip or zstd file for line reading.
+pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, Error> {
+    let err = |source| Error::Archive {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = File::open(path).map_err(err)?;
+    let mut magic = [0u8; 4];
+    let n = read_up_to(&mut file, &mut magic).map_err(err)?;
+    let file = File::open(path).map_err(err)?;
+    let reader: Box<dyn BufRead + Send> = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
+    } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(BufReader::new(zstd::stream::read::Decoder::new(file).map_err(err)?))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 16, file))
+    };
+    Ok(reader)
+}
+
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// Decodes one archive line; `origin` names it in a quarantine entry.
+pub fn decode_line(line: &str, origin: impl FnOnce() -> String) -> Result<ChangeEvent, Quarantined> {
+    StreamRecord::from_json(line)
+        .and_then(ChangeEvent::try_from)
+        .map_err(|e| Quarantined {
+            origin: origin(),
+            reason: e.to_string(),
+            raw: line.chars().take(64 * 1024).collect(),
+        })
+}
+
+/// Reads every line of an archive, calling `batch` with up to `batch_size` events at a time.
+/// Stops early (returning `Ok(false)`) when `batch` returns false.
+pub fn read_batches(
+    path: &Path,
+    batch_size: usize,
+    mut batch: impl FnMut(Batch) -> bool,
+) -> Result<bool, Error> {
+    let reader = open(path)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut current = Batch::default();
+    for (index, line) in reader.lines().enumerate() {
+        let line = line.map_err(|source| Error::Archive {
+            path: path.display().to_string(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match decode_line(&line, || format!("{name} line {}", index + 1)) {
+            Ok(event) => current.events.push(event),
+            Err(q) => current.quarantined.push(q),
+        }
+        if current.events.len() >= batch_size && !batch(std::mem::take(&mut current)) {
+            return Ok(false);
+        }
+    }
+    if !current.is_empty() {
+        return Ok(batch(current));
+    }
+    Ok(true)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+#[async_trait::async_trait]
+impl Source for ArchiveSource {
+    fn describe(&self) -> String {
+        format!("archive:{}", self.config.path.display())
+    }
+
+    async fn run(
+        self: Box<Self>,
+        out: mpsc::Sender<Batch>,
+        shutdown: CancellationToken,
+    ) -> Result<SourceSummary, Error> {
+        if self.config.live_replay {
+            return live_replay(self.config, out, shutdown).await;
+        }
+        let config = self.config;
+        tokio::task::spawn_blocking(move || {
+            let mut summary = SourceSummary::default();
+            let mut closed = false;
+            read_batches(&config.path, config.batch_size.max(1), |batch| {
+                if shutdown.is_cancelled() {
+                    return false;
+                }
+                summary.events += batch.events.len() as u64;
+                summary.quarantined += batch.quarantined.len() as u64;
+                closed = out.blocking_send(batch).is_err();
+                !closed
+            })?;
+            if closed {
+                return Err(Error::DownstreamClosed);
+            }
+            Ok(summary)
+        })
+        .await
+        .map_err(|e| Error::Config(format!("archive reader thread failed: {e}")))?
+    }
+}
+
+/// Replays the archive for ever, its times shifted to the present and paced by `speed`.
+async fn live_replay(
+    config: ArchiveSourceConfig,
+    out: mpsc::Sender<Batch>,
+    shutdown: CancellationToken,
+) -> Result<SourceSummary, Error> {
+    if !(config.speed.is_finite() && config.speed > 0.0) {
+        return Err(Error::Config(format!(
+            "speed must be a positive number, found {}",
+            config.speed
+        )));
+    }
+    let path = config.path.clone();
+    let (events, quarantined) = tokio::task::spawn_blocking(move || {
+        let mut all = Batch::default();
+        read_batches(&path, 4096, |b| {
+            all.events.extend(b.events);
+            all.quarantined.extend(b.quarantined);
+            true
+        })
+        .map(|_| (all.events, all.quarantined))
+    })
+    .await
+    .map_err(|e| Error::Config(format!("archive reader thread failed: {e}")))??;
+    let mut summary = SourceSummary {
+        quarantined: quarantined.len() as u64,
+        ..SourceSummary::default()
+    };
+    if !quarantined.is_empty() {
+        out.send(Batch {
+            events: Vec::new(),
+            quarantined,
+        })
+        .await
+        .map_err(|_| Error::DownstreamClosed)?;
+    }
+    let Some(first) = events.iter().map(|e| e.event_time_ms).min() else {
+        return Ok(summary);
+    };
+    let last = events.iter().map(|e| e.event_time_ms).max().unwrap_or(first);
+    // One pass lasts the archive's span plus one second, in replay time.
+    let pass_ms = ((last - first + 1000) as f64 / config.speed) as i64;
+    let start = now_ms();
+    tracing::info!(events = events.len(), pass_ms, "live replay of archive started");
+    for pass in 0u64.. {
+        let pass_start = start + pass as i64 * pass_ms;
+        let mut pending = Batch::default();
+        for event in &events {
+            let due = pass_start + ((event.event_time_ms - first) as f64 / config.speed) as i64;
+            let wait = due - now_ms();
+            if wait > 0 {
+                if !pending.is_empty() {
+                    summary.events += pending.events.len() as u64;
+                    out.send(std::mem::take(&mut pending))
+                        .await
+                        .map_err(|_| Error::DownstreamClosed)?;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(summary),
+                    _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+                }
+            }
+            let mut shifted = event.clone();
+            shifted.event_time_ms = due;
+            shifted.event_id = format!("{}-{pass}", event.event_id);
+            shifted.sequence_number = format!("{pass:08}{:0>30}", event.sequence_number);
+            pending.events.push(shifted);
+        }
+        if !pending.is_empty() {
+            summary.events += pending.events.len() as u64;
+            out.send(pending).await.map_err(|_| Error::DownstreamClosed)?;
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn line(id: u32, kind: &str, time: i64) -> String {
+        format!(
+            r#"{{"eventID":"e{id}","eventName":"{kind}","dynamodb":{{"ApproximateCreationDateTime":{time},"Keys":{{"pk":{{"S":"k{id}"}}}},"NewImage":{{"pk":{{"S":"k{id}"}}}},"SequenceNumber":"{id}","SizeBytes":10}}}}"#
+        )
+    }
+
+    #[test]
+    fn bad_lines_are_quarantined_by_line_number_and_the_rest_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.ndjson");
+        let mut f = File::create(&path).unwrap();
+        writeln!(f, "{}", line(1, "INSERT", 1_700_000_000)).unwrap();
+        writeln!(f, "{{not json").unwrap();
+        writeln!(f).unwrap();
+        writeln!(f, "{}", line(2, "INSERT", 1_700_000_001)).unwrap();
+        drop(f);
+        let mut batches = Vec::new();
+        read_batches(&path, 10, |b| {
+            batches.push(b);
+            true
+        })
+        .unwrap();
+        let events: Vec<_> = batches.iter().flat_map(|b| &b.events).collect();
+        let bad: Vec<_> = batches.iter().flat_map(|b| &b.quarantined).collect();
+        assert_eq!(events.len(), 2);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].origin, "a.ndjson line 2");
+        assert!(bad[0].reason.contains("invalid json"), "{}", bad[0].reason);
+    }
+
+    #[test]
+    fn gzip_and_zstd_are_detected_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{}\n{}\n", line(1, "INSERT", 1), line(2, "REMOVE", 2));
+        let gz = dir.path().join("x.data");
+        let mut enc = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), Default::default());
+        enc.write_all(text.as_bytes()).unwrap();
+        enc.finish().unwrap();
+        let zst = dir.path().join("y.data");
+        std::fs::write(&zst, zstd::encode_all(text.as_bytes(), 3).unwrap()).unwrap();
+        for path in [gz, zst] {
+            let mut n = 0;
+            read_batches(&path, 1, |b| {
+                n += b.events.len();
+                true
+            })
+            .unwrap();
+            assert_eq!(n, 2, "{}", path.display());
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Source configuration: the `[source]` table of the streamlens config file.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+/// Where changes come from. `kind = "dynamodb"` or `kind = "archive"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// A DynamoDB table's stream.
+    Dynamodb(DynamoDbSourceConfig),
+    /// A newline-delimited JSON archive of Streams records.
+    Archive(ArchiveSourceConfig),
+}
+
+/// Where to start reading a shard that has no checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPosition {
+    /// The oldest record still in the stream (up to 24 hours back).
+    #[default]
+    TrimHorizon,
+    /// Only records written after streamlens starts.
+    Latest,
+}
+
+/// `[source] kind = "dynamodb"`: read a table's DynamoDB stream.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoDbSourceConfig {
+    /// The table whose latest stream is read. Either this or `stream_arn`.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// The stream to read, when known; takes precedence over `table`.
+    #[serde(default)]
+    pub stream_arn: Option<String>,
+    /// AWS region; the SDK's default chain (AWS_REGION, profile) when absent.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// A non-AWS endpoint such as a local moto server, e.g. `http://127.0.0.1:5000`. When set and
+    /// no AWS_ACCESS_KEY_ID is in the environment, dummy credentials are used.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Where to start: `trim_horizon` (default) or `latest`.
+    #[serde(default)]
+    pub start: StartPosition,
+    /// How long to wait before polling a shard again after it returned no records.
+    #[serde(default = "default_poll_interval", with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+    /// How often to look for new shards.
+    #[serde(default = "default_discovery_interval", with = "humantime_serde_compat")]
+    pub discovery_interval: Duration,
+    /// `Limit` of each GetRecords call (1 to 1000).
+    #[serde(default = "default_max_records")]
+    pub max_records: i32,
+    /// Stop once no shard has returned a record for this long (batch runs and tests); absent means
+    /// follow the stream for ever.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub stop_when_idle: Option<Duration>,
+}
+
+/// `[source] kind = "archive"`: read newline-delimited Streams records from a file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSourceConfig {
+    /// The file: one Streams record (GetRecords / Lambda JSON shape) per line; `.gz` and `.zst`
+    /// (detected by content) are decompressed.
+    pub path: PathBuf,
+    /// Replay continuously: shift record times so the archive starts now, pace records by their
+    /// original spacing divided by `speed`, and start over when the end is reached.
+    #[serde(default)]
+    pub live_replay: bool,
+    /// Pace of a live replay: 1.0 is real time, 10.0 ten times faster.
+    #[serde(default = "default_speed")]
+    pub speed: f64,
+    /// Events per batch sent downstream.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+impl ArchiveSourceConfig {
+    /// Reads `path` once, at full speed.
+    pub fn once(path: impl Into<PathBuf>) -> Self {
+        ArchiveSourceConfig {
+            path: path.into(),
+            live_replay: false,
+            speed: default_speed(),
+            batch_size: default_batch_size(),
+        }
+    }
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_discovery_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_records() -> i32 {
+    1000
+}
+fn default_speed() -> f64 {
+    1.0
+}
+fn default_batch_size() -> usize {
+    1000
+}
+
+/// Durations written the human way (`250ms`, `5s`, `1m`).
+pub mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// Deserializes `"250ms"`-style durations.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{text}`: {e}")))
+    }
+
+    /// The same for optional durations.
+    pub mod option {
+        use super::*;
+
+        /// Deserializes an optional `"250ms"`-style duration.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The streamlens config file.
+//!
+//! ```toml
+//! data_dir = "data/run"          # quarantine file and embedded store live here
+//!
+//! [source]                       # where changes come from
+//! kind = "dynamodb"              # or "archive"
+//! table = "orders"
+//! endpoint_url = "http://127.0.0.1:5000"   # local moto; omit for AWS
+//!
+//! [store]                        # where aggregates go
+//! kind = "opensearch"            # or "embedded" (the default)
+//! url = "http://127.0.0.1:9200"
+//!
+//! [pipeline]                     # what to aggregate
+//! name = "orders"
+//! dimensions = ["status", "region"]
+//! windows = ["1m", "5m"]
+//! [[pipeline.metrics]]
+//! name = "amount"
+//! attribute = "amount"
+//! scale = 2
+//!
+//! [dashboard]
+//! listen = "127.0.0.1:3000"
+//! ```
+//!
+//! Unknown keys are rejected, and every error names the file, the line and the key.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use streamlens_aggregator::{
+    config::{EmbeddedStoreConfig, MetricSpec},
+    PipelineSpec, StoreConfig,
+};
+use streamlens_ingest::{config::ArchiveSourceConfig, SourceConfig};
+
+/// A config file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with line, column and key.
+        message: String,
+    },
+}
+
+/// Everything one streamlens process does.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory for run data: the quarantine file (`quarantine.ndjson`) and, by default, the
+    /// embedded store.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Where changes come from.
+    pub source: SourceConfig,
+    /// Where aggregates are kept; the embedded store when absent.
+    #[serde(default = "default_store")]
+    pub store: StoreConfig,
+    /// What to aggregate.
+    pub pipeline: PipelineSpec,
+    /// The web dashboard and API.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
+}
+
+/// `[dashboard]`: the web UI, the JSON API and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Serve the dashboard at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory holding the compiled browser bundle (`pkg/`), built by
+    /// `dashboard/build-client.sh`. Overridden by `STREAMLENS_SITE_ROOT`.
+    #[serde(default = "default_site_root")]
+    pub site_root: PathBuf,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            enabled: true,
+            listen: default_listen(),
+            site_root: default_site_root(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 3000))
+}
+fn default_site_root() -> PathBuf {
+    std::env::var_os("STREAMLENS_SITE_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/site"))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data/run")
+}
+fn default_store() -> StoreConfig {
+    StoreConfig::Embedded(EmbeddedStoreConfig::default())
+}
+
+/// The shipped sample orders stream.
+pub const SAMPLE_ARCHIVE: &str = "data/sample/orders.ndjson.gz";
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses config text; `name` names it in errors.
+    pub fn parse(text: &str, name: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: name.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config
+            .pipeline
+            .validate()
+            .map_err(|e| ConfigError::Parse {
+                path: name.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(config)
+    }
+
+    /// The embedded demo: the sample orders stream replayed live into the embedded store.
+    pub fn demo() -> Self {
+        let data_dir = default_data_dir();
+        Config {
+            source: SourceConfig::Archive(ArchiveSourceConfig {
+                live_replay: true,
+                ..ArchiveSourceConfig::once(SAMPLE_ARCHIVE)
+            }),
+            store: StoreConfig::Embedded(EmbeddedStoreConfig {
+                path: data_dir.join("demo.redb"),
+            }),
+            pipeline: PipelineSpec {
+                name: "orders".to_owned(),
+                dimensions: vec!["status".to_owned(), "region".to_owned()],
+                metrics: vec![MetricSpec {
+                    name: "amount".to_owned(),
+                    attribute: "amount".to_owned(),
+                    scale: 2,
+                }],
+                windows: vec!["1m".to_owned(), "5m".to_owned()],
+                retention: "6h".to_owned(),
+            },
+            dashboard: DashboardConfig::default(),
+            data_dir,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_key_is_named_with_its_line() {
+        let text = "[source]\nkind = \"archive\"\npath = \"x\"\n[pipeline]\nname = \"p\"\ndimensoins = [\"a\"]\n";
+        let err = Config::parse(text, "bad.toml").unwrap_err().to_string();
+        assert!(err.contains("bad.toml"), "{err}");
+        assert!(err.contains("dimensoins"), "{err}");
+        assert!(err.contains("line 6"), "{err}");
+    }
+
+    #[test]
+    fn broken_toml_is_named_with_its_line() {
+        let err = Config::parse("[source\nkind = 1", "x.toml").unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_minimal_config_takes_defaults() {
+        let text = "[source]\nkind = \"archive\"\npath = \"a.ndjson\"\n[pipeline]\n";
+        let config = Config::parse(text, "ok.toml").unwrap();
+        assert_eq!(config.pipeline.windows, vec!["1m"]);
+        assert!(matches!(config.store, StoreConfig::Embedded(_)));
+        assert_eq!(config.dashboard.listen.port(), 3000);
+    }
+}
