@@ -1,6 +1,6 @@
 //! The whole process: pipeline, dashboard, metrics, clean shutdown.
 
-use std::{sync::Arc, time::SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Context;
 use streamlens_aggregator::{store, WindowEngine};
@@ -13,24 +13,39 @@ use crate::{config::Config, pipeline, quarantine::Quarantine};
 
 /// Runs the configured pipeline (and the dashboard, if enabled) until the source ends — then
 /// the dashboard keeps serving — or until `shutdown` fires.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<pipeline::RunSummary> {
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<pipeline::RunSummary> {
     let version_seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or_default();
     let engine = WindowEngine::new(config.pipeline.clone(), version_seed)?;
-    let store = store::open(&config.store).await.context("opening the store")?;
+    let store = store::open(&config.store)
+        .await
+        .context("opening the store")?;
     let source = streamlens_ingest::build(&config.source)
         .await
         .context("starting the source")?;
     let quarantine = Quarantine::open(&config.data_dir)
         .with_context(|| format!("opening the quarantine in {}", config.data_dir.display()))?;
+    let archive = config
+        .archive_to
+        .as_deref()
+        .map(streamlens_ingest::archive::ArchiveWriter::create)
+        .transpose()?;
     let (updates, _) = broadcast::channel(256);
     let info = PipelineInfo {
         name: config.pipeline.name.clone(),
         windows: config.pipeline.windows.clone(),
         dimensions: config.pipeline.dimensions.clone(),
-        metrics: config.pipeline.metrics.iter().map(|m| m.name.clone()).collect(),
+        metrics: config
+            .pipeline
+            .metrics
+            .iter()
+            .map(|m| m.name.clone())
+            .collect(),
         source: source.describe(),
         store: store.describe(),
     };
@@ -64,10 +79,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     } else {
         None
     };
-    let summary = pipeline::run(source, engine, store, quarantine, updates, shutdown.clone()).await?;
+    let summary = pipeline::run(
+        source,
+        engine,
+        store,
+        quarantine,
+        archive,
+        updates,
+        shutdown.clone(),
+    )
+    .await?;
     if let Some(server) = server {
         tracing::info!("source finished; the dashboard keeps serving until interrupted");
-        server.await.context("dashboard task")?.context("dashboard server")?;
+        server
+            .await
+            .context("dashboard task")?
+            .context("dashboard server")?;
     }
     Ok(summary)
 }

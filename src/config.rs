@@ -70,6 +70,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Where changes come from.
     pub source: SourceConfig,
+    /// Also write every change read, before it is aggregated, to this newline-delimited archive
+    /// (`.gz` compresses); a `kind = "archive"` source replays it.
+    #[serde(default)]
+    pub archive_to: Option<PathBuf>,
     /// Where aggregates are kept; the embedded store when absent.
     #[serde(default = "default_store")]
     pub store: StoreConfig,
@@ -143,13 +147,10 @@ impl Config {
             path: name.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        config
-            .pipeline
-            .validate()
-            .map_err(|e| ConfigError::Parse {
-                path: name.to_owned(),
-                message: e.to_string(),
-            })?;
+        config.pipeline.validate().map_err(|e| ConfigError::Parse {
+            path: name.to_owned(),
+            message: e.to_string(),
+        })?;
         Ok(config)
     }
 
@@ -176,6 +177,7 @@ impl Config {
                 retention: "6h".to_owned(),
             },
             dashboard: DashboardConfig::default(),
+            archive_to: None,
             data_dir,
         }
     }
@@ -196,7 +198,9 @@ mod tests {
 
     #[test]
     fn broken_toml_is_named_with_its_line() {
-        let err = Config::parse("[source\nkind = 1", "x.toml").unwrap_err().to_string();
+        let err = Config::parse("[source\nkind = 1", "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 1"), "{err}");
     }
 

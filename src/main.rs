@@ -123,9 +123,11 @@ async fn main() -> anyhow::Result<()> {
             region,
         } => {
             let sdk =
-                streamlens_ingest::aws::sdk_config(region.as_deref(), endpoint_url.as_deref()).await;
+                streamlens_ingest::aws::sdk_config(region.as_deref(), endpoint_url.as_deref())
+                    .await;
             let client = aws_sdk_dynamodb::Client::new(&sdk);
-            let arn = streamlens_infra::dynamo::create_table_with_stream(&client, &table, &key).await?;
+            let arn =
+                streamlens_infra::dynamo::create_table_with_stream(&client, &table, &key).await?;
             println!("{arn}");
         }
     }

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Instant};
 
 use streamlens_aggregator::{Store, WindowEngine};
 use streamlens_core::{AggregateDoc, EventKind, StreamRecord};
-use streamlens_ingest::{Batch, Quarantined, Source, SourceSummary};
+use streamlens_ingest::{archive::ArchiveWriter, Batch, Quarantined, Source, SourceSummary};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +56,7 @@ pub async fn run(
     mut engine: WindowEngine,
     store: Arc<dyn Store>,
     mut quarantine: Quarantine,
+    mut archive: Option<ArchiveWriter>,
     updates: Updates,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, PipelineError> {
@@ -89,15 +90,38 @@ pub async fn run(
             }
             all.extend(batch.events);
         }
-        for event in &all {
-            let kind = match &event.kind {
-                EventKind::Unknown(_) => "unknown",
-                k => k.name(),
-            };
-            metrics::counter!("streamlens_events_total", "kind" => kind).increment(1);
+        if let Some(archive) = archive.as_mut() {
+            for event in &all {
+                archive.write(event)?;
+            }
         }
-        for rejected in engine.apply(&all)? {
-            let raw = serde_json::to_string(&StreamRecord::from(&rejected.event)).unwrap_or_default();
+        let mut kinds = [0u64; 4];
+        for event in &all {
+            kinds[match event.kind {
+                EventKind::Insert => 0,
+                EventKind::Modify => 1,
+                EventKind::Remove => 2,
+                EventKind::Unknown(_) => 3,
+            }] += 1;
+        }
+        for (kind, n) in ["INSERT", "MODIFY", "REMOVE", "unknown"]
+            .into_iter()
+            .zip(kinds)
+        {
+            metrics::counter!("streamlens_events_total", "kind" => kind).increment(n);
+        }
+        // The polars pass is CPU work: keep it off the async workers.
+        let (back, applied, all) = tokio::task::spawn_blocking(move || {
+            let applied = engine.apply(&all);
+            (engine, applied, all)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(format!("engine task failed: {e}")))?;
+        engine = back;
+        drop(all);
+        for rejected in applied? {
+            let raw =
+                serde_json::to_string(&StreamRecord::from(&rejected.event)).unwrap_or_default();
             quarantine.put(&Quarantined {
                 origin: format!(
                     "shard {} seq {}",
@@ -126,6 +150,9 @@ pub async fn run(
         }
     };
     store.flush().await?;
+    if let Some(archive) = archive {
+        archive.finish()?;
+    }
     summary.aggregated = engine.stats().aggregated;
     summary.quarantined = quarantine.count();
     tracing::info!(?summary, "pipeline finished");

@@ -81,17 +81,25 @@ impl PipelineSpec {
     pub fn validate(&self) -> Result<Vec<WindowSize>, Error> {
         let bad = |msg: String| Err(Error::Spec(msg));
         if self.name.is_empty() || self.name.contains('|') {
-            return bad(format!("pipeline.name `{}` must be non-empty and without `|`", self.name));
+            return bad(format!(
+                "pipeline.name `{}` must be non-empty and without `|`",
+                self.name
+            ));
         }
         if self.windows.is_empty() {
             return bad("pipeline.windows must name at least one window size".to_owned());
         }
         let mut sizes = Vec::new();
         for label in &self.windows {
-            let d = humantime::parse_duration(label)
-                .map_err(|e| Error::Spec(format!("pipeline.windows: `{label}` is not a duration: {e}")))?;
+            let d = humantime::parse_duration(label).map_err(|e| {
+                Error::Spec(format!(
+                    "pipeline.windows: `{label}` is not a duration: {e}"
+                ))
+            })?;
             if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
-                return bad(format!("pipeline.windows: `{label}` must be whole seconds, at least 1s"));
+                return bad(format!(
+                    "pipeline.windows: `{label}` must be whole seconds, at least 1s"
+                ));
             }
             if sizes.iter().any(|w: &WindowSize| w.label == *label) {
                 return bad(format!("pipeline.windows: `{label}` is listed twice"));
@@ -103,7 +111,9 @@ impl PipelineSpec {
         }
         for (i, dim) in self.dimensions.iter().enumerate() {
             if dim.is_empty() || dim == streamlens_core::aggregate::ALL_DIMENSION {
-                return bad(format!("pipeline.dimensions: `{dim}` is not a usable attribute path"));
+                return bad(format!(
+                    "pipeline.dimensions: `{dim}` is not a usable attribute path"
+                ));
             }
             if self.dimensions[..i].contains(dim) {
                 return bad(format!("pipeline.dimensions: `{dim}` is listed twice"));
@@ -111,10 +121,16 @@ impl PipelineSpec {
         }
         for (i, m) in self.metrics.iter().enumerate() {
             if m.scale > 18 {
-                return bad(format!("pipeline.metrics `{}`: scale {} is above 18", m.name, m.scale));
+                return bad(format!(
+                    "pipeline.metrics `{}`: scale {} is above 18",
+                    m.name, m.scale
+                ));
             }
             if m.name.is_empty() || self.metrics[..i].iter().any(|o| o.name == m.name) {
-                return bad(format!("pipeline.metrics: name `{}` is empty or repeated", m.name));
+                return bad(format!(
+                    "pipeline.metrics: name `{}` is empty or repeated",
+                    m.name
+                ));
             }
         }
         self.retention_ms()?;

@@ -57,7 +57,9 @@ mod tests {
         assert_eq!(parse_scaled("-0.01", 2), Ok(-1));
         assert_eq!(parse_scaled("1.5E+3", 0), Ok(1500));
         assert_eq!(parse_scaled("100.00", 0), Ok(100));
-        assert!(parse_scaled("0.125", 2).unwrap_err().contains("3 decimal places"));
+        assert!(parse_scaled("0.125", 2)
+            .unwrap_err()
+            .contains("3 decimal places"));
         assert!(parse_scaled("abc", 2).is_err());
     }
 

@@ -197,8 +197,8 @@ impl WindowEngine {
             sums: vec![Vec::new(); self.spec.metrics.len()],
             ..Rows::default()
         };
-        let horizon = self.max_event_time.saturating_sub(self.retention_ms);
         for event in events {
+            let horizon = self.max_event_time.saturating_sub(self.retention_ms);
             if let EventKind::Unknown(_) = event.kind {
                 self.stats.unknown_kind += 1;
                 continue;
@@ -230,7 +230,8 @@ impl WindowEngine {
                     let start = event.event_time_ms.div_euclid(size.millis) * size.millis;
                     let all = std::iter::once((0u32, ALL_DIMENSION.to_owned()));
                     let dims = self.spec.dimensions.iter().enumerate().map(|(d, path)| {
-                        let label = lookup(c.image, path).map_or_else(|| MISSING.to_owned(), |v| v.label());
+                        let label =
+                            lookup(c.image, path).map_or_else(|| MISSING.to_owned(), |v| v.label());
                         (d as u32 + 1, label)
                     });
                     for (dimension, value) in all.chain(dims) {
@@ -366,5 +367,247 @@ impl WindowEngine {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, str::FromStr};
+
+    use rust_decimal::Decimal;
+    use streamlens_core::AttributeValue;
+
+    use super::*;
+    use crate::config::MetricSpec;
+
+    fn spec() -> PipelineSpec {
+        PipelineSpec {
+            name: "orders".into(),
+            dimensions: vec!["status".into()],
+            metrics: vec![MetricSpec {
+                name: "amount".into(),
+                attribute: "amount".into(),
+                scale: 2,
+            }],
+            windows: vec!["1m".into(), "5m".into()],
+            retention: "1d".into(),
+        }
+    }
+
+    fn item(id: u32, status: &str, amount: &str) -> Item {
+        BTreeMap::from([
+            ("pk".into(), AttributeValue::S(format!("o{id}"))),
+            ("status".into(), AttributeValue::S(status.into())),
+            ("amount".into(), AttributeValue::N(amount.into())),
+        ])
+    }
+
+    fn event(
+        seq: u64,
+        t: i64,
+        kind: EventKind,
+        old: Option<Item>,
+        new: Option<Item>,
+    ) -> ChangeEvent {
+        ChangeEvent {
+            event_id: format!("e{seq}"),
+            kind,
+            keys: BTreeMap::new(),
+            old_image: old,
+            new_image: new,
+            event_time_ms: t,
+            sequence_number: seq.to_string(),
+            shard_id: "s".into(),
+            size_bytes: 1,
+            view_type: None,
+            ttl_delete: false,
+        }
+    }
+
+    /// A pseudo-random but valid history of items (a tiny LCG keeps the test self-contained).
+    fn history(n: usize, seed: u64) -> Vec<ChangeEvent> {
+        let mut state = seed;
+        let mut next = move |m: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % m
+        };
+        let statuses = ["new", "paid", "sent"];
+        let mut live: BTreeMap<u32, Item> = BTreeMap::new();
+        let mut out = Vec::new();
+        let mut t = 1_700_000_000_000i64;
+        for seq in 0..n as u64 {
+            t += next(20_000) as i64;
+            let amount = format!("{}.{:02}", next(1000), next(100));
+            let status = statuses[next(3) as usize];
+            let id = next(40) as u32;
+            match live.get(&id).cloned() {
+                None => {
+                    let new = item(id, status, &amount);
+                    live.insert(id, new.clone());
+                    out.push(event(seq, t, EventKind::Insert, None, Some(new)));
+                }
+                Some(old) if next(3) == 0 => {
+                    live.remove(&id);
+                    out.push(event(seq, t, EventKind::Remove, Some(old), None));
+                }
+                Some(old) => {
+                    let new = item(id, status, &amount);
+                    live.insert(id, new.clone());
+                    out.push(event(seq, t, EventKind::Modify, Some(old), Some(new)));
+                }
+            }
+        }
+        out
+    }
+
+    type Expected = BTreeMap<(String, i64, String, String), (i64, i64, i64, i64, Decimal)>;
+
+    /// The plain computation the engine must agree with: one event at a time, Decimal sums.
+    fn reference(events: &[ChangeEvent]) -> Expected {
+        let mut out = Expected::new();
+        for e in events {
+            for (label, size) in [("1m", 60_000i64), ("5m", 300_000)] {
+                let start = e.event_time_ms - e.event_time_ms.rem_euclid(size);
+                let mut add =
+                    |image: &Item, sign: i64, kind: usize| {
+                        let amount = match &image["amount"] {
+                            AttributeValue::N(n) => Decimal::from_str(n).unwrap(),
+                            _ => unreachable!(),
+                        };
+                        let status = match &image["status"] {
+                            AttributeValue::S(s) => s.clone(),
+                            _ => unreachable!(),
+                        };
+                        for (dim, value) in [
+                            ("_all".to_owned(), "_all".to_owned()),
+                            ("status".into(), status),
+                        ] {
+                            let value = if dim == "_all" { String::new() } else { value };
+                            let entry = out
+                                .entry((label.to_owned(), start, dim, value))
+                                .or_insert((0, 0, 0, 0, Decimal::ZERO));
+                            match kind {
+                                1 => entry.0 += 1,
+                                2 => entry.1 += 1,
+                                3 => entry.2 += 1,
+                                _ => {}
+                            }
+                            entry.3 += sign;
+                            entry.4 += amount * Decimal::from(sign);
+                        }
+                    };
+                match e.kind {
+                    EventKind::Insert => add(e.new_image.as_ref().unwrap(), 1, 1),
+                    EventKind::Remove => add(e.old_image.as_ref().unwrap(), -1, 3),
+                    EventKind::Modify => {
+                        add(e.old_image.as_ref().unwrap(), -1, 0);
+                        add(e.new_image.as_ref().unwrap(), 1, 2);
+                    }
+                    EventKind::Unknown(_) => {}
+                }
+            }
+        }
+        out
+    }
+
+    fn run(events: &[ChangeEvent], batch: usize) -> Expected {
+        let mut engine = WindowEngine::new(spec(), 0).unwrap();
+        let mut docs = BTreeMap::new();
+        for chunk in events.chunks(batch) {
+            assert!(engine.apply(chunk).unwrap().is_empty());
+            for doc in engine.take_changed() {
+                docs.insert(doc.id(), doc);
+            }
+        }
+        docs.into_values()
+            .map(|d| {
+                let value = if d.dimension == "_all" {
+                    String::new()
+                } else {
+                    d.value
+                };
+                (
+                    (d.window, d.window_start, d.dimension, value),
+                    (
+                        d.inserts,
+                        d.modifies,
+                        d.removes,
+                        d.net_count,
+                        Decimal::from_str(&d.sums["amount"]).unwrap(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn aggregates_equal_a_plain_computation_whatever_the_batch_size() {
+        let events = history(2000, 42);
+        let expected = reference(&events);
+        assert!(expected.len() > 100, "the history must span many windows");
+        for batch in [1, 7, 250, events.len()] {
+            assert_eq!(run(&events, batch), expected, "batch size {batch}");
+        }
+    }
+
+    #[test]
+    fn a_modify_moves_the_item_between_groups() {
+        let mut engine = WindowEngine::new(spec(), 0).unwrap();
+        let t = 1_700_000_000_000;
+        engine
+            .apply(&[
+                event(1, t, EventKind::Insert, None, Some(item(1, "new", "10.50"))),
+                event(
+                    2,
+                    t,
+                    EventKind::Modify,
+                    Some(item(1, "new", "10.50")),
+                    Some(item(1, "paid", "12")),
+                ),
+            ])
+            .unwrap();
+        let docs = engine.take_changed();
+        let get = |value: &str| {
+            docs.iter()
+                .find(|d| d.window == "1m" && d.dimension == "status" && d.value == value)
+                .unwrap()
+        };
+        assert_eq!(
+            (get("new").net_count, get("new").sums["amount"].as_str()),
+            (0, "0")
+        );
+        assert_eq!(
+            (get("paid").net_count, get("paid").sums["amount"].as_str()),
+            (1, "12")
+        );
+        assert_eq!(get("paid").modifies, 1);
+    }
+
+    #[test]
+    fn bad_values_and_late_changes_are_rejected_not_applied() {
+        let mut engine = WindowEngine::new(spec(), 0).unwrap();
+        let t = 1_700_000_000_000;
+        let rejected = engine
+            .apply(&[
+                event(1, t, EventKind::Insert, None, Some(item(1, "new", "1.234"))),
+                event(2, t, EventKind::Modify, None, Some(item(1, "new", "1"))),
+                event(
+                    3,
+                    t + 2 * 86_400_000,
+                    EventKind::Insert,
+                    None,
+                    Some(item(2, "new", "1")),
+                ),
+                event(4, t, EventKind::Insert, None, Some(item(3, "new", "1"))),
+            ])
+            .unwrap();
+        let reasons: Vec<_> = rejected.iter().map(|r| r.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].contains("3 decimal places"));
+        assert!(reasons[1].contains("NEW_AND_OLD_IMAGES"));
+        assert!(reasons[2].starts_with("late"));
+        assert_eq!(engine.stats().aggregated, 1);
     }
 }

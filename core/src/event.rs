@@ -119,10 +119,18 @@ pub struct StreamRecord {
     #[serde(rename = "eventName")]
     pub event_name: String,
     /// `1.1` for DynamoDB Streams.
-    #[serde(rename = "eventVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "eventVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub event_version: Option<String>,
     /// `aws:dynamodb`.
-    #[serde(rename = "eventSource", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "eventSource",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub event_source: Option<String>,
     /// The region of the table.
     #[serde(rename = "awsRegion", default, skip_serializing_if = "Option::is_none")]
@@ -130,7 +138,11 @@ pub struct StreamRecord {
     /// The change itself.
     pub dynamodb: StreamRecordBody,
     /// Set for TTL deletions.
-    #[serde(rename = "userIdentity", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "userIdentity",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_identity: Option<UserIdentity>,
     /// The shard the record was read from (streamlens extension).
     #[serde(rename = "shardId", default, skip_serializing_if = "Option::is_none")]
@@ -281,6 +293,9 @@ mod tests {
     fn a_missing_time_is_a_named_error() {
         let line = r#"{"eventID":"1","eventName":"INSERT","dynamodb":{"SequenceNumber":"1"}}"#;
         let err = ChangeEvent::try_from(StreamRecord::from_json(line).unwrap()).unwrap_err();
-        assert!(err.to_string().contains("ApproximateCreationDateTime"), "{err}");
+        assert!(
+            err.to_string().contains("ApproximateCreationDateTime"),
+            "{err}"
+        );
     }
 }

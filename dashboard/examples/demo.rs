@@ -43,8 +43,11 @@ impl AggregateReader for Memory {
             .docs
             .read()
             .map_err(|_| Error::Store("the demo store is poisoned".into()))?;
-        let mut found: Vec<AggregateDoc> =
-            docs.values().filter(|d| query.matches(d)).cloned().collect();
+        let mut found: Vec<AggregateDoc> = docs
+            .values()
+            .filter(|d| query.matches(d))
+            .cloned()
+            .collect();
         found.sort_by(|a, b| {
             (a.window_start, &a.dimension, &a.value).cmp(&(b.window_start, &b.dimension, &b.value))
         });
@@ -71,7 +74,8 @@ impl Memory {
         for (window, size) in WINDOWS {
             let start = at - at.rem_euclid(size);
             for (dimension, value) in [("status", status), (ALL_DIMENSION, ALL_DIMENSION)] {
-                let id = streamlens_core::aggregate::doc_id(PIPELINE, window, start, dimension, value);
+                let id =
+                    streamlens_core::aggregate::doc_id(PIPELINE, window, start, dimension, value);
                 let doc = docs.entry(id).or_insert_with(|| AggregateDoc {
                     pipeline: PIPELINE.into(),
                     window: window.into(),
@@ -102,7 +106,10 @@ impl Memory {
                         -cents
                     }
                 };
-                let sum = doc.sums.entry("amount".into()).or_insert_with(|| "0.00".into());
+                let sum = doc
+                    .sums
+                    .entry("amount".into())
+                    .or_insert_with(|| "0.00".into());
                 *sum = cents_to_decimal(decimal_to_cents(sum) + delta);
                 doc.version += 1;
                 changed.push(doc.clone());
@@ -162,8 +169,7 @@ fn now_ms() -> i64 {
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let addr = std::env::args()
@@ -179,7 +185,12 @@ async fn main() -> std::io::Result<()> {
     for minute in (1..=25).rev() {
         for k in 0..(3 + dice.roll(6)) {
             let (status, change, cents) = dice.event();
-            store.apply(now - minute * 60_000 + k as i64 * 7_000, status, change, cents);
+            store.apply(
+                now - minute * 60_000 + k as i64 * 7_000,
+                status,
+                change,
+                cents,
+            );
         }
     }
 

@@ -105,7 +105,9 @@ pub async fn load_snapshot(
     dimension: Option<String>,
 ) -> Result<Snapshot, ServerFnError> {
     let Some(context) = use_context::<crate::server::ServerContext>() else {
-        return Err(ServerFnError::new("the dashboard's server state is missing"));
+        return Err(ServerFnError::new(
+            "the dashboard's server state is missing",
+        ));
     };
     context
         .snapshot(window.as_deref(), dimension.as_deref())
@@ -138,7 +140,7 @@ pub fn resolve_dimension(info: &PipelineInfo, requested: Option<&str>) -> String
 /// The documents of the newest `n` distinct window starts, ordered by window start then value.
 pub fn newest_windows(mut docs: Vec<AggregateDoc>, n: usize) -> Vec<AggregateDoc> {
     let starts: BTreeSet<i64> = docs.iter().map(|d| d.window_start).collect();
-    if let Some(&oldest_kept) = starts.iter().rev().take(n).last() {
+    if let Some(&oldest_kept) = starts.iter().nth(starts.len().saturating_sub(n)) {
         docs.retain(|d| d.window_start >= oldest_kept);
     }
     docs.sort_by(|a, b| {
@@ -275,10 +277,7 @@ pub fn utc_datetime(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {} UTC",
-        utc_time(ms, true)
-    )
+    format!("{year:04}-{month:02}-{day:02} {} UTC", utc_time(ms, true))
 }
 
 /// The state of the live stream, shown in the header and as `data-stream` on the root.
@@ -321,6 +320,10 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 // no favicon request (a 404 would be a console error)
                 <link rel="icon" href="data:," />
                 <style>{STYLE}</style>
+                // without JavaScript the page is a static report: no live indicator
+                <noscript>
+                    <style>{NOSCRIPT_STYLE}</style>
+                </noscript>
                 <HydrationScripts options />
                 <MetaTags />
             </head>
@@ -697,8 +700,10 @@ fn tick_label(value: f64, step: f64) -> String {
         unit /= 10.0;
         decimals += 1;
     }
-    // no "-0"
-    let value = if value.abs() < step * 1e-9 { 0.0 } else { value };
+    if value.abs() < step * 1e-9 {
+        // no "-0" and no "0k"
+        return "0".to_owned();
+    }
     format!("{value:.decimals$}{suffix}")
 }
 
@@ -767,7 +772,7 @@ fn chart(docs: &[AggregateDoc], metric: &Metric) -> AnyView {
     let x_labels = starts
         .iter()
         .enumerate()
-        .filter(|(i, _)| (starts.len() - 1 - i) % label_every == 0)
+        .filter(|(i, _)| (starts.len() - 1 - i).is_multiple_of(label_every))
         .map(|(i, start)| {
             let x = MARGIN_LEFT + (i as f64 + 0.5) * slot;
             view! {
@@ -998,6 +1003,9 @@ mod live {
     }
 }
 
+/// Extra rules when scripting is off.
+const NOSCRIPT_STYLE: &str = ".status { display: none; }";
+
 /// The page's stylesheet: system fonts, no external resources.
 const STYLE: &str = r#"
 :root { color-scheme: light; --fg: #1b1f24; --muted: #57606a; --line: #d0d7de; --bg: #ffffff; --panel: #f6f8fa; }
@@ -1042,3 +1050,145 @@ td.value { font-weight: 500; }
 tr.empty td { text-align: left; }
 .error { color: #b3261e; }
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(start: i64, value: &str, version: u64) -> AggregateDoc {
+        AggregateDoc {
+            pipeline: "p".into(),
+            window: "1m".into(),
+            window_start: start,
+            window_end: start + 60_000,
+            dimension: "status".into(),
+            value: value.into(),
+            inserts: 1,
+            modifies: 0,
+            removes: 0,
+            net_count: 1,
+            sums: BTreeMap::new(),
+            version,
+        }
+    }
+
+    fn info() -> PipelineInfo {
+        PipelineInfo {
+            name: "p".into(),
+            windows: vec!["1m".into(), "5m".into()],
+            dimensions: vec!["status".into()],
+            metrics: vec!["amount".into()],
+            ..PipelineInfo::default()
+        }
+    }
+
+    #[test]
+    fn times_are_utc() {
+        assert_eq!(utc_time(0, true), "00:00:00");
+        assert_eq!(utc_time(1_704_164_645_999, true), "03:04:05");
+        assert_eq!(utc_time(1_704_164_645_999, false), "03:04");
+        assert_eq!(utc_datetime(1_704_164_645_999), "2024-01-02 03:04:05 UTC");
+        assert_eq!(utc_datetime(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_datetime(-1_000), "1969-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn higher_versions_win() {
+        let mut docs = BTreeMap::new();
+        assert!(merge_doc(&mut docs, doc(0, "a", 2)));
+        assert!(!merge_doc(&mut docs, doc(0, "a", 1)));
+        assert!(!merge_doc(&mut docs, doc(0, "a", 2)));
+        assert!(merge_doc(&mut docs, doc(0, "a", 3)));
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs.values().next().map(|d| d.version), Some(3));
+    }
+
+    #[test]
+    fn only_the_newest_windows_are_kept() {
+        let docs = (0..40)
+            .flat_map(|i| [doc(i * 60_000, "b", 1), doc(i * 60_000, "a", 1)])
+            .collect();
+        let kept = newest_windows(docs, MAX_WINDOWS);
+        assert_eq!(kept.len(), 2 * MAX_WINDOWS);
+        assert_eq!(kept[0].window_start, 10 * 60_000);
+        assert_eq!(kept[0].value, "a");
+        assert_eq!(kept.last().map(|d| d.window_start), Some(39 * 60_000));
+    }
+
+    #[test]
+    fn live_docs_update_the_snapshot() {
+        let snapshot = Snapshot {
+            info: info(),
+            window: "1m".into(),
+            dimension: "status".into(),
+            docs: vec![doc(0, "a", 1)],
+        };
+        let mut live = BTreeMap::new();
+        let mut newer = doc(0, "a", 2);
+        newer.net_count = 5;
+        merge_doc(&mut live, newer);
+        merge_doc(&mut live, doc(60_000, "b", 1));
+        let mut other_window = doc(60_000, "c", 1);
+        other_window.window = "5m".into();
+        merge_doc(&mut live, other_window);
+        let rows = visible_docs(&snapshot, &live);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].net_count, 5);
+        assert_eq!(rows[1].value, "b");
+    }
+
+    #[test]
+    fn selections_fall_back_to_defaults() {
+        let info = info();
+        assert_eq!(resolve_window(&info, Some("5m")).as_deref(), Some("5m"));
+        assert_eq!(resolve_window(&info, Some("2h")).as_deref(), Some("1m"));
+        assert_eq!(resolve_window(&PipelineInfo::default(), None), None);
+        assert_eq!(resolve_dimension(&info, None), "status");
+        assert_eq!(resolve_dimension(&info, Some("_all")), "_all");
+        assert_eq!(resolve_dimension(&info, Some("colour")), "status");
+        assert_eq!(resolve_dimension(&PipelineInfo::default(), None), "_all");
+        assert_eq!(
+            Metric::resolve(Some("sums.amount"), &info),
+            Metric::Sum("amount".into())
+        );
+        assert_eq!(Metric::resolve(Some("sums.other"), &info), Metric::NetCount);
+        assert_eq!(Metric::resolve(Some("removes"), &info), Metric::Removes);
+    }
+
+    #[test]
+    fn ticks_are_round() {
+        assert_eq!(nice_step(4.0), 1.0);
+        assert_eq!(nice_step(7.0), 2.0);
+        assert_eq!(nice_step(5_000.0), 2_000.0);
+        assert_eq!(nice_step(0.3), 0.1);
+        assert_eq!(tick_label(0.0, 2_000.0), "0");
+        assert_eq!(tick_label(-0.0, 1.0), "0");
+        assert_eq!(tick_label(4_000.0, 2_000.0), "4k");
+        assert_eq!(tick_label(0.2, 0.1), "0.2");
+        assert_eq!(tick_label(2_500_000.0, 500_000.0), "2500k");
+        assert_eq!(tick_label(3_000_000.0, 1_000_000.0), "3M");
+    }
+
+    #[test]
+    fn many_values_fold_into_other() {
+        let docs: Vec<AggregateDoc> = (0..12)
+            .map(|i| {
+                let mut d = doc(0, &format!("v{i:02}"), 1);
+                d.net_count = i;
+                d
+            })
+            .collect();
+        let series = series_of(&docs, &Metric::NetCount);
+        assert_eq!(series.len(), MAX_SERIES);
+        let other = series.last().expect("a series");
+        assert_eq!(other.name, OTHER_SERIES);
+        // v00..v04 are the smallest: 0 + 1 + 2 + 3 + 4
+        assert_eq!(other.values.get(&0), Some(&10.0));
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode_query_value("sums.a b&c"), "sums.a%20b%26c");
+        assert_eq!(encode_query_value("é"), "%C3%A9");
+    }
+}

@@ -12,8 +12,17 @@ use crate::Error;
 
 /// Creates `table` with a string partition key `key` and a NEW_AND_OLD_IMAGES stream, and returns
 /// the stream ARN. An existing table is kept; its stream is enabled if it has none.
-pub async fn create_table_with_stream(client: &Client, table: &str, key: &str) -> Result<String, Error> {
-    let aws = |operation: &'static str| move |e: String| Error::Aws { operation, message: e };
+pub async fn create_table_with_stream(
+    client: &Client,
+    table: &str,
+    key: &str,
+) -> Result<String, Error> {
+    let aws = |operation: &'static str| {
+        move |e: String| Error::Aws {
+            operation,
+            message: e,
+        }
+    };
     let created = client
         .create_table()
         .table_name(table)

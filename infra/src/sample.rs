@@ -65,7 +65,13 @@ pub fn generate(spec: SampleSpec) -> Vec<ChangeEvent> {
             let id = next_id;
             next_id += 1;
             let region = REGIONS[rng.random_range(0..REGIONS.len())];
-            let item = order(id, "pending", region, rng.random_range(500..50_000), rng.random_range(1..6));
+            let item = order(
+                id,
+                "pending",
+                region,
+                rng.random_range(500..50_000),
+                rng.random_range(1..6),
+            );
             live.insert(id, item.clone());
             (EventKind::Insert, None, Some(item))
         } else {
@@ -96,7 +102,10 @@ pub fn generate(spec: SampleSpec) -> Vec<ChangeEvent> {
                 (EventKind::Remove, Some(old), None)
             }
         };
-        let image = new.as_ref().or(old.as_ref()).expect("every change has an image");
+        let image = new
+            .as_ref()
+            .or(old.as_ref())
+            .expect("every change has an image");
         let keys = BTreeMap::from([("pk".to_owned(), image["pk"].clone())]);
         events.push(ChangeEvent {
             event_id: format!("sample-{seq:06}"),

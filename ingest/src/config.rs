@@ -49,7 +49,10 @@ pub struct DynamoDbSourceConfig {
     #[serde(default = "default_poll_interval", with = "humantime_serde_compat")]
     pub poll_interval: Duration,
     /// How often to look for new shards.
-    #[serde(default = "default_discovery_interval", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_discovery_interval",
+        with = "humantime_serde_compat"
+    )]
     pub discovery_interval: Duration,
     /// `Limit` of each GetRecords call (1 to 1000).
     #[serde(default = "default_max_records")]

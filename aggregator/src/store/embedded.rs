@@ -79,7 +79,10 @@ impl EmbeddedStore {
                 };
                 let low = id(query.from.unwrap_or(0));
                 let high = id(query.to.unwrap_or(9_999_999_999_999));
-                for entry in table.range(low.as_str()..high.as_str()).map_err(|e| self.err(e))? {
+                for entry in table
+                    .range(low.as_str()..high.as_str())
+                    .map_err(|e| self.err(e))?
+                {
                     let (_, value) = entry.map_err(|e| self.err(e))?;
                     push(value.value())?;
                 }
@@ -150,7 +153,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
         store
-            .write(&[doc("1m", 0, "a", 1), doc("1m", 60_000, "a", 1), doc("5m", 0, "a", 1)])
+            .write(&[
+                doc("1m", 0, "a", 1),
+                doc("1m", 60_000, "a", 1),
+                doc("5m", 0, "a", 1),
+            ])
             .await
             .unwrap();
         store.write(&[doc("1m", 0, "a", 2)]).await.unwrap();

@@ -39,13 +39,20 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, Error> {
 /// Sorts documents the way every store answers.
 pub(crate) fn sort_docs(docs: &mut [AggregateDoc]) {
     docs.sort_by(|a, b| {
-        (a.window_start, &a.dimension, &a.value, &a.pipeline, &a.window).cmp(&(
-            b.window_start,
-            &b.dimension,
-            &b.value,
-            &b.pipeline,
-            &b.window,
-        ))
+        (
+            a.window_start,
+            &a.dimension,
+            &a.value,
+            &a.pipeline,
+            &a.window,
+        )
+            .cmp(&(
+                b.window_start,
+                &b.dimension,
+                &b.value,
+                &b.pipeline,
+                &b.window,
+            ))
     });
 }
 

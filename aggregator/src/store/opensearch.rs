@@ -47,7 +47,10 @@ async fn json_ok(
     if !status.is_success() {
         return Err(Error::OpenSearch {
             operation,
-            message: format!("status {status}: {}", body.chars().take(500).collect::<String>()),
+            message: format!(
+                "status {status}: {}",
+                body.chars().take(500).collect::<String>()
+            ),
         });
     }
     serde_json::from_str(&body).map_err(|e| Error::OpenSearch {
@@ -84,7 +87,9 @@ impl OpenSearchStore {
                 ))
             }
         }
-        let transport = builder.build().map_err(|e| Error::StoreConfig(e.to_string()))?;
+        let transport = builder
+            .build()
+            .map_err(|e| Error::StoreConfig(e.to_string()))?;
         let store = OpenSearchStore {
             client: OpenSearch::new(transport),
             index: format!("{}-aggregates", config.index_prefix),
@@ -165,7 +170,10 @@ impl OpenSearchStore {
             return Ok(Vec::new());
         }
         let value = json_ok("search", response).await?;
-        Ok(value["hits"]["hits"].as_array().cloned().unwrap_or_default())
+        Ok(value["hits"]["hits"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 

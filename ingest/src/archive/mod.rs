@@ -51,7 +51,9 @@ pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, Error> {
     let reader: Box<dyn BufRead + Send> = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
     } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(BufReader::new(zstd::stream::read::Decoder::new(file).map_err(err)?))
+        Box::new(BufReader::new(
+            zstd::stream::read::Decoder::new(file).map_err(err)?,
+        ))
     } else {
         Box::new(BufReader::with_capacity(1 << 16, file))
     };
@@ -70,7 +72,10 @@ fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// Decodes one archive line; `origin` names it in a quarantine entry.
-pub fn decode_line(line: &str, origin: impl FnOnce() -> String) -> Result<ChangeEvent, Quarantined> {
+pub fn decode_line(
+    line: &str,
+    origin: impl FnOnce() -> String,
+) -> Result<ChangeEvent, Quarantined> {
     StreamRecord::from_json(line)
         .and_then(ChangeEvent::try_from)
         .map_err(|e| Quarantined {
@@ -198,11 +203,19 @@ async fn live_replay(
     let Some(first) = events.iter().map(|e| e.event_time_ms).min() else {
         return Ok(summary);
     };
-    let last = events.iter().map(|e| e.event_time_ms).max().unwrap_or(first);
+    let last = events
+        .iter()
+        .map(|e| e.event_time_ms)
+        .max()
+        .unwrap_or(first);
     // One pass lasts the archive's span plus one second, in replay time.
     let pass_ms = ((last - first + 1000) as f64 / config.speed) as i64;
     let start = now_ms();
-    tracing::info!(events = events.len(), pass_ms, "live replay of archive started");
+    tracing::info!(
+        events = events.len(),
+        pass_ms,
+        "live replay of archive started"
+    );
     for pass in 0u64.. {
         let pass_start = start + pass as i64 * pass_ms;
         let mut pending = Batch::default();
@@ -229,7 +242,9 @@ async fn live_replay(
         }
         if !pending.is_empty() {
             summary.events += pending.events.len() as u64;
-            out.send(pending).await.map_err(|_| Error::DownstreamClosed)?;
+            out.send(pending)
+                .await
+                .map_err(|_| Error::DownstreamClosed)?;
         }
         if shutdown.is_cancelled() {
             break;

@@ -19,7 +19,10 @@ fn aws_err<E: std::fmt::Debug>(operation: &'static str) -> impl FnOnce(E) -> Err
 }
 
 /// The latest stream of a table, or a clear error when it has none.
-pub async fn stream_of_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<String, Error> {
+pub async fn stream_of_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<String, Error> {
     let out = client
         .describe_table()
         .table_name(table)
@@ -129,9 +132,7 @@ pub fn convert_value(value: &SdkValue) -> Result<AttributeValue, String> {
 }
 
 /// Converts an SDK item.
-pub fn convert_item(
-    item: &std::collections::HashMap<String, SdkValue>,
-) -> Result<Item, String> {
+pub fn convert_item(item: &std::collections::HashMap<String, SdkValue>) -> Result<Item, String> {
     item.iter()
         .map(|(k, v)| {
             convert_value(v)
@@ -158,11 +159,16 @@ pub fn convert_record(record: &Record, shard_id: &str) -> Result<ChangeEvent, St
         .ok_or_else(|| "record has no ApproximateCreationDateTime".to_owned())?
         .to_millis()
         .map_err(|e| format!("ApproximateCreationDateTime out of range: {e}"))?;
-    let image = |i: Option<&std::collections::HashMap<String, SdkValue>>| i.map(convert_item).transpose();
+    let image =
+        |i: Option<&std::collections::HashMap<String, SdkValue>>| i.map(convert_item).transpose();
     Ok(ChangeEvent {
         event_id: record.event_id().unwrap_or_default().to_owned(),
         kind,
-        keys: body.keys().map(convert_item).transpose()?.unwrap_or_default(),
+        keys: body
+            .keys()
+            .map(convert_item)
+            .transpose()?
+            .unwrap_or_default(),
         old_image: image(body.old_image())?,
         new_image: image(body.new_image())?,
         event_time_ms,

@@ -1,0 +1,134 @@
+// Drives the live dashboard in headless Chromium, for a test on the other end of stdin/stdout.
+//
+//   node tests/browser/live.mjs <base-url>
+//
+// Opens <base-url> in /usr/bin/chromium (through playwright-core; no browser is downloaded),
+// waits until the page is hydrated ([data-hydrated="true"]) and its update stream is open
+// ([data-stream="open"]), then prints READY. After that it reads commands from stdin, one per
+// line, in order:
+//
+//   EXPECT <text>      wait (at most 15 s, without reloading) until <text> appears in the page's
+//                      table, then print "SEEN <text> <ms>" (ms = time waited)
+//   SCREENSHOT <path>  save a full-page PNG, then print "SAVED <path>"
+//
+// On stdin EOF it prints OK and exits 0 if the page logged no console errors, no page errors,
+// no hydration warnings and no failed requests; otherwise it prints "ERROR <what>" lines and
+// exits 1. Any timeout or unknown command prints "FAIL <reason>" and exits 1. Diagnostics go to
+// stderr.
+
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const WAIT_MS = 15_000;
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+
+const baseUrl = process.argv[2];
+if (!baseUrl) {
+  process.stderr.write('usage: node tests/browser/live.mjs <base-url>\n');
+  process.exit(2);
+}
+
+const problems = [];
+let browser;
+
+function say(line) {
+  return new Promise((resolve) => process.stdout.write(`${line}\n`, resolve));
+}
+
+async function finish(code, line) {
+  if (line) await say(line);
+  if (browser) await browser.close().catch(() => {});
+  process.exit(code);
+}
+
+async function fail(reason) {
+  for (const p of problems) process.stderr.write(`live.mjs: page problem so far: ${p}\n`);
+  await finish(1, `FAIL ${reason.replace(/\s+/g, ' ')}`);
+}
+
+process.on('unhandledRejection', (e) => fail(`internal error: ${e && e.message ? e.message : e}`));
+
+try {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+} catch (e) {
+  await fail(`could not launch ${CHROMIUM}: ${e.message}`);
+}
+
+const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+page.on('console', (msg) => {
+  const text = msg.text();
+  if (msg.type() === 'error') {
+    problems.push(`console error: ${text}`);
+  } else if (msg.type() === 'warning' && /hydrat/i.test(text)) {
+    problems.push(`hydration warning: ${text}`);
+  }
+});
+page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+page.on('requestfailed', (req) => {
+  problems.push(`request failed: ${req.method()} ${req.url()} (${req.failure()?.errorText ?? 'unknown'})`);
+});
+
+try {
+  await page.goto(baseUrl, { waitUntil: 'load', timeout: WAIT_MS });
+} catch (e) {
+  await fail(`could not open ${baseUrl}: ${e.message}`);
+}
+try {
+  await page.waitForSelector('[data-hydrated="true"]', { state: 'attached', timeout: WAIT_MS });
+} catch {
+  await fail(`the page did not hydrate within ${WAIT_MS} ms (no [data-hydrated="true"])`);
+}
+try {
+  await page.waitForSelector('[data-stream="open"]', { state: 'attached', timeout: WAIT_MS });
+} catch {
+  await fail(`the update stream did not open within ${WAIT_MS} ms (no [data-stream="open"])`);
+}
+await say('READY');
+
+const input = createInterface({ input: process.stdin, crlfDelay: Infinity });
+for await (const raw of input) {
+  const line = raw.trim();
+  if (line === '') continue;
+  const space = line.indexOf(' ');
+  const command = space < 0 ? line : line.slice(0, space);
+  const arg = space < 0 ? '' : line.slice(space + 1);
+  if (command === 'EXPECT' && arg !== '') {
+    const started = Date.now();
+    try {
+      await page.waitForFunction(
+        (text) => {
+          const table = document.querySelector('#dashboard table');
+          return table !== null && table.textContent.includes(text);
+        },
+        arg,
+        { timeout: WAIT_MS, polling: 50 },
+      );
+    } catch {
+      await fail(`"${arg}" did not appear in the table within ${WAIT_MS} ms`);
+    }
+    await say(`SEEN ${arg} ${Date.now() - started}`);
+  } else if (command === 'SCREENSHOT' && arg !== '') {
+    await page.screenshot({ path: arg, fullPage: true });
+    await say(`SAVED ${arg}`);
+  } else {
+    await fail(`unknown command: ${line}`);
+  }
+}
+
+if (problems.length === 0) {
+  await finish(0, 'OK');
+}
+for (const p of problems) await say(`ERROR ${p.replace(/\s+/g, ' ')}`);
+await finish(1);

@@ -1,0 +1,176 @@
+//! Helpers shared by the end-to-end tests: the local services, configs, and the independent
+//! computation of expected aggregates.
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    str::FromStr,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+/// The moto endpoint (started by `infra/scripts/services.sh`).
+pub fn moto_url() -> String {
+    std::env::var("STREAMLENS_MOTO_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
+}
+
+/// The OpenSearch-compatible endpoint.
+pub fn opensearch_url() -> String {
+    std::env::var("STREAMLENS_OPENSEARCH_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:9200".to_owned())
+}
+
+/// Fails the test with a clear message when a service is down.
+pub async fn require(name: &str, url: &str) {
+    if reqwest::get(url).await.is_err() {
+        panic!("{name} is not reachable at {url}: start it with `infra/scripts/services.sh start`");
+    }
+}
+
+/// A name no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}{}", nanos % 1_000_000_000_000)
+}
+
+/// A DynamoDB client for moto.
+pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
+    let sdk = streamlens_ingest::aws::sdk_config(Some("us-east-1"), Some(&moto_url())).await;
+    aws_sdk_dynamodb::Client::new(&sdk)
+}
+
+/// Per (dimension, value): inserts, modifies, removes, net count, net amount.
+pub type Totals = BTreeMap<(String, String), (i64, i64, i64, i64, Decimal)>;
+
+/// Adds one change to `totals` the plain way: the kind counted on the group of the image it
+/// names, the old image retracted, the new image added.
+pub fn add_change(
+    totals: &mut Totals,
+    kind: &str,
+    old: Option<(&str, Decimal)>,
+    new: Option<(&str, Decimal)>,
+) {
+    let mut bump = |status: &str, sign: i64, amount: Decimal, counted: Option<usize>| {
+        for key in [
+            ("_all".to_owned(), String::new()),
+            ("status".to_owned(), status.to_owned()),
+        ] {
+            let t = totals.entry(key).or_insert((0, 0, 0, 0, Decimal::ZERO));
+            match counted {
+                Some(0) => t.0 += 1,
+                Some(1) => t.1 += 1,
+                Some(2) => t.2 += 1,
+                _ => {}
+            }
+            t.3 += sign;
+            t.4 += amount * Decimal::from(sign);
+        }
+    };
+    match kind {
+        "INSERT" => {
+            let (s, a) = new.unwrap();
+            bump(s, 1, a, Some(0));
+        }
+        "MODIFY" => {
+            let (s, a) = old.unwrap();
+            bump(s, -1, a, None);
+            let (s, a) = new.unwrap();
+            bump(s, 1, a, Some(1));
+        }
+        "REMOVE" => {
+            let (s, a) = old.unwrap();
+            bump(s, -1, a, Some(2));
+        }
+        other => panic!("unexpected kind {other}"),
+    }
+}
+
+/// Sums aggregate documents of one window size over all windows, per group.
+pub fn totals_of_docs(docs: &[streamlens_core::AggregateDoc], window: &str) -> Totals {
+    let mut totals = Totals::new();
+    for d in docs.iter().filter(|d| d.window == window) {
+        let value = if d.dimension == "_all" {
+            String::new()
+        } else {
+            d.value.clone()
+        };
+        let t = totals
+            .entry((d.dimension.clone(), value))
+            .or_insert((0, 0, 0, 0, Decimal::ZERO));
+        t.0 += d.inserts;
+        t.1 += d.modifies;
+        t.2 += d.removes;
+        t.3 += d.net_count;
+        t.4 += Decimal::from_str(&d.sums["amount"]).unwrap();
+    }
+    // Groups whose changes cancel out entirely carry no information.
+    totals.retain(|_, t| *t != (0, 0, 0, 0, Decimal::ZERO));
+    totals
+}
+
+/// Reads an archive's lines with plain serde_json (not streamlens' decoder) into totals.
+pub fn totals_of_archive_text(text: &str) -> (Totals, usize) {
+    let mut totals = Totals::new();
+    let mut bad = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(record) = serde_json::from_str::<Value>(line) else {
+            bad += 1;
+            continue;
+        };
+        let image = |name: &str| -> Option<(String, Decimal)> {
+            let img = record["dynamodb"].get(name)?;
+            Some((
+                img["status"]["S"].as_str()?.to_owned(),
+                Decimal::from_str(img["amount"]["N"].as_str()?).ok()?,
+            ))
+        };
+        let (old, new) = (image("OldImage"), image("NewImage"));
+        add_change(
+            &mut totals,
+            record["eventName"].as_str().unwrap(),
+            old.as_ref().map(|(s, a)| (s.as_str(), *a)),
+            new.as_ref().map(|(s, a)| (s.as_str(), *a)),
+        );
+    }
+    totals.retain(|_, t| *t != (0, 0, 0, 0, Decimal::ZERO));
+    (totals, bad)
+}
+
+/// A config for the tests: the orders pipeline, no dashboard unless asked for.
+pub fn config(
+    source: &str,
+    store: &str,
+    data_dir: &Path,
+    extra: &str,
+) -> streamlens::config::Config {
+    let text = format!(
+        r#"data_dir = "{data}"
+{extra}
+[source]
+{source}
+
+[store]
+{store}
+
+[pipeline]
+name = "orders"
+dimensions = ["status"]
+windows = ["1m", "5m"]
+[[pipeline.metrics]]
+name = "amount"
+attribute = "amount"
+scale = 2
+
+[dashboard]
+enabled = false
+"#,
+        data = data_dir.display()
+    );
+    streamlens::config::Config::parse(&text, "test.toml").unwrap()
+}
