@@ -4,9 +4,9 @@
 //! # Data flow
 //!
 //! ```text
-//!  query string ──► window, dimension ──► Resource(load_snapshot) ──► Snapshot ─┐
-//!  (?window=&dimension=&metric=)                                               ├─► rows (Memo) ──► chart, table
-//!  EventSource("/api/stream") ──► live: id ► AggregateDoc (higher version) ─────┘
+//! ?window=&dimension= ─► Resource(load_snapshot) ─► Snapshot ─────────┐
+//! EventSource("/api/stream") ─► live map (id ► doc, higher version) ──┴─► rows (Memo) ─► table
+//! ?metric= ─► chosen metric ─────────────────────────────────────────────► chart ◄─ rows
 //! ```
 //!
 //! * The **selection** lives in the URL, read with `use_query_map`, so the server and the
@@ -755,9 +755,19 @@ fn chart(docs: &[AggregateDoc], metric: &Metric) -> AnyView {
         .into_iter()
         .map(|v| {
             let yy = coord(y(v));
-            let class = if v.abs() < step * 1e-9 { "zero" } else { "grid" };
+            let class = if v.abs() < step * 1e-9 {
+                "zero"
+            } else {
+                "grid"
+            };
             view! {
-                <line class=class x1=coord(MARGIN_LEFT) x2=coord(CHART_W - MARGIN_RIGHT) y1=yy.clone() y2=yy.clone()></line>
+                <line
+                    class=class
+                    x1=coord(MARGIN_LEFT)
+                    x2=coord(CHART_W - MARGIN_RIGHT)
+                    y1=yy.clone()
+                    y2=yy
+                ></line>
                 <text class="tick" x=coord(MARGIN_LEFT - 6.0) y=coord(y(v) + 4.0) text-anchor="end">
                     {tick_label(v, step)}
                 </text>

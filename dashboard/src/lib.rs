@@ -14,9 +14,9 @@
 //!   the browser does not fetch it again.
 //! * with the `hydrate` feature into a WebAssembly bundle (`dashboard/build-client.sh`). The
 //!   `<script>` that [`HydrationScripts`](leptos::prelude::HydrationScripts) puts into the page
-//!   loads `/pkg/streamlens_dashboard.js`, which loads `/pkg/streamlens_dashboard_bg.wasm` and calls
-//!   [`hydrate`]. Hydration walks the server's HTML instead of re-creating it, attaching signals
-//!   and event handlers to the existing nodes. It only works if the browser renders exactly what
+//!   loads `/pkg/streamlens_dashboard.js`, which loads `/pkg/streamlens_dashboard_bg.wasm` and
+//!   calls `hydrate()` (compiled with that feature only). Hydration walks the server's HTML
+//!   instead of re-creating it, attaching signals and event handlers to the existing nodes. It only works if the browser renders exactly what
 //!   the server rendered, which is why every time on the page is formatted from epoch
 //!   milliseconds in UTC by our own code, never by the browser's locale or time zone.
 //!

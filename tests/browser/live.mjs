@@ -110,7 +110,8 @@ for await (const raw of input) {
       await page.waitForFunction(
         (text) => {
           const table = document.querySelector('#dashboard table');
-          return table !== null && table.textContent.includes(text);
+          // innerText separates cells, so a text never matches across two of them
+          return table !== null && table.innerText.includes(text);
         },
         arg,
         { timeout: WAIT_MS, polling: 50 },
