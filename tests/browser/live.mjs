@@ -31,6 +31,11 @@ if (!baseUrl) {
 const problems = [];
 let browser;
 
+// Playwright messages carry a call log and terminal colours: keep the first line, plain.
+function oneLine(text) {
+  return String(text).replace(/\x1b\[[0-9;]*m/g, '').split('\n')[0].trim();
+}
+
 function say(line) {
   return new Promise((resolve) => process.stdout.write(`${line}\n`, resolve));
 }
@@ -43,7 +48,7 @@ async function finish(code, line) {
 
 async function fail(reason) {
   for (const p of problems) process.stderr.write(`live.mjs: page problem so far: ${p}\n`);
-  await finish(1, `FAIL ${reason.replace(/\s+/g, ' ')}`);
+  await finish(1, `FAIL ${oneLine(reason)}`);
 }
 
 process.on('unhandledRejection', (e) => fail(`internal error: ${e && e.message ? e.message : e}`));
@@ -131,5 +136,5 @@ for await (const raw of input) {
 if (problems.length === 0) {
   await finish(0, 'OK');
 }
-for (const p of problems) await say(`ERROR ${p.replace(/\s+/g, ' ')}`);
+for (const p of problems) await say(`ERROR ${oneLine(p)}`);
 await finish(1);
