@@ -35,7 +35,8 @@ esac
 
 site_root="${STREAMLENS_SITE_ROOT:-$root/target/site}"
 pkg_dir="$site_root/pkg"
-target_dir="$root/target/wasm"
+# Reuse a shared target directory (CI keeps one outside the clone) when one is set.
+target_dir="${CARGO_TARGET_DIR:-$root/target}/wasm"
 out_name=streamlens_dashboard
 target=wasm32-unknown-unknown
 

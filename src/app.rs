@@ -21,13 +21,15 @@ pub async fn run(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or_default();
-    let engine = WindowEngine::new(config.pipeline.clone(), version_seed)?;
+    let mut engine = WindowEngine::new(config.pipeline.clone(), version_seed)?;
     let store = store::open(&config.store)
         .await
         .context("opening the store")?;
-    let source = streamlens_ingest::build(&config.source)
+    let positions = resume(&config, &mut engine, store.as_ref()).await?;
+    let source = streamlens_ingest::build(&config.source, positions.clone())
         .await
         .context("starting the source")?;
+    let health = source.health();
     let quarantine = Quarantine::open(&config.data_dir)
         .with_context(|| format!("opening the quarantine in {}", config.data_dir.display()))?;
     let archive = config
@@ -59,13 +61,21 @@ pub async fn run(
             info,
             site_root: config.dashboard.site_root.clone(),
         };
-        let app = router(state).route(
-            "/metrics",
-            axum::routing::get(move || {
-                let rendered = prometheus.as_ref().map(|h| h.render()).unwrap_or_default();
-                async move { rendered }
-            }),
-        );
+        let app = router(state)
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let rendered = prometheus.as_ref().map(|h| h.render()).unwrap_or_default();
+                    async move { rendered }
+                }),
+            )
+            .route(
+                "/api/health",
+                axum::routing::get(move || {
+                    let shards = health.as_ref().map(|h| h.snapshot()).unwrap_or_default();
+                    async move { axum::Json(serde_json::json!({ "shards": shards })) }
+                }),
+            );
         let listener = tokio::net::TcpListener::bind(config.dashboard.listen)
             .await
             .with_context(|| format!("binding the dashboard to {}", config.dashboard.listen))?;
@@ -81,6 +91,7 @@ pub async fn run(
     };
     let summary = pipeline::run(
         source,
+        positions,
         engine,
         store,
         quarantine,
@@ -97,4 +108,47 @@ pub async fn run(
             .context("dashboard server")?;
     }
     Ok(summary)
+}
+
+/// Where to resume: for a stream source with a stored checkpoint, the engine's state is restored
+/// from the stored documents the checkpoint covers, and the source continues after the
+/// checkpoint's positions. Archives are re-read whole (their documents are rewritten, not added to).
+async fn resume(
+    config: &Config,
+    engine: &mut WindowEngine,
+    store: &dyn streamlens_aggregator::Store,
+) -> anyhow::Result<streamlens_ingest::Checkpoint> {
+    if !matches!(config.source, streamlens_ingest::SourceConfig::Dynamodb(_)) {
+        return Ok(Default::default());
+    }
+    let Some(checkpoint) = store.checkpoint(&config.pipeline.name).await? else {
+        return Ok(Default::default());
+    };
+    if checkpoint.positions.is_empty() {
+        return Ok(Default::default());
+    }
+    let keep = config.pipeline.retention_ms()?;
+    let longest = engine
+        .spec()
+        .validate()?
+        .iter()
+        .map(|w| w.millis)
+        .max()
+        .unwrap_or_default();
+    let docs = store
+        .query(&streamlens_core::AggQuery {
+            pipeline: Some(config.pipeline.name.clone()),
+            from: Some(checkpoint.max_event_time - keep - longest),
+            ..Default::default()
+        })
+        .await
+        .context("reading the stored windows to resume from")?;
+    let skipped = engine.restore(&docs, checkpoint.max_event_time, checkpoint.version)?;
+    tracing::info!(
+        shards = checkpoint.positions.len(),
+        windows = docs.len(),
+        skipped,
+        "resuming from the stored checkpoint"
+    );
+    Ok(checkpoint.positions)
 }

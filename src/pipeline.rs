@@ -7,9 +7,11 @@
 
 use std::{sync::Arc, time::Instant};
 
-use streamlens_aggregator::{Store, WindowEngine};
+use streamlens_aggregator::{store::StoredCheckpoint, Store, WindowEngine};
 use streamlens_core::{AggregateDoc, EventKind, StreamRecord};
-use streamlens_ingest::{archive::ArchiveWriter, Batch, Quarantined, Source, SourceSummary};
+use streamlens_ingest::{
+    archive::ArchiveWriter, Batch, Checkpoint, Quarantined, Source, SourceSummary,
+};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -48,11 +50,19 @@ pub struct RunSummary {
     pub quarantined: u64,
     /// Aggregate documents written.
     pub docs_written: u64,
+    /// Gaps: records the stream trimmed before they could be read.
+    pub gaps: u64,
 }
 
 /// Runs until the source ends or `shutdown` fires; flushes the store at the end.
+///
+/// `positions` is where the source resumed (empty for a fresh start). After every engine pass the
+/// changed documents are written together with the positions they cover, so the stored
+/// checkpoint never runs ahead of the stored aggregates.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     source: Box<dyn Source>,
+    mut positions: Checkpoint,
     mut engine: WindowEngine,
     store: Arc<dyn Store>,
     mut quarantine: Quarantine,
@@ -61,7 +71,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<RunSummary, PipelineError> {
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
-    tracing::info!(source = %source.describe(), store = %store.describe(), "pipeline started");
+    let source_name = source.describe();
+    tracing::info!(source = %source_name, store = %store.describe(), "pipeline started");
     let source_task = tokio::spawn(source.run(tx, shutdown.clone()));
     let mut summary = RunSummary::default();
     let mut pending: Vec<Batch> = Vec::new();
@@ -84,10 +95,22 @@ pub async fn run(
         }
         let started = Instant::now();
         let mut all = Vec::with_capacity(events);
+        let mut moved = false;
         for batch in pending.drain(..) {
             for q in &batch.quarantined {
                 quarantine.put(q)?;
             }
+            for gap in &batch.gaps {
+                summary.gaps += 1;
+                metrics::counter!("streamlens_gaps_total").increment(1);
+                quarantine.put(&Quarantined {
+                    origin: format!("shard {} after {:?}", gap.shard_id, gap.after),
+                    reason: format!("gap: records trimmed before they were read: {}", gap.reason),
+                    raw: String::new(),
+                })?;
+            }
+            moved |= !batch.positions.is_empty();
+            positions.extend(batch.positions);
             all.extend(batch.events);
         }
         if let Some(archive) = archive.as_mut() {
@@ -132,8 +155,15 @@ pub async fn run(
             })?;
         }
         let docs = engine.take_changed();
-        if !docs.is_empty() {
-            store.write(&docs).await?;
+        let checkpoint = moved.then(|| StoredCheckpoint {
+            pipeline: engine.spec().name.clone(),
+            source: source_name.clone(),
+            positions: positions.clone(),
+            max_event_time: engine.max_event_time(),
+            version: engine.version(),
+        });
+        if !docs.is_empty() || checkpoint.is_some() {
+            store.write(&docs, checkpoint.as_ref()).await?;
             summary.docs_written += docs.len() as u64;
             metrics::counter!("streamlens_docs_written_total").increment(docs.len() as u64);
             // Nobody listening is fine.

@@ -6,93 +6,10 @@
 
 mod common;
 
-use std::{collections::BTreeMap, str::FromStr};
+use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use rust_decimal::Decimal;
 use streamlens_core::{AggQuery, AggregateDoc, AggregateReader};
 use tokio_util::sync::CancellationToken;
-
-const STATUSES: [&str; 4] = ["new", "paid", "shipped", "returned"];
-
-/// Writes `n` changes serially (moto repeats sequence numbers under concurrent writers) and
-/// returns the totals they must produce.
-async fn write_changes(client: &aws_sdk_dynamodb::Client, table: &str, n: usize) -> common::Totals {
-    let mut totals = common::Totals::new();
-    let mut live: BTreeMap<u32, (String, Decimal)> = BTreeMap::new();
-    let mut state = 0x2545F4914F6CDD1Du64;
-    let mut next = |m: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % m
-    };
-    for _ in 0..n {
-        let id = next(120) as u32;
-        let status = STATUSES[next(4) as usize].to_owned();
-        let amount = Decimal::from_str(&format!("{}.{:02}", next(5000), next(100))).unwrap();
-        let key = AttributeValue::S(format!("order#{id}"));
-        match live.get(&id).cloned() {
-            Some(old) if next(4) == 0 => {
-                client
-                    .delete_item()
-                    .table_name(table)
-                    .key("pk", key)
-                    .send()
-                    .await
-                    .unwrap();
-                live.remove(&id);
-                common::add_change(&mut totals, "REMOVE", Some((&old.0, old.1)), None);
-            }
-            Some(old) if next(2) == 0 => {
-                // An update expression, not a whole-item put.
-                client
-                    .update_item()
-                    .table_name(table)
-                    .key("pk", key)
-                    .update_expression("SET #s = :s, amount = :a")
-                    .expression_attribute_names("#s", "status")
-                    .expression_attribute_values(":s", AttributeValue::S(status.clone()))
-                    .expression_attribute_values(":a", AttributeValue::N(amount.to_string()))
-                    .send()
-                    .await
-                    .unwrap();
-                common::add_change(
-                    &mut totals,
-                    "MODIFY",
-                    Some((&old.0, old.1)),
-                    Some((&status, amount)),
-                );
-                live.insert(id, (status, amount));
-            }
-            old => {
-                client
-                    .put_item()
-                    .table_name(table)
-                    .item("pk", key)
-                    .item("status", AttributeValue::S(status.clone()))
-                    .item("amount", AttributeValue::N(amount.to_string()))
-                    .item("tags", AttributeValue::Ss(vec!["a".into(), "b".into()]))
-                    .item("blob", AttributeValue::B(vec![0u8, 1, 2].into()))
-                    .item("flag", AttributeValue::Bool(true))
-                    .item("nothing", AttributeValue::Null(true))
-                    .send()
-                    .await
-                    .unwrap();
-                let kind = if old.is_some() { "MODIFY" } else { "INSERT" };
-                common::add_change(
-                    &mut totals,
-                    kind,
-                    old.as_ref().map(|(s, a)| (s.as_str(), *a)),
-                    Some((&status, amount)),
-                );
-                live.insert(id, (status, amount));
-            }
-        }
-    }
-    totals.retain(|_, t| *t != (0, 0, 0, 0, Decimal::ZERO));
-    totals
-}
 
 /// All documents of an index, read with a plain `_search` (not streamlens' store code).
 async fn opensearch_docs(index: &str) -> Vec<AggregateDoc> {
@@ -131,7 +48,9 @@ async fn dynamodb_stream_to_opensearch_is_exact_and_matches_the_archive_replay()
         .await
         .unwrap();
 
-    let expected = write_changes(&client, &table, 600).await;
+    let mut writer = common::Writer::new(0x2545F4914F6CDD1D);
+    writer.write(&client, &table, 600).await;
+    let expected = writer.totals();
     let kinds: (i64, i64, i64) = expected
         .get(&("_all".to_owned(), String::new()))
         .map(|t| (t.0, t.1, t.2))

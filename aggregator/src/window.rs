@@ -333,6 +333,79 @@ impl WindowEngine {
         });
     }
 
+    /// The newest event time aggregated (epoch ms), `i64::MIN` before the first.
+    pub fn max_event_time(&self) -> i64 {
+        self.max_event_time
+    }
+
+    /// The version the last [`WindowEngine::take_changed`] gave its documents.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Restores the state from stored documents (the newest of each group wins) and the checkpoint's
+    /// newest event time, so a resumed source continues the same sums. Documents of window sizes
+    /// or dimensions no longer in the spec are skipped and counted in the return value.
+    pub fn restore(
+        &mut self,
+        docs: &[AggregateDoc],
+        max_event_time: i64,
+        version: u64,
+    ) -> Result<usize, Error> {
+        let mut skipped = 0;
+        for doc in docs.iter().filter(|d| d.pipeline == self.spec.name) {
+            let window = self.windows.iter().position(|w| w.label == doc.window);
+            let dimension = if doc.dimension == ALL_DIMENSION {
+                Some(0)
+            } else {
+                self.spec
+                    .dimensions
+                    .iter()
+                    .position(|d| *d == doc.dimension)
+                    .map(|d| d + 1)
+            };
+            let (Some(window), Some(dimension)) = (window, dimension) else {
+                skipped += 1;
+                continue;
+            };
+            let sums = self
+                .spec
+                .metrics
+                .iter()
+                .map(|m| {
+                    doc.sums
+                        .get(&m.name)
+                        .map_or(Ok(0), |v| parse_scaled(v, m.scale))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    Error::Spec(format!(
+                        "stored document {} does not fit the spec: {e}",
+                        doc.id()
+                    ))
+                })?;
+            self.groups.insert(
+                GroupKey {
+                    window: window as u32,
+                    start: doc.window_start,
+                    dimension: dimension as u32,
+                    value: doc.value.clone(),
+                },
+                Acc {
+                    inserts: doc.inserts,
+                    modifies: doc.modifies,
+                    removes: doc.removes,
+                    net_count: doc.net_count,
+                    sums,
+                },
+            );
+        }
+        self.max_event_time = self.max_event_time.max(max_event_time);
+        self.version = self.version.max(version);
+        self.evict();
+        Ok(skipped)
+    }
+
     /// The documents of every group changed since the last call.
     pub fn take_changed(&mut self) -> Vec<AggregateDoc> {
         let changed = std::mem::take(&mut self.changed);

@@ -3,13 +3,17 @@
 //! * [`dynamo`] creates a table with a NEW_AND_OLD_IMAGES stream (what streamlens needs to retract
 //!   old values), against AWS or a local moto server;
 //! * [`sample`] generates the deterministic orders change stream shipped in `data/sample/` for the
-//!   embedded demo.
+//!   embedded demo;
+//! * [`fault_server`] is a scripted DynamoDB Streams endpoint for tests: shard splits and
+//!   rollovers, expired iterators, trimmed data, throttling, 5xx and a deleted stream, on cue,
+//!   served to the real AWS SDK client.
 //!
 //! The OpenSearch index template is installed by the OpenSearch store itself when it starts
 //! (`streamlens_aggregator::store::opensearch`), so it always matches the documents written.
 //! The shell scripts that install and start local services live in `infra/scripts/`.
 
 pub mod dynamo;
+pub mod fault_server;
 pub mod sample;
 
 /// Errors of the infra crate.

@@ -14,8 +14,13 @@ pub enum SourceConfig {
     Archive(ArchiveSourceConfig),
 }
 
-/// Where to start reading a shard that has no checkpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+/// Where to start reading when there is no checkpoint.
+///
+/// `start = "trim_horizon"`, `start = "latest"`, `start = { at_sequence_number = "…" }` or
+/// `start = { after_sequence_number = "…" }`. With a sequence number, the shard whose range holds
+/// it starts there, shards that ended before it are skipped, and newer shards are read from their
+/// beginning.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StartPosition {
     /// The oldest record still in the stream (up to 24 hours back).
@@ -23,6 +28,10 @@ pub enum StartPosition {
     TrimHorizon,
     /// Only records written after streamlens starts.
     Latest,
+    /// At this record.
+    AtSequenceNumber(String),
+    /// Just after this record.
+    AfterSequenceNumber(String),
 }
 
 /// `[source] kind = "dynamodb"`: read a table's DynamoDB stream.
@@ -42,10 +51,11 @@ pub struct DynamoDbSourceConfig {
     /// no AWS_ACCESS_KEY_ID is in the environment, dummy credentials are used.
     #[serde(default)]
     pub endpoint_url: Option<String>,
-    /// Where to start: `trim_horizon` (default) or `latest`.
+    /// Where to start without a checkpoint: `trim_horizon` (default), `latest`,
+    /// `{ at_sequence_number = "…" }` or `{ after_sequence_number = "…" }`.
     #[serde(default)]
     pub start: StartPosition,
-    /// How long to wait before polling a shard again after it returned no records.
+    /// How long to wait before polling a shard again after it returned no records (at most 1s).
     #[serde(default = "default_poll_interval", with = "humantime_serde_compat")]
     pub poll_interval: Duration,
     /// How often to look for new shards.
@@ -57,6 +67,10 @@ pub struct DynamoDbSourceConfig {
     /// `Limit` of each GetRecords call (1 to 1000).
     #[serde(default = "default_max_records")]
     pub max_records: i32,
+    /// Longest wait between retries of a throttled or failed call (the wait starts at 50ms, doubles
+    /// and is jittered).
+    #[serde(default = "default_max_backoff", with = "humantime_serde_compat")]
+    pub max_backoff: Duration,
     /// Stop once no shard has returned a record for this long (batch runs and tests); absent means
     /// follow the stream for ever.
     #[serde(default, with = "humantime_serde_compat::option")]
@@ -99,6 +113,9 @@ fn default_poll_interval() -> Duration {
 }
 fn default_discovery_interval() -> Duration {
     Duration::from_secs(5)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_max_records() -> i32 {
     1000

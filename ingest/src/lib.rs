@@ -64,20 +64,39 @@ pub struct Quarantined {
     pub raw: String,
 }
 
-/// What a source sends downstream: decoded events, in order per shard, and the records it had
-/// to quarantine.
+/// Records lost before streamlens could read them (the stream trimmed them after 24 hours).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Gap {
+    /// The shard.
+    pub shard_id: String,
+    /// The last sequence number read before the gap, if any.
+    pub after: Option<String>,
+    /// What the service said.
+    pub reason: String,
+}
+
+/// What a source sends downstream: decoded events, in order per shard, the records it had to
+/// quarantine, gaps it detected, and the position each shard reached with this batch.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
     /// Decoded changes.
     pub events: Vec<ChangeEvent>,
     /// Records that could not be decoded.
     pub quarantined: Vec<Quarantined>,
+    /// Data lost to the stream's retention.
+    pub gaps: Vec<Gap>,
+    /// Shard id → the sequence number of the last record of this batch from that shard
+    /// (quarantined ones included): the checkpoint once the batch's effects are stored.
+    pub positions: std::collections::BTreeMap<String, String>,
 }
 
 impl Batch {
     /// True when the batch carries nothing.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.quarantined.is_empty()
+        self.events.is_empty()
+            && self.quarantined.is_empty()
+            && self.gaps.is_empty()
+            && self.positions.is_empty()
     }
 }
 
@@ -90,11 +109,42 @@ pub struct SourceSummary {
     pub quarantined: u64,
 }
 
+/// The health of one shard, as shown on `/api/health`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardStatus {
+    /// The shard.
+    pub shard_id: String,
+    /// Sequence number of the last record read.
+    pub position: Option<String>,
+    /// Records decoded.
+    pub events: u64,
+    /// Records quarantined.
+    pub quarantined: u64,
+    /// Failed calls (throttles and retries included).
+    pub errors: u64,
+    /// Creation time of the last record read (epoch ms).
+    pub last_record_ms: Option<i64>,
+    /// Wall clock minus the last record's creation time: how far behind the shard's newest write
+    /// the reader is, while records keep coming.
+    pub ms_behind: Option<i64>,
+}
+
+/// A handle on a running source's per-shard health.
+#[derive(Debug, Clone, Default)]
+pub struct HealthHandle {
+    pub(crate) shards: std::sync::Arc<dynamodb::source::ShardHealthMap>,
+}
+
 /// A source of change events.
 #[async_trait::async_trait]
 pub trait Source: Send {
     /// A short description for logs and the dashboard, e.g. `dynamodb:orders`.
     fn describe(&self) -> String;
+
+    /// Per-shard health, for sources that have shards.
+    fn health(&self) -> Option<HealthHandle> {
+        None
+    }
 
     /// Reads until the input ends (if it does) or `shutdown` is cancelled, sending batches to
     /// `out`. Returns what was sent.
@@ -105,10 +155,20 @@ pub trait Source: Send {
     ) -> Result<SourceSummary, Error>;
 }
 
-/// Builds the source a configuration describes.
-pub async fn build(config: &SourceConfig) -> Result<Box<dyn Source>, Error> {
+/// Shard id → last sequence number whose effects are stored: where to resume.
+pub type Checkpoint = std::collections::BTreeMap<String, String>;
+
+/// Builds the source a configuration describes, resuming after `checkpoint` where it applies.
+pub async fn build(
+    config: &SourceConfig,
+    checkpoint: Checkpoint,
+) -> Result<Box<dyn Source>, Error> {
     match config {
-        SourceConfig::Dynamodb(c) => Ok(Box::new(dynamodb::DynamoDbSource::connect(c).await?)),
+        SourceConfig::Dynamodb(c) => Ok(Box::new(
+            dynamodb::DynamoDbSource::connect(c)
+                .await?
+                .resume_from(checkpoint),
+        )),
         SourceConfig::Archive(c) => Ok(Box::new(archive::ArchiveSource::new(c.clone()))),
     }
 }

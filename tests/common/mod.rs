@@ -174,3 +174,137 @@ enabled = false
     );
     streamlens::config::Config::parse(&text, "test.toml").unwrap()
 }
+
+const STATUSES: [&str; 4] = ["new", "paid", "shipped", "returned"];
+
+/// Makes a reproducible mix of inserts, whole-item puts, update expressions and deletes on a moto
+/// table with the AWS SDK, one at a time (moto repeats sequence numbers under concurrent writers),
+/// and keeps the totals they must produce.
+pub struct Writer {
+    state: u64,
+    live: BTreeMap<u32, (String, Decimal)>,
+    totals: Totals,
+    /// Writes made so far.
+    pub writes: usize,
+}
+
+impl Writer {
+    /// A writer with its own random sequence.
+    pub fn new(seed: u64) -> Self {
+        Writer {
+            state: seed | 1,
+            live: BTreeMap::new(),
+            totals: Totals::new(),
+            writes: 0,
+        }
+    }
+
+    fn next(&mut self, m: u64) -> u64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state % m
+    }
+
+    /// The totals of every change made so far (groups that cancel out left out).
+    pub fn totals(&self) -> Totals {
+        let mut totals = self.totals.clone();
+        totals.retain(|_, t| *t != (0, 0, 0, 0, Decimal::ZERO));
+        totals
+    }
+
+    /// Makes `n` more changes.
+    pub async fn write(&mut self, client: &aws_sdk_dynamodb::Client, table: &str, n: usize) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        for _ in 0..n {
+            let id = self.next(120) as u32;
+            let status = STATUSES[self.next(4) as usize].to_owned();
+            let amount =
+                Decimal::from_str(&format!("{}.{:02}", self.next(5000), self.next(100))).unwrap();
+            let key = AttributeValue::S(format!("order#{id}"));
+            let roll = self.next(4);
+            match self.live.get(&id).cloned() {
+                Some(old) if roll == 0 => {
+                    client
+                        .delete_item()
+                        .table_name(table)
+                        .key("pk", key)
+                        .send()
+                        .await
+                        .unwrap();
+                    self.live.remove(&id);
+                    add_change(&mut self.totals, "REMOVE", Some((&old.0, old.1)), None);
+                }
+                Some(old) if roll == 1 => {
+                    client
+                        .update_item()
+                        .table_name(table)
+                        .key("pk", key)
+                        .update_expression("SET #s = :s, amount = :a")
+                        .expression_attribute_names("#s", "status")
+                        .expression_attribute_values(":s", AttributeValue::S(status.clone()))
+                        .expression_attribute_values(":a", AttributeValue::N(amount.to_string()))
+                        .send()
+                        .await
+                        .unwrap();
+                    add_change(
+                        &mut self.totals,
+                        "MODIFY",
+                        Some((&old.0, old.1)),
+                        Some((&status, amount)),
+                    );
+                    self.live.insert(id, (status, amount));
+                }
+                old => {
+                    client
+                        .put_item()
+                        .table_name(table)
+                        .item("pk", key)
+                        .item("status", AttributeValue::S(status.clone()))
+                        .item("amount", AttributeValue::N(amount.to_string()))
+                        .item("tags", AttributeValue::Ss(vec!["a".into(), "b".into()]))
+                        .item("blob", AttributeValue::B(vec![0u8, 1, 2].into()))
+                        .item("flag", AttributeValue::Bool(true))
+                        .item("nothing", AttributeValue::Null(true))
+                        .item(
+                            "nested",
+                            AttributeValue::M(
+                                [("n".to_owned(), AttributeValue::N("1e2".into()))].into(),
+                            ),
+                        )
+                        .item(
+                            "list",
+                            AttributeValue::L(vec![AttributeValue::Ns(vec![
+                                "1".into(),
+                                "2.5".into(),
+                            ])]),
+                        )
+                        .send()
+                        .await
+                        .unwrap();
+                    let kind = if old.is_some() { "MODIFY" } else { "INSERT" };
+                    add_change(
+                        &mut self.totals,
+                        kind,
+                        old.as_ref().map(|(s, a)| (s.as_str(), *a)),
+                        Some((&status, amount)),
+                    );
+                    self.live.insert(id, (status, amount));
+                }
+            }
+            self.writes += 1;
+        }
+    }
+}
+
+/// The sequence numbers in an archive written by `archive_to`.
+pub fn archived_sequences(path: &Path) -> Vec<String> {
+    let mut seqs = Vec::new();
+    streamlens_ingest::archive::read_batches(path, 1000, |b| {
+        assert!(b.quarantined.is_empty());
+        seqs.extend(b.events.into_iter().map(|e| e.sequence_number));
+        true
+    })
+    .unwrap();
+    seqs
+}

@@ -10,10 +10,11 @@ use std::{path::Path, sync::Arc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use streamlens_core::{AggQuery, AggregateDoc, AggregateReader};
 
-use super::{filter_docs, Store};
+use super::{filter_docs, Store, StoredCheckpoint};
 use crate::Error;
 
 const AGGREGATES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("aggregates");
+const CHECKPOINTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("checkpoints");
 
 /// Aggregates in a local redb file.
 #[derive(Clone)]
@@ -36,6 +37,7 @@ impl EmbeddedStore {
         let db = Database::create(path).map_err(|e| err(&e))?;
         let tx = db.begin_write().map_err(|e| err(&e))?;
         tx.open_table(AGGREGATES).map_err(|e| err(&e))?;
+        tx.open_table(CHECKPOINTS).map_err(|e| err(&e))?;
         tx.commit().map_err(|e| err(&e))?;
         Ok(EmbeddedStore {
             db: Arc::new(db),
@@ -50,8 +52,19 @@ impl EmbeddedStore {
         }
     }
 
-    fn write_blocking(&self, docs: &[AggregateDoc]) -> Result<(), Error> {
+    fn write_blocking(
+        &self,
+        docs: &[AggregateDoc],
+        checkpoint: Option<&StoredCheckpoint>,
+    ) -> Result<(), Error> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        if let Some(checkpoint) = checkpoint {
+            let mut table = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
+            let json = serde_json::to_vec(checkpoint).map_err(|e| self.err(e))?;
+            table
+                .insert(checkpoint.pipeline.as_str(), json.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
         {
             let mut table = tx.open_table(AGGREGATES).map_err(|e| self.err(e))?;
             for doc in docs {
@@ -62,6 +75,15 @@ impl EmbeddedStore {
             }
         }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn checkpoint_blocking(&self, pipeline: &str) -> Result<Option<StoredCheckpoint>, Error> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
+        let value = table.get(pipeline).map_err(|e| self.err(e))?;
+        value
+            .map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e)))
+            .transpose()
     }
 
     fn query_blocking(&self, query: &AggQuery) -> Result<Vec<AggregateDoc>, Error> {
@@ -112,10 +134,23 @@ impl AggregateReader for EmbeddedStore {
 
 #[async_trait::async_trait]
 impl Store for EmbeddedStore {
-    async fn write(&self, docs: &[AggregateDoc]) -> Result<(), Error> {
+    async fn write(
+        &self,
+        docs: &[AggregateDoc],
+        checkpoint: Option<&StoredCheckpoint>,
+    ) -> Result<(), Error> {
         let store = self.clone();
         let docs = docs.to_vec();
-        tokio::task::spawn_blocking(move || store.write_blocking(&docs))
+        let checkpoint = checkpoint.cloned();
+        tokio::task::spawn_blocking(move || store.write_blocking(&docs, checkpoint.as_ref()))
+            .await
+            .map_err(|e| self.err(e))?
+    }
+
+    async fn checkpoint(&self, pipeline: &str) -> Result<Option<StoredCheckpoint>, Error> {
+        let store = self.clone();
+        let pipeline = pipeline.to_owned();
+        tokio::task::spawn_blocking(move || store.checkpoint_blocking(&pipeline))
             .await
             .map_err(|e| self.err(e))?
     }
@@ -175,5 +210,7 @@ mod tests {
         let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
         let all = store.query(&AggQuery::default()).await.unwrap();
         assert_eq!(all.len(), 3);
+        assert_eq!(store.checkpoint("p").await.unwrap(), Some(checkpoint));
+        assert_eq!(store.checkpoint("other").await.unwrap(), None);
     }
 }

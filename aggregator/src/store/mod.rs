@@ -7,17 +7,41 @@
 pub mod embedded;
 pub mod opensearch;
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use streamlens_core::{AggQuery, AggregateDoc, AggregateReader};
 
 use crate::{config::StoreConfig, Error};
 
+/// Where a pipeline's source had got to when its aggregates were last written: stored with the
+/// documents it covers, so a restart resumes exactly where the stored aggregates end.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredCheckpoint {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The source it reads (e.g. the stream ARN).
+    pub source: String,
+    /// Shard id → sequence number of the last record whose effects are in the documents.
+    pub positions: BTreeMap<String, String>,
+    /// The newest event time aggregated (epoch ms).
+    pub max_event_time: i64,
+    /// The highest document version written.
+    pub version: u64,
+}
+
 /// A place aggregates are written to and read from.
 #[async_trait::async_trait]
 pub trait Store: AggregateReader {
-    /// Writes (creates or replaces) documents; returns once they are durable.
-    async fn write(&self, docs: &[AggregateDoc]) -> Result<(), Error>;
+    /// Writes (creates or replaces) documents and, with them, the checkpoint they cover; returns
+    /// once both are durable. The embedded store commits both in one transaction.
+    async fn write(
+        &self,
+        docs: &[AggregateDoc],
+        checkpoint: Option<&StoredCheckpoint>,
+    ) -> Result<(), Error>;
+
+    /// The last checkpoint written for a pipeline.
+    async fn checkpoint(&self, pipeline: &str) -> Result<Option<StoredCheckpoint>, Error>;
 
     /// Makes everything written visible to queries.
     async fn flush(&self) -> Result<(), Error> {

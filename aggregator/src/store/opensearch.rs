@@ -18,7 +18,7 @@ use opensearch::{
 use serde_json::{json, Value};
 use streamlens_core::{AggQuery, AggregateDoc, AggregateReader};
 
-use super::{filter_docs, Store};
+use super::{filter_docs, Store, StoredCheckpoint};
 use crate::{config::OpenSearchStoreConfig, Error};
 
 const PAGE: usize = 1000;
@@ -27,6 +27,7 @@ const PAGE: usize = 1000;
 pub struct OpenSearchStore {
     client: OpenSearch,
     index: String,
+    checkpoints: String,
     url: String,
 }
 
@@ -93,6 +94,7 @@ impl OpenSearchStore {
         let store = OpenSearchStore {
             client: OpenSearch::new(transport),
             index: format!("{}-aggregates", config.index_prefix),
+            checkpoints: format!("{}-checkpoints", config.index_prefix),
             url: config.url.clone(),
         };
         store.install(&config.index_prefix).await?;
@@ -232,15 +234,42 @@ impl AggregateReader for OpenSearchStore {
 
 #[async_trait::async_trait]
 impl Store for OpenSearchStore {
-    async fn write(&self, docs: &[AggregateDoc]) -> Result<(), Error> {
-        for chunk in docs.chunks(2000) {
-            let mut ops: Vec<BulkOperation<Value>> = Vec::with_capacity(chunk.len());
+    async fn write(
+        &self,
+        docs: &[AggregateDoc],
+        checkpoint: Option<&StoredCheckpoint>,
+    ) -> Result<(), Error> {
+        let chunks: Vec<&[AggregateDoc]> = if docs.is_empty() {
+            vec![&[]]
+        } else {
+            docs.chunks(2000).collect()
+        };
+        let last = chunks.len() - 1;
+        for (n, chunk) in chunks.into_iter().enumerate() {
+            let mut ops: Vec<BulkOperation<Value>> = Vec::with_capacity(chunk.len() + 1);
             for doc in chunk {
                 let source = serde_json::to_value(doc).map_err(|e| Error::OpenSearch {
                     operation: "bulk",
                     message: e.to_string(),
                 })?;
                 ops.push(BulkOperation::index(source).id(doc.id()).into());
+            }
+            // The checkpoint goes last in the last request: a bulk request is applied in order,
+            // so it is never ahead of the documents it covers (the two are not one transaction).
+            if let (Some(checkpoint), true) = (checkpoint, n == last) {
+                let source = serde_json::to_value(checkpoint).map_err(|e| Error::OpenSearch {
+                    operation: "bulk",
+                    message: e.to_string(),
+                })?;
+                ops.push(
+                    BulkOperation::index(source)
+                        .id(checkpoint.pipeline.clone())
+                        .index(self.checkpoints.clone())
+                        .into(),
+                );
+            }
+            if ops.is_empty() {
+                continue;
             }
             let response = self
                 .client
@@ -265,6 +294,28 @@ impl Store for OpenSearchStore {
             }
         }
         Ok(())
+    }
+
+    async fn checkpoint(&self, pipeline: &str) -> Result<Option<StoredCheckpoint>, Error> {
+        let response = self
+            .client
+            .get(opensearch::GetParts::IndexId(&self.checkpoints, pipeline))
+            .send()
+            .await
+            .map_err(os_err("get checkpoint"))?;
+        if response.status_code() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let value = json_ok("get checkpoint", response).await?;
+        if value["found"] == json!(false) {
+            return Ok(None);
+        }
+        serde_json::from_value(value["_source"].clone())
+            .map(Some)
+            .map_err(|e| Error::OpenSearch {
+                operation: "get checkpoint",
+                message: format!("bad checkpoint document: {e}"),
+            })
     }
 
     async fn flush(&self) -> Result<(), Error> {

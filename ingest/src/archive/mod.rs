@@ -194,8 +194,8 @@ async fn live_replay(
     };
     if !quarantined.is_empty() {
         out.send(Batch {
-            events: Vec::new(),
             quarantined,
+            ..Batch::default()
         })
         .await
         .map_err(|_| Error::DownstreamClosed)?;

@@ -1,20 +1,105 @@
-//! Thin wrappers over the DynamoDB and DynamoDB Streams APIs, and the conversion of SDK records
-//! into [`ChangeEvent`]s.
-
 use std::collections::BTreeMap;
 
 use aws_sdk_dynamodbstreams::{
-    types::{AttributeValue as SdkValue, OperationType, Record, Shard, ShardIteratorType},
+    error::{ProvideErrorMetadata, SdkError},
+    types::{
+        AttributeValue as SdkValue, OperationType, Record, Shard, ShardIteratorType, StreamStatus,
+    },
     Client,
 };
 use streamlens_core::{AttributeValue, ChangeEvent, EventKind, Item};
 
 use crate::Error;
 
-fn aws_err<E: std::fmt::Debug>(operation: &'static str) -> impl FnOnce(E) -> Error {
-    move |e| Error::Aws {
-        operation,
-        message: format!("{e:?}"),
+/// What went wrong with a call, as far as the read loop cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// Throttled (LimitExceededException, ThrottlingException): back off and retry.
+    Throttled(String),
+    /// A server or network failure (5xx, timeout, dispatch): back off and retry.
+    Transient(String),
+    /// The shard iterator is older than 15 minutes: take a new one.
+    ExpiredIterator,
+    /// The position asked for is older than the stream's 24 hours: records were lost.
+    TrimmedData(String),
+    /// The stream, shard or table does not exist (any more).
+    NotFound(String),
+    /// Anything else: not worth retrying.
+    Fatal(String),
+}
+
+impl ApiError {
+    fn from_sdk<E, R>(operation: &str, e: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let message = format!(
+            "{operation}: {}",
+            e.message().map(str::to_owned).unwrap_or_else(|| {
+                aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()
+            })
+        );
+        match &e {
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => return ApiError::Transient(message),
+            SdkError::ConstructionFailure(_) => return ApiError::Fatal(message),
+            _ => {}
+        }
+        match e.code() {
+            Some("ExpiredIteratorException") => ApiError::ExpiredIterator,
+            Some("TrimmedDataAccessException") => ApiError::TrimmedData(message),
+            Some("ResourceNotFoundException") => ApiError::NotFound(message),
+            Some(
+                "LimitExceededException"
+                | "ThrottlingException"
+                | "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded",
+            ) => ApiError::Throttled(message),
+            Some("InternalServerError" | "ServiceUnavailable" | "InternalFailure") => {
+                ApiError::Transient(message)
+            }
+            _ => {
+                let server_side = matches!(&e, SdkError::ServiceError(_))
+                    && format!("{:?}", e.raw_response()).contains("status: 5");
+                if server_side {
+                    ApiError::Transient(message)
+                } else {
+                    ApiError::Fatal(message)
+                }
+            }
+        }
+    }
+
+    /// Whether backing off and calling again can help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ApiError::Throttled(_) | ApiError::Transient(_))
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Throttled(m) => write!(f, "throttled: {m}"),
+            ApiError::Transient(m) => write!(f, "transient failure: {m}"),
+            ApiError::ExpiredIterator => write!(f, "shard iterator expired"),
+            ApiError::TrimmedData(m) => write!(f, "data trimmed: {m}"),
+            ApiError::NotFound(m) => write!(f, "not found: {m}"),
+            ApiError::Fatal(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::NotFound(m) => Error::StreamUnavailable(m),
+            other => Error::Aws {
+                operation: "DynamoDB Streams",
+                message: other.to_string(),
+            },
+        }
     }
 }
 
@@ -32,7 +117,10 @@ pub async fn stream_of_table(
             Some(service) if service.is_resource_not_found_exception() => {
                 Error::StreamUnavailable(format!("table `{table}` does not exist"))
             }
-            _ => aws_err("DescribeTable")(e),
+            _ => Error::Aws {
+                operation: "DescribeTable",
+                message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+            },
         })?;
     let description = out.table();
     let enabled = description
@@ -46,10 +134,14 @@ pub async fn stream_of_table(
     }
 }
 
-/// Every shard of a stream, following DescribeStream's pagination.
-pub async fn list_shards(client: &Client, stream_arn: &str) -> Result<Vec<Shard>, Error> {
+/// A stream's shards (following DescribeStream's pagination) and whether it is still enabled.
+pub async fn describe_stream(
+    client: &Client,
+    stream_arn: &str,
+) -> Result<(Vec<Shard>, bool), ApiError> {
     let mut shards = Vec::new();
     let mut start: Option<String> = None;
+    let mut enabled = true;
     loop {
         let out = client
             .describe_stream()
@@ -57,32 +149,31 @@ pub async fn list_shards(client: &Client, stream_arn: &str) -> Result<Vec<Shard>
             .set_exclusive_start_shard_id(start.take())
             .send()
             .await
-            .map_err(|e| match e.as_service_error() {
-                Some(s) if s.is_resource_not_found_exception() => {
-                    Error::StreamUnavailable(format!("stream `{stream_arn}` does not exist"))
-                }
-                _ => aws_err("DescribeStream")(e),
-            })?;
+            .map_err(|e| ApiError::from_sdk("DescribeStream", e))?;
         let Some(description) = out.stream_description() else {
             break;
         };
+        enabled &= !matches!(
+            description.stream_status(),
+            Some(StreamStatus::Disabled | StreamStatus::Disabling)
+        );
         shards.extend(description.shards().iter().cloned());
         match description.last_evaluated_shard_id() {
             Some(last) => start = Some(last.to_owned()),
             None => break,
         }
     }
-    Ok(shards)
+    Ok((shards, enabled))
 }
 
-/// A shard iterator of the given type.
+/// A shard iterator of the given type (`None`: the shard has nothing more to give).
 pub async fn shard_iterator(
     client: &Client,
     stream_arn: &str,
     shard_id: &str,
     kind: ShardIteratorType,
     sequence_number: Option<&str>,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<String>, ApiError> {
     let out = client
         .get_shard_iterator()
         .stream_arn(stream_arn)
@@ -91,7 +182,7 @@ pub async fn shard_iterator(
         .set_sequence_number(sequence_number.map(str::to_owned))
         .send()
         .await
-        .map_err(aws_err("GetShardIterator"))?;
+        .map_err(|e| ApiError::from_sdk("GetShardIterator", e))?;
     Ok(out.shard_iterator().map(str::to_owned))
 }
 
@@ -100,18 +191,22 @@ pub async fn get_records(
     client: &Client,
     iterator: &str,
     limit: i32,
-) -> Result<(Vec<Record>, Option<String>), Error> {
+) -> Result<(Vec<Record>, Option<String>), ApiError> {
     let out = client
         .get_records()
         .shard_iterator(iterator)
         .limit(limit)
         .send()
         .await
-        .map_err(aws_err("GetRecords"))?;
-    Ok((
-        out.records().to_vec(),
-        out.next_shard_iterator().map(str::to_owned),
-    ))
+        .map_err(|e| ApiError::from_sdk("GetRecords", e))?;
+    let next = out.next_shard_iterator().map(str::to_owned);
+    Ok((out.records.unwrap_or_default(), next))
+}
+
+/// Compares two sequence numbers (decimal strings of any length) numerically.
+pub fn cmp_sequence(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 /// Converts an SDK attribute value; `None` for a type this SDK version does not know.

@@ -1,0 +1,347 @@
+//! Discovery, lineage and the shard consumers' lifecycle.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use aws_sdk_dynamodbstreams::Client;
+use tokio::{sync::mpsc, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    api::{self, cmp_sequence, ApiError},
+    shard_consumer::{ShardConsumer, ShardEnd, ShardHealth, ShardStart},
+};
+use crate::{
+    aws::sdk_config,
+    config::{DynamoDbSourceConfig, StartPosition},
+    Batch, Checkpoint, Error, HealthHandle, ShardStatus, Source, SourceSummary,
+};
+
+/// Reads one DynamoDB stream, one task per shard.
+pub struct DynamoDbSource {
+    client: Client,
+    table_client: Option<aws_sdk_dynamodb::Client>,
+    stream_arn: String,
+    config: Arc<DynamoDbSourceConfig>,
+    checkpoint: Checkpoint,
+    health: HealthHandle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Running,
+    Done,
+}
+
+#[derive(Debug)]
+struct KnownShard {
+    parent: Option<String>,
+    first: Option<String>,
+    last: Option<String>,
+    state: State,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl DynamoDbSource {
+    /// Connects to the configured endpoint and resolves the stream.
+    pub async fn connect(config: &DynamoDbSourceConfig) -> Result<Self, Error> {
+        if !(1..=1000).contains(&config.max_records) {
+            return Err(Error::Config(format!(
+                "max_records must be between 1 and 1000, found {}",
+                config.max_records
+            )));
+        }
+        let sdk = sdk_config(config.region.as_deref(), config.endpoint_url.as_deref()).await;
+        let table_client = config
+            .table
+            .as_ref()
+            .map(|_| aws_sdk_dynamodb::Client::new(&sdk));
+        let stream_arn = match (&config.stream_arn, &config.table, &table_client) {
+            (Some(arn), _, _) => arn.clone(),
+            (None, Some(table), Some(client)) => api::stream_of_table(client, table).await?,
+            _ => {
+                return Err(Error::Config(
+                    "a dynamodb source needs `table` or `stream_arn`".to_owned(),
+                ))
+            }
+        };
+        Ok(DynamoDbSource {
+            client: Client::new(&sdk),
+            table_client,
+            stream_arn,
+            config: Arc::new(config.clone()),
+            checkpoint: Checkpoint::new(),
+            health: HealthHandle::default(),
+        })
+    }
+
+    /// Resumes after these positions (shard → last sequence number stored).
+    pub fn resume_from(mut self, checkpoint: Checkpoint) -> Self {
+        self.checkpoint = checkpoint;
+        self
+    }
+
+    /// The stream being read.
+    pub fn stream_arn(&self) -> &str {
+        &self.stream_arn
+    }
+
+    /// Where a shard starts: its checkpoint, the beginning for a child of a shard we read or a shard
+    /// new since the checkpoint, else the configured start.
+    fn start_of(
+        &self,
+        id: &str,
+        shard: &KnownShard,
+        shards: &BTreeMap<String, KnownShard>,
+    ) -> Option<ShardStart> {
+        if let Some(seq) = self.checkpoint.get(id) {
+            return Some(ShardStart::After(seq.clone()));
+        }
+        if shard
+            .parent
+            .as_ref()
+            .is_some_and(|p| shards.contains_key(p))
+            || !self.checkpoint.is_empty()
+        {
+            return Some(ShardStart::TrimHorizon);
+        }
+        let (seq, at) = match &self.config.start {
+            StartPosition::TrimHorizon => return Some(ShardStart::TrimHorizon),
+            StartPosition::Latest => return Some(ShardStart::Latest),
+            StartPosition::AtSequenceNumber(seq) => (seq, true),
+            StartPosition::AfterSequenceNumber(seq) => (seq, false),
+        };
+        if shard
+            .last
+            .as_ref()
+            .is_some_and(|last| cmp_sequence(last, seq).is_lt())
+        {
+            return None; // the shard ended before the start: nothing to read
+        }
+        if shard
+            .first
+            .as_ref()
+            .is_none_or(|first| cmp_sequence(first, seq).is_le())
+        {
+            return Some(if at {
+                ShardStart::At(seq.clone())
+            } else {
+                ShardStart::After(seq.clone())
+            });
+        }
+        Some(ShardStart::TrimHorizon)
+    }
+
+    async fn discover(&self, shards: &mut BTreeMap<String, KnownShard>) -> Result<bool, ApiError> {
+        let (listed, enabled) = api::describe_stream(&self.client, &self.stream_arn).await?;
+        for shard in listed {
+            let Some(id) = shard.shard_id() else { continue };
+            let range = shard.sequence_number_range();
+            let last = range
+                .and_then(|r| r.ending_sequence_number())
+                .map(str::to_owned);
+            match shards.get_mut(id) {
+                Some(known) => known.last = last,
+                None => {
+                    tracing::info!(shard = id, parent = ?shard.parent_shard_id(), "shard discovered");
+                    shards.insert(
+                        id.to_owned(),
+                        KnownShard {
+                            parent: shard.parent_shard_id().map(str::to_owned),
+                            first: range
+                                .and_then(|r| r.starting_sequence_number())
+                                .map(str::to_owned),
+                            last,
+                            state: State::Waiting,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(enabled)
+    }
+}
+
+/// What the source has read so far, summed over its shards.
+fn summarize(health: &HealthHandle) -> SourceSummary {
+    let shards = health.shards.lock().unwrap_or_else(|e| e.into_inner());
+    shards.values().fold(SourceSummary::default(), |mut s, h| {
+        s.events += h.events.load(Ordering::Relaxed);
+        s.quarantined += h.quarantined.load(Ordering::Relaxed);
+        s
+    })
+}
+
+#[async_trait::async_trait]
+impl Source for DynamoDbSource {
+    fn describe(&self) -> String {
+        format!("dynamodb:{}", self.stream_arn)
+    }
+
+    fn health(&self) -> Option<HealthHandle> {
+        Some(self.health.clone())
+    }
+
+    async fn run(
+        mut self: Box<Self>,
+        out: mpsc::Sender<Batch>,
+        shutdown: CancellationToken,
+    ) -> Result<SourceSummary, Error> {
+        let consumers_stop = shutdown.child_token();
+        let last_activity = Arc::new(AtomicI64::new(now_ms()));
+        let mut shards: BTreeMap<String, KnownShard> = BTreeMap::new();
+        let mut tasks: JoinSet<(String, Result<ShardEnd, Error>)> = JoinSet::new();
+        let mut next_discovery = Instant::now();
+        let mut enabled = true;
+        let result = loop {
+            if Instant::now() >= next_discovery {
+                next_discovery = Instant::now() + self.config.discovery_interval;
+                match self.discover(&mut shards).await {
+                    Ok(e) => enabled = e,
+                    Err(e) if e.is_retryable() => {
+                        tracing::warn!(error = %e, "shard discovery failed, retrying later")
+                    }
+                    Err(ApiError::NotFound(m))
+                        if self.table_client.is_some() && tasks.is_empty() =>
+                    {
+                        tracing::warn!(reason = %m, "stream gone, looking for the table's current stream");
+                        enabled = false;
+                    }
+                    Err(e) => break Err(e.into()),
+                }
+            }
+            // Start every shard whose parent is done or gone.
+            let ready: Vec<String> = shards
+                .iter()
+                .filter(|(_, s)| s.state == State::Waiting)
+                .filter(|(_, s)| {
+                    s.parent
+                        .as_ref()
+                        .and_then(|p| shards.get(p))
+                        .is_none_or(|p| p.state == State::Done)
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in ready {
+                let start = self.start_of(&id, &shards[&id], &shards);
+                let shard = shards.get_mut(&id).expect("listed above");
+                let Some(start) = start else {
+                    shard.state = State::Done;
+                    continue;
+                };
+                shard.state = State::Running;
+                let health = Arc::new(ShardHealth::default());
+                self.health
+                    .shards
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.clone(), health.clone());
+                tracing::info!(shard = %id, start = ?start, "reading shard");
+                let consumer = ShardConsumer {
+                    client: self.client.clone(),
+                    stream_arn: self.stream_arn.clone(),
+                    shard_id: id.clone(),
+                    start,
+                    config: self.config.clone(),
+                    out: out.clone(),
+                    shutdown: consumers_stop.clone(),
+                    health,
+                    last_activity: last_activity.clone(),
+                };
+                tasks.spawn(async move { (id, consumer.run().await) });
+            }
+            // A disabled stream whose shards are all read: follow the table to its new stream.
+            if !enabled && shards.values().all(|s| s.state == State::Done) {
+                let Some(client) = &self.table_client else {
+                    tracing::info!(stream = %self.stream_arn, "stream disabled and read to its end");
+                    break Ok(());
+                };
+                let table = self.config.table.clone().unwrap_or_default();
+                match api::stream_of_table(client, &table).await {
+                    Ok(arn) if arn != self.stream_arn => {
+                        tracing::info!(old = %self.stream_arn, new = %arn, "table has a new stream");
+                        self.stream_arn = arn;
+                        self.checkpoint.clear();
+                        shards.clear();
+                        enabled = true;
+                        next_discovery = Instant::now();
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(Error::StreamUnavailable(m)) if m.contains("does not exist") => {
+                        break Err(Error::StreamUnavailable(m))
+                    }
+                    Err(e) => tracing::warn!(error = %e, "waiting for the table's stream"),
+                }
+            }
+            if let Some(idle) = self.config.stop_when_idle {
+                if now_ms() - last_activity.load(Ordering::Relaxed) >= idle.as_millis() as i64 {
+                    tracing::info!(idle = ?idle, "no new records, source stops");
+                    break Ok(());
+                }
+            }
+            let tick = next_discovery.min(Instant::now() + Duration::from_millis(200));
+            tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                Some(joined) = tasks.join_next() => match joined {
+                    Ok((id, Ok(ShardEnd::Finished))) => {
+                        if let Some(s) = shards.get_mut(&id) {
+                            s.state = State::Done;
+                        }
+                        // Children may be listed already: look at once.
+                        next_discovery = Instant::now();
+                    }
+                    Ok((_, Ok(ShardEnd::Cancelled))) => {}
+                    Ok((id, Err(e))) => {
+                        tracing::error!(shard = %id, error = %e, "shard consumer failed");
+                        break Err(e);
+                    }
+                    Err(e) => break Err(Error::Config(format!("shard task panicked: {e}"))),
+                },
+                _ = tokio::time::sleep_until(tick.into()) => {}
+            }
+        };
+        consumers_stop.cancel();
+        while tasks.join_next().await.is_some() {}
+        result.map(|()| summarize(&self.health))
+    }
+}
+
+impl HealthHandle {
+    /// Per-shard status, for `/api/health` and the dashboard.
+    pub fn snapshot(&self) -> Vec<ShardStatus> {
+        let now = now_ms();
+        let shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        shards
+            .iter()
+            .map(|(id, h)| {
+                let last = h.last_record_ms.load(Ordering::Relaxed);
+                ShardStatus {
+                    shard_id: id.clone(),
+                    position: h.position.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                    events: h.events.load(Ordering::Relaxed),
+                    quarantined: h.quarantined.load(Ordering::Relaxed),
+                    errors: h.errors.load(Ordering::Relaxed),
+                    last_record_ms: (last > 0).then_some(last),
+                    ms_behind: (last > 0).then(|| (now - last).max(0)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Shared per-shard health of a running source.
+pub type ShardHealthMap = Mutex<BTreeMap<String, Arc<ShardHealth>>>;
