@@ -71,8 +71,8 @@ pub struct DynamoDbSourceConfig {
     /// and is jittered).
     #[serde(default = "default_max_backoff", with = "humantime_serde_compat")]
     pub max_backoff: Duration,
-    /// Stop once no shard has returned a record for this long (batch runs and tests); absent means
-    /// follow the stream for ever.
+    /// Stop once every shard is caught up (its last read returned nothing) and no record arrived
+    /// for this long (batch runs and tests); absent means follow the stream for ever.
     #[serde(default, with = "humantime_serde_compat::option")]
     pub stop_when_idle: Option<Duration>,
 }

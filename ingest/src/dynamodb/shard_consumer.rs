@@ -51,6 +51,8 @@ pub struct ShardHealth {
     pub last_record_ms: AtomicI64,
     /// Sequence number of the last record read.
     pub position: std::sync::Mutex<Option<String>>,
+    /// The last GetRecords succeeded with no records: the reader has caught up with the shard.
+    pub caught_up: std::sync::atomic::AtomicBool,
 }
 
 /// One shard's read loop.
@@ -132,6 +134,9 @@ impl ShardConsumer {
             match api::get_records(&self.client, &current, self.config.max_records).await {
                 Ok((records, next)) => {
                     backoff.reset();
+                    self.health
+                        .caught_up
+                        .store(records.is_empty() || next.is_none(), Ordering::Relaxed);
                     if !records.is_empty() {
                         self.deliver(&records, &mut last_read).await?;
                     }
@@ -182,6 +187,7 @@ impl ShardConsumer {
     ) -> Result<Option<ShardEnd>, Error> {
         let shard = self.shard_id.clone();
         self.health.errors.fetch_add(1, Ordering::Relaxed);
+        self.health.caught_up.store(false, Ordering::Relaxed);
         let kind = match &error {
             ApiError::Throttled(_) => "throttled",
             ApiError::Transient(_) => "transient",

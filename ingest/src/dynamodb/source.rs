@@ -288,7 +288,20 @@ impl Source for DynamoDbSource {
                 }
             }
             if let Some(idle) = self.config.stop_when_idle {
-                if now_ms() - last_activity.load(Ordering::Relaxed) >= idle.as_millis() as i64 {
+                let caught_up = {
+                    let health = self.health.shards.lock().unwrap_or_else(|e| e.into_inner());
+                    shards
+                        .iter()
+                        .filter(|(_, s)| s.state == State::Running)
+                        .all(|(id, _)| {
+                            health
+                                .get(id)
+                                .is_some_and(|h| h.caught_up.load(Ordering::Relaxed))
+                        })
+                };
+                if caught_up
+                    && now_ms() - last_activity.load(Ordering::Relaxed) >= idle.as_millis() as i64
+                {
                     tracing::info!(idle = ?idle, "no new records, source stops");
                     break Ok(());
                 }
