@@ -55,10 +55,7 @@ impl Quarantine {
         tracing::warn!(origin = %entry.origin, reason = %entry.reason, "change quarantined");
         metrics::counter!("streamlens_quarantined_total").increment(1);
         let line = serde_json::to_string(&Entry {
-            at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or_default(),
+            at_ms: streamlens_ingest::now_ms(),
             origin: &entry.origin,
             reason: &entry.reason,
             raw: &entry.raw,

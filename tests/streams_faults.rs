@@ -5,26 +5,13 @@ use std::time::Duration;
 
 use streamlens_infra::fault_server::{Fault, FaultServer, RecordSpec};
 use streamlens_ingest::{
-    config::{DynamoDbSourceConfig, StartPosition},
-    dynamodb::DynamoDbSource,
-    Batch, Checkpoint, Error, Source,
+    config::DynamoDbSourceConfig, dynamodb::DynamoDbSource, Batch, Checkpoint, Error, Source,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 fn config(server: &FaultServer) -> DynamoDbSourceConfig {
-    DynamoDbSourceConfig {
-        table: None,
-        stream_arn: Some(server.stream_arn()),
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(server.url()),
-        start: StartPosition::TrimHorizon,
-        poll_interval: Duration::from_millis(20),
-        discovery_interval: Duration::from_millis(100),
-        max_records: 1000,
-        max_backoff: Duration::from_millis(100),
-        stop_when_idle: Some(Duration::from_millis(1500)),
-    }
+    server.source_config()
 }
 
 fn records(prefix: &str, n: usize) -> Vec<RecordSpec> {

@@ -18,7 +18,7 @@ use streamlens_infra::{
 };
 use streamlens_ingest::{
     archive::{read_batches, ArchiveWriter},
-    config::{DynamoDbSourceConfig, StartPosition},
+    config::DynamoDbSourceConfig,
     dynamodb::DynamoDbSource,
     Checkpoint, Source,
 };
@@ -26,7 +26,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// User + system CPU seconds of this process so far (Linux `/proc/self/stat`).
@@ -40,18 +43,17 @@ fn cpu_seconds() -> f64 {
     ticks / 100.0
 }
 
-fn source_config(server: &FaultServer, idle: Option<Duration>, poll: Duration) -> DynamoDbSourceConfig {
+fn source_config(
+    server: &FaultServer,
+    idle: Option<Duration>,
+    poll: Duration,
+) -> DynamoDbSourceConfig {
     DynamoDbSourceConfig {
-        table: None,
-        stream_arn: Some(server.stream_arn()),
-        region: Some("us-east-1".into()),
-        endpoint_url: Some(server.url()),
-        start: StartPosition::TrimHorizon,
         poll_interval: poll,
         discovery_interval: Duration::from_secs(5),
-        max_records: 1000,
         max_backoff: Duration::from_millis(200),
         stop_when_idle: idle,
+        ..server.source_config()
     }
 }
 
@@ -95,14 +97,24 @@ async fn server_ingest(n: usize) {
             "shard-0",
             chunk
                 .iter()
-                .map(|i| RecordSpec::insert(&format!("order#{i}"), "12.50", 1_767_225_600 + *i as i64 / 100))
+                .map(|i| {
+                    RecordSpec::insert(
+                        &format!("order#{i}"),
+                        "12.50",
+                        1_767_225_600 + *i as i64 / 100,
+                    )
+                })
                 .collect(),
         );
     }
-    let source = DynamoDbSource::connect(&source_config(&server, Some(Duration::from_millis(300)), Duration::from_millis(50)))
-        .await
-        .unwrap()
-        .resume_from(Checkpoint::new());
+    let source = DynamoDbSource::connect(&source_config(
+        &server,
+        Some(Duration::from_millis(300)),
+        Duration::from_millis(50),
+    ))
+    .await
+    .unwrap()
+    .resume_from(Checkpoint::new());
     let (tx, mut rx) = mpsc::channel(64);
     let (cpu, start) = (cpu_seconds(), Instant::now());
     let task = tokio::spawn(Box::new(source).run(tx, CancellationToken::new()));
@@ -155,8 +167,15 @@ async fn idle_shards(shards: usize, secs: u64) {
 
 #[tokio::main]
 async fn main() {
-    println!("streamlens ingest benchmark ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "streamlens ingest benchmark ({} cores)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     archive_decode(env_or("BENCH_ARCHIVE_EVENTS", 500_000));
     server_ingest(env_or("BENCH_SERVER_EVENTS", 100_000)).await;
-    idle_shards(env_or("BENCH_SHARDS", 1000), env_or("BENCH_IDLE_SECS", 10) as u64).await;
+    idle_shards(
+        env_or("BENCH_SHARDS", 1000),
+        env_or("BENCH_IDLE_SECS", 10) as u64,
+    )
+    .await;
 }

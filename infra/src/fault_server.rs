@@ -85,6 +85,7 @@ use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
 };
 
 use axum::{
@@ -369,6 +370,24 @@ impl FaultServer {
     /// The endpoint, `http://127.0.0.1:PORT`, for the SDK's `endpoint_url`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// A streamlens source configuration reading this server's stream from trim-horizon, with
+    /// short intervals for tests: 20ms polls, 100ms discovery, backoff up to 100ms, and a stop
+    /// once caught up and idle for 1.5s.
+    pub fn source_config(&self) -> streamlens_ingest::config::DynamoDbSourceConfig {
+        streamlens_ingest::config::DynamoDbSourceConfig {
+            table: None,
+            stream_arn: Some(self.stream_arn()),
+            region: Some("us-east-1".into()),
+            endpoint_url: Some(self.url()),
+            start: streamlens_ingest::config::StartPosition::TrimHorizon,
+            poll_interval: Duration::from_millis(20),
+            discovery_interval: Duration::from_millis(100),
+            max_records: 1000,
+            max_backoff: Duration::from_millis(100),
+            stop_when_idle: Some(Duration::from_millis(1500)),
+        }
     }
 
     /// The ARN of the one stream served.

@@ -23,6 +23,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::SourceConfig;
 
+/// Wall-clock time in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
 /// Errors of the ingest crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

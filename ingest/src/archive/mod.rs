@@ -14,7 +14,7 @@ use std::{
     fs::File,
     io::{BufRead, BufReader, Read},
     path::Path,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use streamlens_core::{ChangeEvent, StreamRecord};
@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use writer::ArchiveWriter;
 
-use crate::{config::ArchiveSourceConfig, Batch, Error, Quarantined, Source, SourceSummary};
+use crate::{
+    config::ArchiveSourceConfig, now_ms, Batch, Error, Quarantined, Source, SourceSummary,
+};
 
 /// Reads an archive once, or replays it live for ever.
 #[derive(Debug, Clone)]
@@ -118,13 +120,6 @@ pub fn read_batches(
         return Ok(batch(current));
     }
     Ok(true)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 #[async_trait::async_trait]

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{self, ApiError};
-use crate::{config::DynamoDbSourceConfig, Batch, Error, Gap, Quarantined};
+use crate::{config::DynamoDbSourceConfig, now_ms, Batch, Error, Gap, Quarantined};
 
 /// Where a shard consumer starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,13 +67,6 @@ pub struct ShardConsumer {
     pub(crate) health: Arc<ShardHealth>,
     /// Wall-clock ms of the last record any shard read (for `stop_when_idle`).
     pub(crate) last_activity: Arc<AtomicI64>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// Exponential backoff with full jitter, from 50ms up to a cap.

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     aws::sdk_config,
     config::{DynamoDbSourceConfig, StartPosition},
-    Batch, Checkpoint, Error, HealthHandle, ShardStatus, Source, SourceSummary,
+    now_ms, Batch, Checkpoint, Error, HealthHandle, ShardStatus, Source, SourceSummary,
 };
 
 /// Reads one DynamoDB stream, one task per shard.
@@ -46,13 +46,6 @@ struct KnownShard {
     first: Option<String>,
     last: Option<String>,
     state: State,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 impl DynamoDbSource {
