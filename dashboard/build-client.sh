@@ -62,7 +62,13 @@ else
   out_profile="$profile"
 fi
 
-if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+have_target() { command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx "$target"; }
+# The standard path first: rustup's own wasm32 target.
+if ! have_target && command -v rustup >/dev/null; then
+  say "adding rustup's $target"
+  rustup target add "$target" || say "rustup could not add $target"
+fi
+if have_target; then
   say "compiling the hydrate build ($profile) with rustup's $target"
   cargo "${build_args[@]}"
 else
@@ -70,7 +76,8 @@ else
   if [[ ! -x /usr/bin/cargo || ! -x /usr/bin/rustc ]] || ! command -v wasm-ld >/dev/null \
     || ! dpkg -s rust-web-src >/dev/null 2>&1; then
     say "installing rustc-web cargo-web rust-web-src lld"
-    apt-get install -y rustc-web cargo-web rust-web-src lld
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustc-web cargo-web rust-web-src lld
   fi
   RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld \
     /usr/bin/cargo "${build_args[@]}" -Zbuild-std=std,panic_abort

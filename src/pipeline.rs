@@ -102,7 +102,6 @@ pub async fn run(
             }
             for gap in &batch.gaps {
                 summary.gaps += 1;
-                metrics::counter!("streamlens_gaps_total").increment(1);
                 quarantine.put(&Quarantined {
                     origin: format!("shard {} after {:?}", gap.shard_id, gap.after),
                     reason: format!("gap: records trimmed before they were read: {}", gap.reason),

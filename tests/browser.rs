@@ -129,6 +129,21 @@ async fn a_write_appears_on_the_hydrated_page_without_reload() {
     assert!(seen.starts_with(&format!("SEEN {probe}")), "{seen}");
     eprintln!("write → page: {seen}");
 
+    // Health and metrics of the same run.
+    let health: serde_json::Value = reqwest::get(format!("{base}/api/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let shards = health["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 1, "{health}");
+    assert_eq!(shards[0]["events"], 2, "{health}");
+    assert!(shards[0]["position"].is_string(), "{health}");
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("streamlens_events_total{kind=\"INSERT\"} 2"), "{metrics}");
+    assert!(metrics.contains("streamlens_shard_records_total"), "{metrics}");
+
     drop(stdin);
     let done = next_line().await;
     assert_eq!(done, "OK", "the page logged errors");

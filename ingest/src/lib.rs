@@ -130,6 +130,8 @@ pub struct ShardStatus {
     pub quarantined: u64,
     /// Failed calls (throttles and retries included).
     pub errors: u64,
+    /// Times records were trimmed before they could be read (each a recorded gap).
+    pub gaps: u64,
     /// Creation time of the last record read (epoch ms).
     pub last_record_ms: Option<i64>,
     /// Wall clock minus the last record's creation time: how far behind the shard's newest write

@@ -47,6 +47,8 @@ pub struct ShardHealth {
     pub quarantined: std::sync::atomic::AtomicU64,
     /// Failed calls (retried or not).
     pub errors: std::sync::atomic::AtomicU64,
+    /// Gaps: times the shard's records were trimmed before they were read.
+    pub gaps: std::sync::atomic::AtomicU64,
     /// Creation time (epoch ms) of the last record read.
     pub last_record_ms: AtomicI64,
     /// Sequence number of the last record read.
@@ -206,8 +208,7 @@ impl ShardConsumer {
             }
             ApiError::TrimmedData(reason) => {
                 tracing::error!(shard = %shard, after = ?last_read, %reason, "records were trimmed before they were read: gap recorded, continuing from trim horizon");
-                metrics::counter!("streamlens_source_gaps_total", "shard" => shard.clone())
-                    .increment(1);
+                metrics::counter!("streamlens_gaps_total", "shard" => shard.clone()).increment(1);
                 let gap = Gap {
                     shard_id: shard,
                     after: last_read.take(),

@@ -341,6 +341,7 @@ impl HealthHandle {
                     events: h.events.load(Ordering::Relaxed),
                     quarantined: h.quarantined.load(Ordering::Relaxed),
                     errors: h.errors.load(Ordering::Relaxed),
+                    gaps: h.gaps.load(Ordering::Relaxed),
                     last_record_ms: (last > 0).then_some(last),
                     ms_behind: (last > 0).then(|| (now - last).max(0)),
                 }
