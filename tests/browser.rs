@@ -140,9 +140,20 @@ async fn a_write_appears_on_the_hydrated_page_without_reload() {
     assert_eq!(shards.len(), 1, "{health}");
     assert_eq!(shards[0]["events"], 2, "{health}");
     assert!(shards[0]["position"].is_string(), "{health}");
-    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("streamlens_events_total{kind=\"INSERT\"} 2"), "{metrics}");
-    assert!(metrics.contains("streamlens_shard_records_total"), "{metrics}");
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("streamlens_events_total{kind=\"INSERT\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("streamlens_shard_records_total"),
+        "{metrics}"
+    );
 
     drop(stdin);
     let done = next_line().await;

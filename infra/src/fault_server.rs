@@ -1,38 +1,73 @@
 //! A scripted DynamoDB Streams server, for testing what moto cannot produce.
 //!
 //! moto covers the normal path of a DynamoDB Streams reader. It cannot split a shard, roll one
-//! over, expire an iterator, trim data under a reader, throttle, fail with a 5xx or delete a stream
-//! on cue. [`FaultServer`] can: it serves one stream over HTTP, speaking the DynamoDB Streams wire
-//! protocol closely enough that the real `aws-sdk-dynamodbstreams` client, pointed at
-//! [`FaultServer::url`] with `endpoint_url`, parses every answer and maps every error to its typed
-//! variant. The test scripts the stream (shards, records, faults) between the calls of the code
-//! under test, then checks what was asked with [`FaultServer::calls`].
+//! over, expire an iterator, trim data under a reader, throttle, fail with a 5xx, delete a stream
+//! on cue, or disable a stream and enable a new one. [`FaultServer`] can: it serves one table
+//! (`orders`) and its streams over HTTP, speaking the DynamoDB Streams wire protocol (and
+//! DynamoDB's `DescribeTable`) closely enough that the real `aws-sdk-dynamodbstreams` and
+//! `aws-sdk-dynamodb` clients, pointed at [`FaultServer::url`] with `endpoint_url`, parse every
+//! answer and map every error to its typed variant. The test scripts the streams (shards, records,
+//! faults) between the calls of the code under test, then checks what was asked with
+//! [`FaultServer::calls`].
 //!
 //! # What it fakes
 //!
-//! AWS JSON 1.0: `POST /` with `X-Amz-Target: DynamoDBStreams_20120810.<Operation>`, a JSON body
-//! in, a JSON body out (`Content-Type: application/x-amz-json-1.0`). Four operations:
+//! AWS JSON 1.0: `POST /` with `X-Amz-Target: DynamoDBStreams_20120810.<Operation>` (or
+//! `DynamoDB_20120810.DescribeTable`), a JSON body in, a JSON body out (`Content-Type:
+//! application/x-amz-json-1.0`). Five operations:
 //!
-//! * `ListStreams`: the one stream ([`FaultServer::stream_arn`], table `orders`);
-//! * `DescribeStream`: the shards in the order they were added, with `ParentShardId` and
-//!   `SequenceNumberRange`; pages of at most `min(Limit, page size)` shards (`Limit` 1 to 100,
-//!   page size 100 or [`FaultServer::set_describe_page_size`]), with `LastEvaluatedShardId` when
-//!   shards remain after the page;
+//! * `ListStreams`: the table's streams that still exist, oldest first (table `orders`), pages of
+//!   at most `Limit` (1 to 100) with `LastEvaluatedStreamArn` when streams remain;
+//! * `DescribeStream`: the shards of the stream named by `StreamArn` in the order they were added,
+//!   with `ParentShardId` and `SequenceNumberRange`; `StreamStatus` `ENABLED`, or `DISABLED` after
+//!   [`FaultServer::disable_stream`]; pages of at most `min(Limit, page size)` shards (`Limit` 1
+//!   to 100, page size 100 or [`FaultServer::set_describe_page_size`]), with
+//!   `LastEvaluatedShardId` when shards remain after the page;
 //! * `GetShardIterator`: `TRIM_HORIZON` (the oldest untrimmed record), `LATEST` (after the current
 //!   last record), `AT_SEQUENCE_NUMBER` and `AFTER_SEQUENCE_NUMBER` (the sequence number must lie
-//!   in the shard's range); iterators are opaque base64 tokens;
+//!   in the shard's range); iterators are opaque base64 tokens that name their stream and shard;
 //! * `GetRecords`: at most `min(Limit, 1000)` records (`Limit` 1 to 1000, as in DynamoDB; outside
 //!   that range is a `ValidationException`) and at most 1 MB of records (a record bigger than that
 //!   still comes alone). An open shard always answers a `NextShardIterator`, even with no
-//!   records; a closed shard answers none once its last record has been returned.
+//!   records; a closed shard answers none once its last record has been returned;
+//! * `DescribeTable` (DynamoDB, `{"TableName": "orders"}`, the table's ARN works too): the table
+//!   with key `pk` (a string), `TableStatus` `ACTIVE`, `CreationDateTime` in epoch seconds,
+//!   `LatestStreamArn` / `LatestStreamLabel` of the current stream and `StreamSpecification`
+//!   `{"StreamEnabled": ..., "StreamViewType": "NEW_AND_OLD_IMAGES"}`. Any other table name is a
+//!   400 `ResourceNotFoundException`.
 //!
 //! Sequence numbers come from one counter for the whole server, written as zero-padded decimal
-//! strings of 21 digits, so they increase within a shard and across shards, string order is
-//! numeric order, and a child shard starts after its parent ends. Records have the GetRecords JSON
-//! shape, `ApproximateCreationDateTime` in epoch seconds (a JSON number, which is what the SDK
-//! parses) and `StreamViewType` `NEW_AND_OLD_IMAGES`; a [`RecordSpec`] with `ttl` gets the
-//! `userIdentity` of a TTL deletion, `{"Type": "Service", "PrincipalId": "dynamodb.amazonaws.com"}`
-//! (the wire spelling, which the SDK reads; Lambda events spell the fields `type`, `principalId`).
+//! strings of 21 digits, so they increase within a shard, across shards and across streams,
+//! string order is numeric order, and a child shard starts after its parent ends. Records have the
+//! GetRecords JSON shape, `ApproximateCreationDateTime` in epoch seconds (a JSON number, which is
+//! what the SDK parses) and `StreamViewType` `NEW_AND_OLD_IMAGES`; a [`RecordSpec`] with `ttl`
+//! gets the `userIdentity` of a TTL deletion, `{"Type": "Service", "PrincipalId":
+//! "dynamodb.amazonaws.com"}` (the wire spelling, which the SDK reads; Lambda events spell the
+//! fields `type`, `principalId`).
+//!
+//! # Streams over time
+//!
+//! The server starts with one enabled stream, labelled [`STREAM_LABEL`]. As in DynamoDB, a table
+//! has at most one enabled stream, and disabling it then enabling streams again makes a new
+//! stream with a new label and ARN:
+//!
+//! 1. [`FaultServer::disable_stream`] closes the current stream's open shards and marks it
+//!    `DISABLED`; `DescribeTable` then answers `StreamEnabled: false` and still the old
+//!    `LatestStreamArn`;
+//! 2. [`FaultServer::enable_new_stream`] starts a new stream with no shards, labelled one hour
+//!    after the one before; `DescribeTable` answers its ARN with `StreamEnabled: true`.
+//!
+//! The old stream stays: `DescribeStream` (`DISABLED`, its closed shards), `GetShardIterator` and
+//! `GetRecords` answer for it until its records run out, as DynamoDB does for 24 hours. Requests
+//! are routed by their `StreamArn` (GetRecords: by the stream its iterator names); an ARN that is
+//! not one of the table's streams is a `ResourceNotFoundException`.
+//!
+//! The script methods that shape a stream ([`FaultServer::add_shard`], [`FaultServer::push`],
+//! [`FaultServer::close_shard`], [`FaultServer::rollover`], [`FaultServer::split`],
+//! [`FaultServer::trim_before`], [`FaultServer::disable_stream`]) act on the current stream, the
+//! newest one, whose ARN [`FaultServer::stream_arn`] returns: after `enable_new_stream` they act on
+//! the new stream. Shard ids need only be unique within a stream. [`FaultServer::expire_iterators`],
+//! [`FaultServer::fail_next`] and [`FaultServer::set_describe_page_size`] apply to every stream.
 //!
 //! # Faults
 //!
@@ -40,7 +75,7 @@
 //! |---|---|---|
 //! | [`FaultServer::expire_iterators`] | every iterator issued so far: 400 `ExpiredIteratorException` | `is_expired_iterator_exception()` |
 //! | [`FaultServer::trim_before`] | a reader positioned before a dropped record: 400 `TrimmedDataAccessException` (GetRecords, GetShardIterator) | `is_trimmed_data_access_exception()` |
-//! | [`FaultServer::delete_stream`] | every call: 400 `ResourceNotFoundException`; `ListStreams` lists nothing | `is_resource_not_found_exception()` |
+//! | [`FaultServer::delete_table`] (or [`FaultServer::delete_stream`]) | every call about the table or any of its streams: 400 `ResourceNotFoundException`; `ListStreams` without a table name lists nothing | `is_resource_not_found_exception()` |
 //! | [`FaultServer::fail_next`] with [`Fault::Throttle`] | 400 `LimitExceededException` | `is_limit_exceeded_exception()` (GetRecords); elsewhere unmodeled, `code() == Some("LimitExceededException")` |
 //! | [`FaultServer::fail_next`] with [`Fault::Throttling`] | 400 `ThrottlingException` | unmodeled in this SDK: `code() == Some("ThrottlingException")` |
 //! | [`FaultServer::fail_next`] with [`Fault::Internal`] | 500 `InternalServerError` | `is_internal_server_error()` |
@@ -61,7 +96,7 @@
 //! stream `DISABLED`.
 //!
 //! The control methods (`add_shard`, `push`, ...) are for the test, and panic on a scripting
-//! mistake (an unknown shard, a push into a closed shard).
+//! mistake (an unknown shard, a push into a closed shard, a new stream while one is enabled).
 //!
 //! # Example
 //!
@@ -77,6 +112,12 @@
 //! let client = aws_sdk_dynamodbstreams::Client::new(&config);
 //! // ... run the reader under test with `client` and `server.stream_arn()` ...
 //! assert_eq!(server.calls()[0].operation, "DescribeStream");
+//!
+//! // Later: the user disables the stream and enables a new one.
+//! server.disable_stream();
+//! let new_arn = server.enable_new_stream();
+//! server.add_shard("shardId-2", None); // a shard of the new stream
+//! assert_eq!(server.stream_arn(), new_arn);
 //! # let _ = (seqs, client);
 //! # }
 //! ```
@@ -105,12 +146,16 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 pub const MAX_RECORDS_PER_CALL: usize = 1000;
 /// Most bytes of records one GetRecords call returns (1 MB).
 pub const MAX_BYTES_PER_CALL: usize = 1024 * 1024;
-/// The table whose stream is served.
+/// The table whose streams are served.
 pub const TABLE_NAME: &str = "orders";
-/// The label of the stream served (its creation time).
+/// The ARN of the table; a stream's ARN is `{TABLE_ARN}/stream/{label}`.
+pub const TABLE_ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/orders";
+/// The label of the first stream (its creation time). Each stream enabled later with
+/// [`FaultServer::enable_new_stream`] is labelled one hour after the one before.
 pub const STREAM_LABEL: &str = "2026-01-01T00:00:00.000";
 
-/// The operations served, as they appear after `DynamoDBStreams_20120810.` in `X-Amz-Target`.
+/// The DynamoDB Streams operations served, as they appear after `DynamoDBStreams_20120810.` in
+/// `X-Amz-Target`.
 pub const OPERATIONS: [&str; 4] = [
     "DescribeStream",
     "GetShardIterator",
@@ -118,10 +163,17 @@ pub const OPERATIONS: [&str; 4] = [
     "ListStreams",
 ];
 
+/// The DynamoDB operations served, as they appear after `DynamoDB_20120810.` in `X-Amz-Target`.
+pub const TABLE_OPERATIONS: [&str; 1] = ["DescribeTable"];
+
 const TARGET_PREFIX: &str = "DynamoDBStreams_20120810.";
+const TABLE_TARGET_PREFIX: &str = "DynamoDB_20120810.";
 const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 const ERROR_NAMESPACE: &str = "com.amazonaws.dynamodb.v20120810";
-const CREATION_SECS: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z, matches STREAM_LABEL
+/// 2026-01-01T00:00:00Z: the table's creation, and the first stream's (matches STREAM_LABEL).
+const CREATION_SECS: i64 = 1_767_225_600;
+/// Each new stream is created this long after the one before (its label says so).
+const STREAM_INTERVAL_SECS: i64 = 3600;
 const DEFAULT_DESCRIBE_PAGE: usize = 100;
 const MAX_DESCRIBE_LIMIT: i64 = 100;
 const MAX_LIST_LIMIT: i64 = 100;
@@ -140,8 +192,13 @@ pub enum Fault {
 /// One request the server answered, in arrival order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
-    /// The operation (`GetRecords`, ...), or the raw `X-Amz-Target` of an unknown one.
+    /// The operation (`GetRecords`, `DescribeTable`, ...), or the raw `X-Amz-Target` of an unknown
+    /// one.
     pub operation: String,
+    /// The stream asked about: `StreamArn` of DescribeStream and GetShardIterator, the stream of
+    /// GetRecords' iterator. `None` for ListStreams, DescribeTable and a request too malformed to
+    /// tell.
+    pub stream_arn: Option<String>,
     /// The shard asked about: `ShardId` of GetShardIterator, the shard of GetRecords' iterator.
     pub shard_id: Option<String>,
     /// Records returned (GetRecords only).
@@ -225,8 +282,8 @@ impl RecordSpec {
     }
 }
 
-/// A running fake DynamoDB Streams endpoint serving one stream. Clones share the server; it stops
-/// when the last clone is dropped or on [`FaultServer::shutdown`].
+/// A running fake DynamoDB Streams endpoint serving one table and its streams. Clones share the
+/// server; it stops when the last clone is dropped or on [`FaultServer::shutdown`].
 #[derive(Clone)]
 pub struct FaultServer {
     shared: Arc<Shared>,
@@ -249,12 +306,11 @@ struct Lifetime {
 }
 
 struct Shared {
-    stream_arn: String,
-    state: Mutex<StreamState>,
+    state: Mutex<ServerState>,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, StreamState> {
+    fn lock(&self) -> MutexGuard<'_, ServerState> {
         // A control method that panicked (a scripting mistake) leaves consistent state behind.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -279,13 +335,43 @@ struct Shard {
     records: Vec<StoredRecord>,
 }
 
-struct StreamState {
+/// One stream of the table.
+struct Stream {
+    arn: String,
+    label: String,
+    creation_secs: i64,
+    /// `DISABLED`: its shards are closed, the table no longer writes to it.
+    disabled: bool,
+    shards: Vec<Shard>,
+}
+
+impl Stream {
+    /// The table's `index`-th stream (0 for the first), created `index` hours after the table.
+    fn new(index: usize) -> Stream {
+        let creation_secs = CREATION_SECS + STREAM_INTERVAL_SECS * index as i64;
+        let label = stream_label(creation_secs);
+        Stream {
+            arn: format!("{TABLE_ARN}/stream/{label}"),
+            label,
+            creation_secs,
+            disabled: false,
+            shards: Vec::new(),
+        }
+    }
+
+    fn shard(&self, shard_id: &str) -> Option<&Shard> {
+        self.shards.iter().find(|s| s.id == shard_id)
+    }
+}
+
+struct ServerState {
     next_seq: u64,
     generation: u64,
-    shards: Vec<Shard>,
+    /// Every stream the table had, oldest first; the last is the current one. Never empty.
+    streams: Vec<Stream>,
     faults: HashMap<String, VecDeque<Fault>>,
+    /// The table, and with it every stream, was deleted.
     deleted: bool,
-    disabled: bool,
     describe_page_size: usize,
     calls: Vec<Call>,
     requests: u64,
@@ -294,12 +380,35 @@ struct StreamState {
 /// What a shard iterator encodes.
 #[derive(Serialize, Deserialize)]
 struct IteratorToken {
+    /// The stream's ARN.
+    stream: String,
     /// The shard.
     shard: String,
     /// The next record returned is the first with a sequence number at least this.
     from: u64,
-    /// [`StreamState::generation`] when issued; older generations are expired.
+    /// [`ServerState::generation`] when issued; older generations are expired.
     generation: u64,
+}
+
+/// `YYYY-MM-DDThh:mm:ss.000` of epoch seconds (UTC), the form of a DynamoDB stream label.
+fn stream_label(secs: i64) -> String {
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 fn format_seq(seq: u64) -> String {
@@ -314,7 +423,8 @@ fn parse_seq(text: &str) -> Option<u64> {
 }
 
 impl FaultServer {
-    /// Starts a server on `127.0.0.1`, on a free port, serving a stream with no shards.
+    /// Starts a server on `127.0.0.1`, on a free port, serving the table `orders` with one enabled
+    /// stream ([`STREAM_LABEL`]) with no shards.
     ///
     /// # Panics
     ///
@@ -327,16 +437,12 @@ impl FaultServer {
             .local_addr()
             .expect("fault server: listener has no local address");
         let shared = Arc::new(Shared {
-            stream_arn: format!(
-                "arn:aws:dynamodb:us-east-1:123456789012:table/{TABLE_NAME}/stream/{STREAM_LABEL}"
-            ),
-            state: Mutex::new(StreamState {
+            state: Mutex::new(ServerState {
                 next_seq: 1,
                 generation: 0,
-                shards: Vec::new(),
+                streams: vec![Stream::new(0)],
                 faults: HashMap::new(),
                 deleted: false,
-                disabled: false,
                 describe_page_size: DEFAULT_DESCRIBE_PAGE,
                 calls: Vec::new(),
                 requests: 0,
@@ -372,9 +478,10 @@ impl FaultServer {
         format!("http://{}", self.addr)
     }
 
-    /// A streamlens source configuration reading this server's stream from trim-horizon, with
-    /// short intervals for tests: 20ms polls, 100ms discovery, backoff up to 100ms, and a stop
-    /// once caught up and idle for 1.5s.
+    /// A streamlens source configuration reading this server's current stream (by its ARN) from
+    /// trim-horizon, with short intervals for tests: 20ms polls, 100ms discovery, backoff up to
+    /// 100ms, and a stop once caught up and idle for 1.5s. To follow the table from stream to
+    /// stream instead, set `table: Some("orders".into())` and `stream_arn: None`.
     pub fn source_config(&self) -> streamlens_ingest::config::DynamoDbSourceConfig {
         streamlens_ingest::config::DynamoDbSourceConfig {
             table: None,
@@ -390,9 +497,16 @@ impl FaultServer {
         }
     }
 
-    /// The ARN of the one stream served.
+    /// The ARN of the current stream: the one `DescribeTable` names as `LatestStreamArn`, and the
+    /// one the script methods act on.
     pub fn stream_arn(&self) -> String {
-        self.shared.stream_arn.clone()
+        self.shared.lock().current().arn.clone()
+    }
+
+    /// The ARNs of every stream the table had, oldest first (the last is [`Self::stream_arn`]).
+    pub fn stream_arns(&self) -> Vec<String> {
+        let state = self.shared.lock();
+        state.streams.iter().map(|s| s.arn.clone()).collect()
     }
 
     /// Stops the server (for every clone) and waits until it no longer serves: later calls fail
@@ -407,21 +521,22 @@ impl FaultServer {
         }
     }
 
-    /// Adds an open shard, after the existing ones, its StartingSequenceNumber a fresh sequence
-    /// number. `parent` becomes its ParentShardId (it need not be a shard of the stream: real
-    /// streams list children whose parent was already trimmed away).
+    /// Adds an open shard to the current stream, after the existing ones, its
+    /// StartingSequenceNumber a fresh sequence number. `parent` becomes its ParentShardId (it need
+    /// not be a shard of the stream: real streams list children whose parent was already trimmed
+    /// away).
     ///
     /// # Panics
     ///
-    /// If the stream has a shard `shard_id` already.
+    /// If the current stream has a shard `shard_id` already.
     pub fn add_shard(&self, shard_id: &str, parent: Option<&str>) {
         let mut state = self.shared.lock();
         assert!(
-            state.shard(shard_id).is_none(),
+            state.current().shard(shard_id).is_none(),
             "fault server: shard `{shard_id}` exists already"
         );
         let start = state.fresh_seq();
-        state.shards.push(Shard {
+        state.current_mut().shards.push(Shard {
             id: shard_id.to_owned(),
             parent: parent.map(str::to_owned),
             start,
@@ -432,7 +547,7 @@ impl FaultServer {
         });
     }
 
-    /// Appends records to an open shard and returns their sequence numbers.
+    /// Appends records to an open shard of the current stream and returns their sequence numbers.
     ///
     /// # Panics
     ///
@@ -442,7 +557,7 @@ impl FaultServer {
         let mut state = self.shared.lock();
         let index = state.shard_index(shard_id);
         assert!(
-            state.shards[index].end.is_none(),
+            state.current().shards[index].end.is_none(),
             "fault server: cannot push to shard `{shard_id}`: it is closed"
         );
         let mut assigned = Vec::with_capacity(records.len());
@@ -460,7 +575,7 @@ impl FaultServer {
             let seq = state.fresh_seq();
             let record = record_json(seq, spec);
             let size = record.to_string().len();
-            let shard = &mut state.shards[index];
+            let shard = &mut state.current_mut().shards[index];
             shard.last = Some(seq);
             shard.records.push(StoredRecord {
                 seq,
@@ -472,7 +587,7 @@ impl FaultServer {
         assigned
     }
 
-    /// Closes a shard: its EndingSequenceNumber becomes its last record's sequence number, or a
+    /// Closes a shard of the current stream: its EndingSequenceNumber becomes its last record's sequence number, or a
     /// fresh one if it never had records. Readers get its remaining records, then no
     /// NextShardIterator.
     ///
@@ -483,7 +598,7 @@ impl FaultServer {
         let mut state = self.shared.lock();
         let index = state.shard_index(shard_id);
         assert!(
-            state.shards[index].end.is_none(),
+            state.current().shards[index].end.is_none(),
             "fault server: shard `{shard_id}` is closed already"
         );
         state.close(index);
@@ -506,12 +621,13 @@ impl FaultServer {
     fn close_if_open(&self, shard_id: &str) {
         let mut state = self.shared.lock();
         let index = state.shard_index(shard_id);
-        if state.shards[index].end.is_none() {
+        if state.current().shards[index].end.is_none() {
             state.close(index);
         }
     }
 
-    /// Drops the shard's records with a sequence number below `seq`, as the 24-hour retention
+    /// Drops the records of a shard of the current stream with a sequence number below `seq`, as
+    /// the 24-hour retention
     /// does. An iterator positioned before a dropped record answers TrimmedDataAccessException;
     /// TRIM_HORIZON then starts at the first record kept.
     ///
@@ -523,7 +639,7 @@ impl FaultServer {
             .unwrap_or_else(|| panic!("fault server: `{seq}` is not a sequence number"));
         let mut state = self.shared.lock();
         let index = state.shard_index(shard_id);
-        let shard = &mut state.shards[index];
+        let shard = &mut state.current_mut().shards[index];
         let keep = shard.records.partition_point(|r| r.seq < bound);
         if let Some(dropped) = keep.checked_sub(1).map(|i| shard.records[i].seq) {
             shard.trim_horizon = shard.trim_horizon.max(dropped + 1);
@@ -537,16 +653,18 @@ impl FaultServer {
         self.shared.lock().generation += 1;
     }
 
-    /// The next `times` calls of `operation` (`GetRecords`, ...) answer `fault`, before anything
-    /// else is looked at. Faults queue up behind those already scripted for the operation.
+    /// The next `times` calls of `operation` (`GetRecords`, `DescribeTable`, ...) answer `fault`,
+    /// before anything else is looked at, whichever stream they are about. Faults queue up behind
+    /// those already scripted for the operation.
     ///
     /// # Panics
     ///
-    /// If `operation` is not one of [`OPERATIONS`].
+    /// If `operation` is not one of [`OPERATIONS`] or [`TABLE_OPERATIONS`].
     pub fn fail_next(&self, operation: &str, times: usize, fault: Fault) {
         assert!(
-            OPERATIONS.contains(&operation),
-            "fault server: unknown operation `{operation}`, expected one of {OPERATIONS:?}"
+            OPERATIONS.contains(&operation) || TABLE_OPERATIONS.contains(&operation),
+            "fault server: unknown operation `{operation}`, expected one of {OPERATIONS:?} or \
+             {TABLE_OPERATIONS:?}"
         );
         self.shared
             .lock()
@@ -556,22 +674,60 @@ impl FaultServer {
             .extend(std::iter::repeat_n(fault, times));
     }
 
-    /// Deletes the stream (as deleting its table does): every call answers
-    /// ResourceNotFoundException, except ListStreams without a table name, which lists nothing.
+    /// Deletes the stream, as deleting its table does: the same as [`Self::delete_table`].
     pub fn delete_stream(&self) {
+        self.delete_table();
+    }
+
+    /// Deletes the table and with it every stream it had: every call answers
+    /// ResourceNotFoundException (DescribeTable, ListStreams with the table's name, and every call
+    /// about any of its streams or their iterators), except ListStreams without a table name,
+    /// which lists nothing.
+    pub fn delete_table(&self) {
         self.shared.lock().deleted = true;
     }
 
-    /// Disables the stream: every open shard is closed and DescribeStream reports StreamStatus
-    /// `DISABLED`. The records stay readable.
+    /// Disables the current stream: every open shard is closed and DescribeStream reports
+    /// StreamStatus `DISABLED`; DescribeTable answers `StreamEnabled: false` and still names it as
+    /// `LatestStreamArn`, as DynamoDB does. The records stay readable.
     pub fn disable_stream(&self) {
         let mut state = self.shared.lock();
-        state.disabled = true;
-        for index in 0..state.shards.len() {
-            if state.shards[index].end.is_none() {
+        state.current_mut().disabled = true;
+        for index in 0..state.current().shards.len() {
+            if state.current().shards[index].end.is_none() {
                 state.close(index);
             }
         }
+    }
+
+    /// Enables a new stream on the table after [`Self::disable_stream`], as `UpdateTable` with
+    /// `StreamEnabled: true` does: a new stream, labelled one hour after the previous one, with a
+    /// new ARN and no shards. Returns its ARN.
+    ///
+    /// DescribeTable then names it as `LatestStreamArn` with `StreamEnabled: true`, ListStreams
+    /// lists it after the old ones, and from then on the script methods (`add_shard`, `push`,
+    /// `close_shard`, `rollover`, `split`, `trim_before`, `disable_stream`) act on it. The old
+    /// streams keep answering DescribeStream (`DISABLED`, their closed shards), GetShardIterator
+    /// and GetRecords, as DynamoDB does for 24 hours.
+    ///
+    /// # Panics
+    ///
+    /// If the current stream is still enabled (DynamoDB allows one enabled stream per table), or
+    /// the table was deleted.
+    pub fn enable_new_stream(&self) -> String {
+        let mut state = self.shared.lock();
+        assert!(
+            !state.deleted,
+            "fault server: cannot enable a stream: the table was deleted"
+        );
+        assert!(
+            state.current().disabled,
+            "fault server: the table has an enabled stream: disable it before enabling a new one"
+        );
+        let stream = Stream::new(state.streams.len());
+        let arn = stream.arn.clone();
+        state.streams.push(stream);
+        arn
     }
 
     /// DescribeStream answers pages of at most `n` shards (default 100).
@@ -683,8 +839,20 @@ impl ApiError {
 /// The outcome of one request, for the answer and the call log.
 struct Outcome {
     result: Result<Value, ApiError>,
+    stream_arn: Option<String>,
     shard_id: Option<String>,
     records: usize,
+}
+
+/// The operation an `X-Amz-Target` names, if it is one served.
+fn known_operation(target: &str) -> Option<&'static str> {
+    let (operations, op): (&[&'static str], &str) =
+        if let Some(op) = target.strip_prefix(TARGET_PREFIX) {
+            (&OPERATIONS, op)
+        } else {
+            (&TABLE_OPERATIONS, target.strip_prefix(TABLE_TARGET_PREFIX)?)
+        };
+    operations.iter().copied().find(|known| *known == op)
 }
 
 async fn handle(
@@ -695,18 +863,12 @@ async fn handle(
     let target = headers
         .get("x-amz-target")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let operation = target
-        .as_deref()
-        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
-        .and_then(|op| OPERATIONS.iter().copied().find(|known| *known == op));
+    let operation = target.as_deref().and_then(known_operation);
     let mut state = shared.lock();
     state.requests += 1;
     let request_id = format!("FAULTSERVER{:041}", state.requests);
     let (logged_operation, outcome) = match operation {
-        Some(operation) => (
-            operation.to_owned(),
-            state.dispatch(&shared.stream_arn, operation, &body),
-        ),
+        Some(operation) => (operation.to_owned(), state.dispatch(operation, &body)),
         None => {
             let message = match &target {
                 Some(target) => format!("unknown operation `{target}`"),
@@ -718,6 +880,7 @@ async fn handle(
             };
             let outcome = Outcome {
                 result: Err(error),
+                stream_arn: None,
                 shard_id: None,
                 records: 0,
             };
@@ -726,6 +889,7 @@ async fn handle(
     };
     state.calls.push(Call {
         operation: logged_operation,
+        stream_arn: outcome.stream_arn,
         shard_id: outcome.shard_id,
         records: outcome.records,
         error: outcome.result.as_ref().err().map(|e| e.name.to_owned()),
@@ -779,6 +943,12 @@ struct ListStreamsInput {
     exclusive_start_stream_arn: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DescribeTableInput {
+    table_name: String,
+}
+
 fn parse_input<T: DeserializeOwned>(operation: &str, body: &Value) -> Result<T, ApiError> {
     serde_json::from_value(body.clone())
         .map_err(|e| ApiError::validation(format!("invalid {operation} request: {e}")))
@@ -805,46 +975,92 @@ fn encode_iterator(token: &IteratorToken) -> String {
     BASE64.encode(serde_json::to_vec(token).unwrap_or_default())
 }
 
-impl StreamState {
+impl ServerState {
     fn fresh_seq(&mut self) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         seq
     }
 
-    fn shard(&self, shard_id: &str) -> Option<&Shard> {
-        self.shards.iter().find(|s| s.id == shard_id)
+    /// The current stream: the newest.
+    fn current(&self) -> &Stream {
+        self.streams.last().expect("the table always has a stream")
     }
 
-    /// For the control methods: the shard's index, or a panic naming it.
+    fn current_mut(&mut self) -> &mut Stream {
+        self.streams
+            .last_mut()
+            .expect("the table always has a stream")
+    }
+
+    /// For the control methods: the index of a shard of the current stream, or a panic naming it.
     fn shard_index(&self, shard_id: &str) -> usize {
-        self.shards
+        self.current()
+            .shards
             .iter()
             .position(|s| s.id == shard_id)
-            .unwrap_or_else(|| panic!("fault server: no shard `{shard_id}`"))
+            .unwrap_or_else(|| panic!("fault server: no shard `{shard_id}` in the current stream"))
     }
 
+    /// Closes the current stream's shard at `index`.
     fn close(&mut self, index: usize) {
-        let end = match self.shards[index].last {
+        let end = match self.current().shards[index].last {
             Some(last) => last,
             None => self.fresh_seq(),
         };
-        self.shards[index].end = Some(end);
+        self.current_mut().shards[index].end = Some(end);
     }
 
-    fn dispatch(&mut self, stream_arn: &str, operation: &str, body: &[u8]) -> Outcome {
+    /// The stream a request names: ResourceNotFoundException if it is none of the table's, or the
+    /// table was deleted.
+    fn stream(&self, arn: &str) -> Result<&Stream, ApiError> {
+        match self.streams.iter().find(|s| s.arn == arn) {
+            Some(_) if self.deleted => Err(ApiError::not_found(format!(
+                "requested resource not found: stream {arn} was deleted"
+            ))),
+            Some(stream) => Ok(stream),
+            None => Err(ApiError::not_found(format!(
+                "requested resource not found: stream {arn} does not exist"
+            ))),
+        }
+    }
+
+    /// Whether `name` (a table name or ARN) is the table, and it was not deleted.
+    fn is_table(&self, name: &str) -> bool {
+        !self.deleted && (name == TABLE_NAME || name == TABLE_ARN)
+    }
+
+    fn dispatch(&mut self, operation: &str, body: &[u8]) -> Outcome {
         let parsed: Result<Value, String> = if body.is_empty() {
             Ok(json!({}))
         } else {
             serde_json::from_slice(body).map_err(|e| format!("request body is not JSON: {e}"))
         };
-        let shard_id = parsed.as_ref().ok().and_then(|body| match operation {
-            "GetShardIterator" => body.get("ShardId")?.as_str().map(str::to_owned),
-            "GetRecords" => decode_iterator(body.get("ShardIterator")?.as_str()?).map(|t| t.shard),
+        let token = match (operation, &parsed) {
+            ("GetRecords", Ok(body)) => body
+                .get("ShardIterator")
+                .and_then(Value::as_str)
+                .and_then(decode_iterator),
             _ => None,
-        });
+        };
+        let field = |name: &str| {
+            parsed
+                .as_ref()
+                .ok()
+                .and_then(|body| body.get(name)?.as_str().map(str::to_owned))
+        };
+        let (stream_arn, shard_id) = match operation {
+            "DescribeStream" => (field("StreamArn"), None),
+            "GetShardIterator" => (field("StreamArn"), field("ShardId")),
+            "GetRecords" => match token {
+                Some(token) => (Some(token.stream), Some(token.shard)),
+                None => (None, None),
+            },
+            _ => (None, None),
+        };
         let mut outcome = Outcome {
             result: Ok(Value::Null),
+            stream_arn,
             shard_id,
             records: 0,
         };
@@ -864,12 +1080,10 @@ impl StreamState {
             }
         };
         outcome.result = match operation {
-            "ListStreams" => self.list_streams(stream_arn, &body),
-            _ if self.deleted => Err(ApiError::not_found(format!(
-                "requested resource not found: stream {stream_arn} was deleted"
-            ))),
-            "DescribeStream" => self.describe_stream(stream_arn, &body),
-            "GetShardIterator" => self.get_shard_iterator(stream_arn, &body),
+            "ListStreams" => self.list_streams(&body),
+            "DescribeTable" => self.describe_table(&body),
+            "DescribeStream" => self.describe_stream(&body),
+            "GetShardIterator" => self.get_shard_iterator(&body),
             _ => self.get_records(&body).map(|(answer, records)| {
                 outcome.records = records;
                 answer
@@ -878,46 +1092,83 @@ impl StreamState {
         outcome
     }
 
-    fn check_stream(stream_arn: &str, asked: &str) -> Result<(), ApiError> {
-        if asked == stream_arn {
-            Ok(())
-        } else {
-            Err(ApiError::not_found(format!(
-                "requested resource not found: stream {asked} does not exist"
-            )))
-        }
-    }
-
-    fn list_streams(&self, stream_arn: &str, body: &Value) -> Result<Value, ApiError> {
+    fn list_streams(&self, body: &Value) -> Result<Value, ApiError> {
         let input: ListStreamsInput = parse_input("ListStreams", body)?;
-        check_limit(input.limit, MAX_LIST_LIMIT)?;
+        let limit = check_limit(input.limit, MAX_LIST_LIMIT)?;
         if let Some(table) = &input.table_name {
-            if table != TABLE_NAME || self.deleted {
+            if !self.is_table(table) {
                 return Err(ApiError::not_found(format!(
                     "requested resource not found: table {table} not found"
                 )));
             }
         }
-        let past_ours = input.exclusive_start_stream_arn.as_deref() == Some(stream_arn);
-        let streams = if self.deleted || past_ours {
-            vec![]
-        } else {
-            vec![json!({
-                "StreamArn": stream_arn,
-                "TableName": TABLE_NAME,
-                "StreamLabel": STREAM_LABEL,
-            })]
+        if self.deleted {
+            return Ok(json!({ "Streams": [] }));
+        }
+        let begin = match &input.exclusive_start_stream_arn {
+            None => 0,
+            Some(arn) => match self.streams.iter().position(|s| &s.arn == arn) {
+                Some(index) => index + 1,
+                None => {
+                    return Err(ApiError::validation(format!(
+                        "exclusive start stream arn {arn} is not a stream of table {TABLE_NAME}"
+                    )))
+                }
+            },
         };
-        Ok(json!({ "Streams": streams }))
+        let end = (begin + limit).min(self.streams.len());
+        let page = &self.streams[begin..end];
+        let streams: Vec<Value> = page
+            .iter()
+            .map(|stream| {
+                json!({
+                    "StreamArn": stream.arn,
+                    "TableName": TABLE_NAME,
+                    "StreamLabel": stream.label,
+                })
+            })
+            .collect();
+        let mut answer = json!({ "Streams": streams });
+        if let (true, Some(last)) = (end < self.streams.len(), page.last()) {
+            answer["LastEvaluatedStreamArn"] = json!(last.arn);
+        }
+        Ok(answer)
     }
 
-    fn describe_stream(&self, stream_arn: &str, body: &Value) -> Result<Value, ApiError> {
+    fn describe_table(&self, body: &Value) -> Result<Value, ApiError> {
+        let input: DescribeTableInput = parse_input("DescribeTable", body)?;
+        if !self.is_table(&input.table_name) {
+            return Err(ApiError::not_found(format!(
+                "requested resource not found: table {} not found",
+                input.table_name
+            )));
+        }
+        let stream = self.current();
+        Ok(json!({
+            "Table": {
+                "TableName": TABLE_NAME,
+                "TableArn": TABLE_ARN,
+                "TableStatus": "ACTIVE",
+                "KeySchema": [{ "AttributeName": "pk", "KeyType": "HASH" }],
+                "AttributeDefinitions": [{ "AttributeName": "pk", "AttributeType": "S" }],
+                "CreationDateTime": CREATION_SECS,
+                "LatestStreamArn": stream.arn,
+                "LatestStreamLabel": stream.label,
+                "StreamSpecification": {
+                    "StreamEnabled": !stream.disabled,
+                    "StreamViewType": "NEW_AND_OLD_IMAGES",
+                },
+            }
+        }))
+    }
+
+    fn describe_stream(&self, body: &Value) -> Result<Value, ApiError> {
         let input: DescribeStreamInput = parse_input("DescribeStream", body)?;
-        Self::check_stream(stream_arn, &input.stream_arn)?;
+        let stream = self.stream(&input.stream_arn)?;
         let page = check_limit(input.limit, MAX_DESCRIBE_LIMIT)?.min(self.describe_page_size);
         let begin = match &input.exclusive_start_shard_id {
             None => 0,
-            Some(id) => match self.shards.iter().position(|s| &s.id == id) {
+            Some(id) => match stream.shards.iter().position(|s| &s.id == id) {
                 Some(index) => index + 1,
                 None => {
                     return Err(ApiError::validation(format!(
@@ -926,8 +1177,8 @@ impl StreamState {
                 }
             },
         };
-        let end = (begin + page).min(self.shards.len());
-        let shards: Vec<Value> = self.shards[begin..end]
+        let end = (begin + page).min(stream.shards.len());
+        let shards: Vec<Value> = stream.shards[begin..end]
             .iter()
             .map(|shard| {
                 let mut range = json!({ "StartingSequenceNumber": format_seq(shard.start) });
@@ -942,25 +1193,25 @@ impl StreamState {
             })
             .collect();
         let mut description = json!({
-            "StreamArn": stream_arn,
-            "StreamLabel": STREAM_LABEL,
-            "StreamStatus": if self.disabled { "DISABLED" } else { "ENABLED" },
+            "StreamArn": stream.arn,
+            "StreamLabel": stream.label,
+            "StreamStatus": if stream.disabled { "DISABLED" } else { "ENABLED" },
             "StreamViewType": "NEW_AND_OLD_IMAGES",
             "TableName": TABLE_NAME,
             "KeySchema": [{ "AttributeName": "pk", "KeyType": "HASH" }],
-            "CreationRequestDateTime": CREATION_SECS,
+            "CreationRequestDateTime": stream.creation_secs,
             "Shards": shards,
         });
-        if end < self.shards.len() && end > begin {
-            description["LastEvaluatedShardId"] = json!(self.shards[end - 1].id);
+        if end < stream.shards.len() && end > begin {
+            description["LastEvaluatedShardId"] = json!(stream.shards[end - 1].id);
         }
         Ok(json!({ "StreamDescription": description }))
     }
 
-    fn get_shard_iterator(&self, stream_arn: &str, body: &Value) -> Result<Value, ApiError> {
+    fn get_shard_iterator(&self, body: &Value) -> Result<Value, ApiError> {
         let input: GetShardIteratorInput = parse_input("GetShardIterator", body)?;
-        Self::check_stream(stream_arn, &input.stream_arn)?;
-        let shard = self.shard(&input.shard_id).ok_or_else(|| {
+        let stream = self.stream(&input.stream_arn)?;
+        let shard = stream.shard(&input.shard_id).ok_or_else(|| {
             ApiError::not_found(format!(
                 "requested resource not found: shard {} does not exist",
                 input.shard_id
@@ -1006,6 +1257,7 @@ impl StreamState {
             ));
         }
         let token = IteratorToken {
+            stream: stream.arn.clone(),
             shard: shard.id.clone(),
             from,
             generation: self.generation,
@@ -1018,13 +1270,14 @@ impl StreamState {
         let limit = check_limit(input.limit, MAX_RECORDS_PER_CALL as i64)?;
         let token = decode_iterator(&input.shard_iterator)
             .ok_or_else(|| ApiError::validation("invalid shard iterator"))?;
+        let stream = self.stream(&token.stream)?;
         if token.generation < self.generation {
             return Err(ApiError::new(
                 "ExpiredIteratorException",
                 "iterator expired: the shard iterator has expired",
             ));
         }
-        let shard = self.shard(&token.shard).ok_or_else(|| {
+        let shard = stream.shard(&token.shard).ok_or_else(|| {
             ApiError::not_found(format!(
                 "requested resource not found: shard {} does not exist",
                 token.shard
@@ -1057,6 +1310,7 @@ impl StreamState {
         });
         if !(shard.end.is_some() && exhausted) {
             let next = IteratorToken {
+                stream: stream.arn.clone(),
                 shard: shard.id.clone(),
                 from: next_from,
                 generation: self.generation,

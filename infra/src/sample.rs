@@ -55,6 +55,9 @@ fn order(id: u64, status: &str, region: &str, amount_cents: i64, items: i64) -> 
 pub fn generate(spec: SampleSpec) -> Vec<ChangeEvent> {
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut live: BTreeMap<u64, Item> = BTreeMap::new();
+    // The live ids in a vector too, so a random one is picked in O(1).
+    let mut ids: Vec<u64> = Vec::new();
+    let mut slot: BTreeMap<u64, usize> = BTreeMap::new();
     let mut events = Vec::with_capacity(spec.changes);
     let mut next_id = 1u64;
     let mut time_ms = spec.start_ms;
@@ -73,10 +76,11 @@ pub fn generate(spec: SampleSpec) -> Vec<ChangeEvent> {
                 rng.random_range(1..6),
             );
             live.insert(id, item.clone());
+            slot.insert(id, ids.len());
+            ids.push(id);
             (EventKind::Insert, None, Some(item))
         } else {
-            let keys: Vec<u64> = live.keys().copied().collect();
-            let id = keys[rng.random_range(0..keys.len())];
+            let id = ids[rng.random_range(0..ids.len())];
             let old = live[&id].clone();
             if roll < 0.85 {
                 let mut new = old.clone();
@@ -99,6 +103,11 @@ pub fn generate(spec: SampleSpec) -> Vec<ChangeEvent> {
                 (EventKind::Modify, Some(old), Some(new))
             } else {
                 live.remove(&id);
+                let at = slot.remove(&id).expect("live ids have a slot");
+                ids.swap_remove(at);
+                if let Some(moved) = ids.get(at) {
+                    slot.insert(*moved, at);
+                }
                 (EventKind::Remove, Some(old), None)
             }
         };

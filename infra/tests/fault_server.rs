@@ -6,11 +6,16 @@ use std::time::Duration;
 use aws_sdk_dynamodbstreams::{
     config::retry::RetryConfig,
     error::ProvideErrorMetadata,
-    types::{AttributeValue, OperationType, Record, Shard, ShardIteratorType, StreamStatus},
+    types::{
+        AttributeValue, OperationType, Record, Shard, ShardIteratorType, StreamDescription,
+        StreamStatus,
+    },
     Client,
 };
 use serde_json::Value;
-use streamlens_infra::fault_server::{Call, Fault, FaultServer, RecordSpec};
+use streamlens_infra::fault_server::{
+    Call, Fault, FaultServer, RecordSpec, STREAM_LABEL, TABLE_ARN,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T0: i64 = 1_767_225_600;
@@ -136,9 +141,16 @@ fn assert_record(
     assert_eq!(data.old_image().cloned(), image(old_amount));
 }
 
-fn call(operation: &str, shard: Option<&str>, records: usize, error: Option<&str>) -> Call {
+fn call(
+    operation: &str,
+    stream: Option<&str>,
+    shard: Option<&str>,
+    records: usize,
+    error: Option<&str>,
+) -> Call {
     Call {
         operation: operation.to_owned(),
+        stream_arn: stream.map(str::to_owned),
         shard_id: shard.map(str::to_owned),
         records,
         error: error.map(str::to_owned),
@@ -832,16 +844,18 @@ async fn injected_faults_map_to_typed_errors() {
     assert_eq!(err.code(), Some("LimitExceededException"));
 
     let a = Some("shardId-a");
+    let arn = server.stream_arn();
+    let on = Some(arn.as_str());
     assert_eq!(
         server.calls(),
         [
-            call("GetShardIterator", a, 0, None),
-            call("GetRecords", a, 0, Some("LimitExceededException")),
-            call("GetRecords", a, 0, Some("ThrottlingException")),
-            call("GetRecords", a, 0, Some("InternalServerError")),
-            call("GetRecords", a, 1, None),
-            call("DescribeStream", None, 0, Some("InternalServerError")),
-            call("GetShardIterator", a, 0, Some("LimitExceededException")),
+            call("GetShardIterator", on, a, 0, None),
+            call("GetRecords", on, a, 0, Some("LimitExceededException")),
+            call("GetRecords", on, a, 0, Some("ThrottlingException")),
+            call("GetRecords", on, a, 0, Some("InternalServerError")),
+            call("GetRecords", on, a, 1, None),
+            call("DescribeStream", on, None, 0, Some("InternalServerError")),
+            call("GetShardIterator", on, a, 0, Some("LimitExceededException")),
         ]
     );
 }
@@ -1107,12 +1121,12 @@ async fn bad_requests_are_validation_errors() {
     assert_eq!(calls.len(), 10);
     assert_eq!(
         calls[0],
-        call("GetRecords", None, 0, Some("ValidationException"))
+        call("GetRecords", None, None, 0, Some("ValidationException"))
     );
     assert_eq!(calls[8].operation, "DynamoDBStreams_20120810.PutRecords");
     assert_eq!(
         calls[9],
-        call("", None, 0, Some("UnknownOperationException"))
+        call("", None, None, 0, Some("UnknownOperationException"))
     );
 }
 
@@ -1132,4 +1146,452 @@ async fn clones_share_the_server_and_shutdown_stops_it() {
         .unwrap_err();
     assert!(err.as_service_error().is_none(), "{err:?}");
     assert_eq!(server.calls().len(), 1);
+}
+
+/// A DynamoDB client of `server` that does not retry.
+async fn table_client(server: &FaultServer) -> aws_sdk_dynamodb::Client {
+    let sdk = streamlens_ingest::aws::sdk_config(Some("us-east-1"), Some(&server.url())).await;
+    let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .retry_config(RetryConfig::disabled())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// DescribeTable's (LatestStreamArn, LatestStreamLabel, StreamEnabled).
+async fn latest_stream(table: &aws_sdk_dynamodb::Client) -> (String, String, bool) {
+    let out = table
+        .describe_table()
+        .table_name("orders")
+        .send()
+        .await
+        .expect("DescribeTable");
+    let description = out.table().expect("a table");
+    let spec = description.stream_specification().expect("a stream spec");
+    assert_eq!(
+        spec.stream_view_type().map(|v| v.as_str()),
+        Some("NEW_AND_OLD_IMAGES")
+    );
+    (
+        description.latest_stream_arn().expect("an ARN").to_owned(),
+        description
+            .latest_stream_label()
+            .expect("a label")
+            .to_owned(),
+        spec.stream_enabled(),
+    )
+}
+
+async fn describe_stream_of(client: &Client, arn: &str) -> StreamDescription {
+    client
+        .describe_stream()
+        .stream_arn(arn)
+        .send()
+        .await
+        .expect("DescribeStream")
+        .stream_description()
+        .expect("a description")
+        .clone()
+}
+
+async fn iterator_of(client: &Client, arn: &str, shard: &str) -> String {
+    client
+        .get_shard_iterator()
+        .stream_arn(arn)
+        .shard_id(shard)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .expect("GetShardIterator")
+        .shard_iterator()
+        .expect("an iterator")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn describe_table_names_the_current_stream() {
+    use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType, StreamViewType, TableStatus};
+
+    let server = FaultServer::start().await;
+    let table = table_client(&server).await;
+    let out = table
+        .describe_table()
+        .table_name("orders")
+        .send()
+        .await
+        .expect("DescribeTable");
+    let description = out.table().expect("a table");
+    assert_eq!(description.table_name(), Some("orders"));
+    assert_eq!(description.table_arn(), Some(TABLE_ARN));
+    assert_eq!(description.table_status(), Some(&TableStatus::Active));
+    assert_eq!(description.creation_date_time().map(|t| t.secs()), Some(T0));
+    let key = &description.key_schema()[0];
+    assert_eq!(
+        (key.attribute_name(), key.key_type()),
+        ("pk", &KeyType::Hash)
+    );
+    let attribute = &description.attribute_definitions()[0];
+    assert_eq!(
+        (attribute.attribute_name(), attribute.attribute_type()),
+        ("pk", &ScalarAttributeType::S)
+    );
+    assert_eq!(
+        description.latest_stream_arn(),
+        Some(server.stream_arn().as_str())
+    );
+    assert_eq!(description.latest_stream_label(), Some(STREAM_LABEL));
+    assert!(server
+        .stream_arn()
+        .ends_with(&format!("/stream/{STREAM_LABEL}")));
+    let spec = description.stream_specification().unwrap();
+    assert!(spec.stream_enabled());
+    assert_eq!(
+        spec.stream_view_type(),
+        Some(&StreamViewType::NewAndOldImages)
+    );
+    // The table's ARN names it too.
+    let by_arn = table.describe_table().table_name(TABLE_ARN).send().await;
+    assert_eq!(
+        by_arn.unwrap().table().unwrap().latest_stream_arn(),
+        Some(server.stream_arn().as_str())
+    );
+
+    let err = table
+        .describe_table()
+        .table_name("customers")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 400);
+    let err = err.into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    assert_eq!(
+        err.message(),
+        Some("requested resource not found: table customers not found")
+    );
+
+    server.fail_next("DescribeTable", 1, Fault::Internal);
+    let err = table
+        .describe_table()
+        .table_name("orders")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_internal_server_error(), "{err:?}");
+
+    // Over the wire: the DynamoDB target prefix, a missing table name, a DynamoDB operation that
+    // is not served.
+    let (status, answer) = raw_post(&server, Some("DynamoDB_20120810.DescribeTable"), "{}").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        answer["message"],
+        "invalid DescribeTable request: missing field `TableName`"
+    );
+    let (status, answer) = raw_post(
+        &server,
+        Some("DynamoDB_20120810.DescribeTable"),
+        r#"{"TableName": "orders"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer["Table"]["StreamSpecification"]["StreamEnabled"],
+        true
+    );
+    assert_eq!(answer["Table"]["CreationDateTime"], T0);
+    let (status, answer) = raw_post(&server, Some("DynamoDB_20120810.GetRecords"), "{}").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        answer["__type"],
+        "com.amazon.coral.service#UnknownOperationException"
+    );
+
+    let ok = || call("DescribeTable", None, None, 0, None);
+    let failed = |error| call("DescribeTable", None, None, 0, Some(error));
+    assert_eq!(
+        server.calls(),
+        [
+            ok(),
+            ok(),
+            failed("ResourceNotFoundException"),
+            failed("InternalServerError"),
+            failed("ValidationException"),
+            ok(),
+            call(
+                "DynamoDB_20120810.GetRecords",
+                None,
+                None,
+                0,
+                Some("UnknownOperationException"),
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_new_stream_after_disabling_the_old_one() {
+    let server = FaultServer::start().await;
+    let client = client(&server).await;
+    let table = table_client(&server).await;
+    let old = server.stream_arn();
+    server.add_shard("shardId-a", None);
+    let old_seqs = server.push("shardId-a", inserts(3));
+    // A reader one record into the old stream's shard.
+    let it = iterator_of(&client, &old, "shardId-a").await;
+    let (records, reader) = read(&client, &it, Some(1)).await;
+    assert_eq!(seqs(&records), &old_seqs[..1]);
+
+    // Disabled: the table still names the old stream, not enabled.
+    server.disable_stream();
+    assert_eq!(
+        latest_stream(&table).await,
+        (old.clone(), STREAM_LABEL.to_owned(), false)
+    );
+
+    let new = server.enable_new_stream();
+    let new_label = "2026-01-01T01:00:00.000";
+    assert_eq!(
+        new,
+        format!("arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/{new_label}")
+    );
+    assert_eq!(server.stream_arn(), new);
+    assert_eq!(server.stream_arns(), [old.clone(), new.clone()]);
+    assert_eq!(
+        latest_stream(&table).await,
+        (new.clone(), new_label.to_owned(), true)
+    );
+    let fresh = describe_stream_of(&client, &new).await;
+    assert_eq!(fresh.stream_arn(), Some(new.as_str()));
+    assert_eq!(fresh.stream_label(), Some(new_label));
+    assert_eq!(fresh.stream_status(), Some(&StreamStatus::Enabled));
+    assert_eq!(
+        fresh.creation_request_date_time().map(|t| t.secs()),
+        Some(T0 + 3600)
+    );
+    assert!(fresh.shards().is_empty());
+
+    // The script methods now act on the new stream; a shard id may repeat across streams.
+    server.add_shard("shardId-a", None);
+    server.add_shard("shardId-b", None);
+    let new_seqs = server.push("shardId-a", inserts(2));
+    assert!(
+        new_seqs[0] > old_seqs[2],
+        "one sequence counter for all streams"
+    );
+
+    // The old stream still answers: DISABLED, its closed shard, its records.
+    let disabled = describe_stream_of(&client, &old).await;
+    assert_eq!(disabled.stream_status(), Some(&StreamStatus::Disabled));
+    assert_eq!(disabled.stream_label(), Some(STREAM_LABEL));
+    assert_eq!(disabled.shards().len(), 1);
+    let range = disabled.shards()[0].sequence_number_range().unwrap();
+    assert_eq!(range.ending_sequence_number(), Some(old_seqs[2].as_str()));
+    let (records, next) = read(&client, &reader.unwrap(), None).await;
+    assert_eq!(seqs(&records), &old_seqs[1..]);
+    assert_eq!(next, None, "the old shard is read to its end");
+    let again = iterator_of(&client, &old, "shardId-a").await;
+    let (records, next) = read(&client, &again, None).await;
+    assert_eq!(seqs(&records), old_seqs);
+    assert_eq!(next, None);
+
+    // The new stream: its own shards and records, each iterator bound to its stream.
+    let current = describe_stream_of(&client, &new).await;
+    let ids: Vec<_> = current
+        .shards()
+        .iter()
+        .map(|s| s.shard_id().unwrap())
+        .collect();
+    assert_eq!(ids, ["shardId-a", "shardId-b"]);
+    assert!(current.shards()[0]
+        .sequence_number_range()
+        .unwrap()
+        .ending_sequence_number()
+        .is_none());
+    let it = iterator_of(&client, &new, "shardId-a").await;
+    let (records, next) = read(&client, &it, None).await;
+    assert_eq!(seqs(&records), new_seqs);
+    assert!(next.is_some(), "the new stream's shard is open");
+
+    // ListStreams lists both, oldest first, in pages.
+    let all = client
+        .list_streams()
+        .table_name("orders")
+        .send()
+        .await
+        .unwrap();
+    let listed: Vec<_> = all
+        .streams()
+        .iter()
+        .map(|s| (s.stream_arn().unwrap(), s.stream_label().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [(old.as_str(), STREAM_LABEL), (new.as_str(), new_label)]
+    );
+    assert_eq!(all.last_evaluated_stream_arn(), None);
+    let first = client.list_streams().limit(1).send().await.unwrap();
+    assert_eq!(first.streams()[0].stream_arn(), Some(old.as_str()));
+    assert_eq!(first.last_evaluated_stream_arn(), Some(old.as_str()));
+    let second = client
+        .list_streams()
+        .limit(1)
+        .exclusive_start_stream_arn(&old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.streams()[0].stream_arn(), Some(new.as_str()));
+    assert_eq!(second.last_evaluated_stream_arn(), None);
+
+    // The call log tells the streams apart.
+    let on_old: Vec<(String, Option<String>)> = server
+        .calls()
+        .into_iter()
+        .filter(|c| c.stream_arn.as_deref() == Some(old.as_str()))
+        .map(|c| (c.operation, c.shard_id))
+        .collect();
+    let a = || Some("shardId-a".to_owned());
+    assert_eq!(
+        on_old,
+        [
+            ("GetShardIterator".to_owned(), a()),
+            ("GetRecords".to_owned(), a()),
+            ("DescribeStream".to_owned(), None),
+            ("GetRecords".to_owned(), a()),
+            ("GetShardIterator".to_owned(), a()),
+            ("GetRecords".to_owned(), a()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn requests_are_routed_by_stream_arn() {
+    let server = FaultServer::start().await;
+    let client = client(&server).await;
+    let old = server.stream_arn();
+    server.add_shard("shardId-old", None);
+    server.disable_stream();
+    let new = server.enable_new_stream();
+    server.add_shard("shardId-new", None);
+
+    // Each stream knows only its own shards.
+    let err = client
+        .get_shard_iterator()
+        .stream_arn(&old)
+        .shard_id("shardId-new")
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    assert_eq!(
+        err.message(),
+        Some("requested resource not found: shard shardId-new does not exist")
+    );
+    iterator_of(&client, &new, "shardId-new").await;
+
+    // An ARN that is none of the table's streams, even one of the right shape.
+    let unknown =
+        "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-01-01T02:00:00.000";
+    let err = client
+        .describe_stream()
+        .stream_arn(unknown)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    assert_eq!(
+        err.message().unwrap(),
+        format!("requested resource not found: stream {unknown} does not exist")
+    );
+    let err = client
+        .get_shard_iterator()
+        .stream_arn(unknown)
+        .shard_id("shardId-new")
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    let err = client
+        .list_streams()
+        .exclusive_start_stream_arn(unknown)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(err.code(), Some("ValidationException"));
+}
+
+#[tokio::test]
+#[should_panic(expected = "disable it before enabling a new one")]
+async fn a_second_enabled_stream_is_a_scripting_mistake() {
+    let server = FaultServer::start().await;
+    server.enable_new_stream();
+}
+
+#[tokio::test]
+async fn a_deleted_table_takes_every_stream_with_it() {
+    let server = FaultServer::start().await;
+    let client = client(&server).await;
+    let table = table_client(&server).await;
+    let old = server.stream_arn();
+    server.add_shard("shardId-a", None);
+    server.push("shardId-a", inserts(2));
+    let old_it = iterator_of(&client, &old, "shardId-a").await;
+    server.disable_stream();
+    let new = server.enable_new_stream();
+    server.add_shard("shardId-b", None);
+    let new_it = iterator_of(&client, &new, "shardId-b").await;
+    server.delete_table();
+
+    let err = table
+        .describe_table()
+        .table_name("orders")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    for arn in [&old, &new] {
+        let err = client
+            .describe_stream()
+            .stream_arn(arn)
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        assert!(err.is_resource_not_found_exception(), "{err:?}");
+        assert_eq!(
+            err.message().unwrap(),
+            format!("requested resource not found: stream {arn} was deleted")
+        );
+    }
+    for it in [old_it, new_it] {
+        let err = client
+            .get_records()
+            .shard_iterator(it)
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        assert!(err.is_resource_not_found_exception(), "{err:?}");
+    }
+    let err = client
+        .list_streams()
+        .table_name("orders")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    assert!(client
+        .list_streams()
+        .send()
+        .await
+        .unwrap()
+        .streams()
+        .is_empty());
 }
