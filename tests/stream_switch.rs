@@ -276,7 +276,6 @@ async fn a_table_deleted_while_waiting_for_a_new_stream_stops_the_source() {
 /// Known bug, ignored until fixed: `DynamoDbSource::run` calls `stream_of_table` on every turn of
 /// its loop (at least every 200 ms) once the disabled stream is read, and logs a WARN each time.
 #[tokio::test]
-#[ignore = "known source bug: DescribeTable every 200 ms whatever discovery_interval"]
 async fn waiting_for_a_new_stream_polls_the_table_at_the_discovery_interval() {
     init_logs();
     let server = FaultServer::start().await;
@@ -307,7 +306,6 @@ async fn waiting_for_a_new_stream_polls_the_table_at_the_discovery_interval() {
 /// so `start_of` falls back to the configured start, and the new stream's shards start at LATEST:
 /// b0..b9 are lost.
 #[tokio::test]
-#[ignore = "known source bug: a new stream's shards start at the configured LATEST"]
 async fn the_new_stream_is_read_from_trim_horizon_whatever_the_configured_start() {
     init_logs();
     let server = FaultServer::start().await;

@@ -31,6 +31,8 @@ pub struct DynamoDbSource {
     config: Arc<DynamoDbSourceConfig>,
     checkpoint: Checkpoint,
     health: HealthHandle,
+    /// The table's stream was replaced while running: the new one is read from its beginning.
+    replaced: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +80,7 @@ impl DynamoDbSource {
             config: Arc::new(config.clone()),
             checkpoint: Checkpoint::new(),
             health: HealthHandle::default(),
+            replaced: false,
         })
     }
 
@@ -102,6 +105,9 @@ impl DynamoDbSource {
     ) -> Option<ShardStart> {
         if let Some(seq) = self.checkpoint.get(id) {
             return Some(ShardStart::After(seq.clone()));
+        }
+        if self.replaced {
+            return Some(ShardStart::TrimHorizon);
         }
         if shard
             .parent
@@ -199,6 +205,7 @@ impl Source for DynamoDbSource {
         let mut tasks: JoinSet<(String, Result<ShardEnd, Error>)> = JoinSet::new();
         let mut next_discovery = Instant::now();
         let mut enabled = true;
+        let mut next_table_check = Instant::now();
         let result = loop {
             if Instant::now() >= next_discovery {
                 next_discovery = Instant::now() + self.config.discovery_interval;
@@ -257,7 +264,11 @@ impl Source for DynamoDbSource {
                 tasks.spawn(async move { (id, consumer.run().await) });
             }
             // A disabled stream whose shards are all read: follow the table to its new stream.
-            if !enabled && shards.values().all(|s| s.state == State::Done) {
+            if !enabled
+                && shards.values().all(|s| s.state == State::Done)
+                && Instant::now() >= next_table_check
+            {
+                next_table_check = Instant::now() + self.config.discovery_interval;
                 let Some(client) = &self.table_client else {
                     tracing::info!(stream = %self.stream_arn, "stream disabled and read to its end");
                     break Ok(());
@@ -268,6 +279,7 @@ impl Source for DynamoDbSource {
                         tracing::info!(old = %self.stream_arn, new = %arn, "table has a new stream");
                         self.stream_arn = arn;
                         self.checkpoint.clear();
+                        self.replaced = true;
                         shards.clear();
                         enabled = true;
                         next_discovery = Instant::now();
