@@ -188,14 +188,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("s.redb")).unwrap();
         store
-            .write(&[
-                doc("1m", 0, "a", 1),
-                doc("1m", 60_000, "a", 1),
-                doc("5m", 0, "a", 1),
-            ])
+            .write(
+                &[
+                    doc("1m", 0, "a", 1),
+                    doc("1m", 60_000, "a", 1),
+                    doc("5m", 0, "a", 1),
+                ],
+                None,
+            )
             .await
             .unwrap();
-        store.write(&[doc("1m", 0, "a", 2)]).await.unwrap();
+        let checkpoint = StoredCheckpoint {
+            pipeline: "p".into(),
+            positions: [("shard-1".to_owned(), "42".to_owned())].into(),
+            ..StoredCheckpoint::default()
+        };
+        store
+            .write(&[doc("1m", 0, "a", 2)], Some(&checkpoint))
+            .await
+            .unwrap();
         let q = AggQuery {
             pipeline: Some("p".into()),
             window: Some("1m".into()),
