@@ -6,16 +6,17 @@
 //! `RUST_LOG=streamlens_ingest=debug cargo test -p streamlens --test stream_switch -- --nocapture`
 //! shows the source's decisions.
 
+mod source_harness;
+
 use std::time::{Duration, Instant};
 
-use streamlens_infra::fault_server::{Call, FaultServer, RecordSpec};
+use source_harness::{expected, keys, records, Run};
+
+use streamlens_infra::fault_server::{Call, FaultServer};
 use streamlens_ingest::{
     config::{DynamoDbSourceConfig, StartPosition},
-    dynamodb::DynamoDbSource,
-    Batch, Checkpoint, Error, Source, SourceSummary,
+    Checkpoint, Error,
 };
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 /// Log lines of the source, when `RUST_LOG` asks for them.
 fn init_logs() {
@@ -33,85 +34,6 @@ fn table_config(server: &FaultServer) -> DynamoDbSourceConfig {
         stop_when_idle: Some(Duration::from_secs(2)),
         ..server.source_config()
     }
-}
-
-fn records(prefix: &str, n: usize) -> Vec<RecordSpec> {
-    (0..n)
-        .map(|i| RecordSpec::insert(&format!("{prefix}{i}"), "1.50", 1_767_225_600 + i as i64))
-        .collect()
-}
-
-/// A running source and the batches it delivers.
-struct Run {
-    rx: mpsc::Receiver<Batch>,
-    task: tokio::task::JoinHandle<Result<SourceSummary, Error>>,
-    batches: Vec<Batch>,
-}
-
-impl Run {
-    async fn start(config: DynamoDbSourceConfig, checkpoint: Checkpoint) -> Run {
-        let source = DynamoDbSource::connect(&config)
-            .await
-            .unwrap()
-            .resume_from(checkpoint);
-        let (tx, rx) = mpsc::channel(16);
-        let task = tokio::spawn(Box::new(source).run(tx, CancellationToken::new()));
-        Run {
-            rx,
-            task,
-            batches: Vec::new(),
-        }
-    }
-
-    /// Collects until `n` events have arrived.
-    async fn until(&mut self, n: usize) {
-        while self.events().len() < n {
-            let batch = tokio::time::timeout(Duration::from_secs(20), self.rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("{n} events within 20 s, got {:?}", self.events()))
-                .expect("source still running");
-            self.batches.push(batch);
-        }
-    }
-
-    /// Collects everything until the source stops, within `limit`.
-    async fn finish(mut self, limit: Duration) -> (Vec<Batch>, Result<SourceSummary, Error>) {
-        let collect = async {
-            while let Some(batch) = self.rx.recv().await {
-                self.batches.push(batch);
-            }
-            self.task.await.unwrap()
-        };
-        let result = tokio::time::timeout(limit, collect)
-            .await
-            .unwrap_or_else(|_| panic!("the source stops on its own within {limit:?}"));
-        (self.batches, result)
-    }
-
-    fn events(&self) -> Vec<(String, String)> {
-        keys(&self.batches)
-    }
-}
-
-/// (shard, item key) of every event, in delivery order.
-fn keys(batches: &[Batch]) -> Vec<(String, String)> {
-    batches
-        .iter()
-        .flat_map(|b| &b.events)
-        .map(|e| {
-            let key = match &e.keys["pk"] {
-                streamlens_core::AttributeValue::S(s) => s.clone(),
-                other => panic!("{other:?}"),
-            };
-            (e.shard_id.clone(), key)
-        })
-        .collect()
-}
-
-fn expected(shard: &str, prefix: &str, n: usize) -> Vec<(String, String)> {
-    (0..n)
-        .map(|i| (shard.to_owned(), format!("{prefix}{i}")))
-        .collect()
 }
 
 fn count(calls: &[Call], operation: &str) -> usize {

@@ -1,91 +1,17 @@
 //! The DynamoDB Streams source against the scripted fault server (driven through the real AWS SDK
 //! client): what moto cannot produce. Each test asserts the exact records delivered.
 
+mod source_harness;
+
 use std::time::Duration;
 
+use source_harness::{expected, keys, records, Run};
+
 use streamlens_infra::fault_server::{Fault, FaultServer, RecordSpec};
-use streamlens_ingest::{
-    config::DynamoDbSourceConfig, dynamodb::DynamoDbSource, Batch, Checkpoint, Error, Source,
-};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use streamlens_ingest::{config::DynamoDbSourceConfig, Checkpoint, Error};
 
 fn config(server: &FaultServer) -> DynamoDbSourceConfig {
     server.source_config()
-}
-
-fn records(prefix: &str, n: usize) -> Vec<RecordSpec> {
-    (0..n)
-        .map(|i| RecordSpec::insert(&format!("{prefix}{i}"), "1.50", 1_767_225_600 + i as i64))
-        .collect()
-}
-
-/// A running source and the batches it delivers.
-struct Run {
-    rx: mpsc::Receiver<Batch>,
-    task: tokio::task::JoinHandle<Result<streamlens_ingest::SourceSummary, Error>>,
-    batches: Vec<Batch>,
-}
-
-impl Run {
-    async fn start(config: DynamoDbSourceConfig, checkpoint: Checkpoint) -> Run {
-        let source = DynamoDbSource::connect(&config)
-            .await
-            .unwrap()
-            .resume_from(checkpoint);
-        let (tx, rx) = mpsc::channel(16);
-        let task = tokio::spawn(Box::new(source).run(tx, CancellationToken::new()));
-        Run {
-            rx,
-            task,
-            batches: Vec::new(),
-        }
-    }
-
-    /// Collects until `n` events have arrived.
-    async fn until(&mut self, n: usize) {
-        while self.events().len() < n {
-            let batch = tokio::time::timeout(Duration::from_secs(20), self.rx.recv())
-                .await
-                .expect("records within 20 s")
-                .expect("source still running");
-            self.batches.push(batch);
-        }
-    }
-
-    /// Collects everything until the source stops.
-    async fn finish(mut self) -> (Vec<Batch>, Result<streamlens_ingest::SourceSummary, Error>) {
-        while let Some(batch) = self.rx.recv().await {
-            self.batches.push(batch);
-        }
-        let result = self.task.await.unwrap();
-        (self.batches, result)
-    }
-
-    fn events(&self) -> Vec<(String, String)> {
-        keys(&self.batches)
-    }
-}
-
-/// (shard, item key) of every event, in delivery order.
-fn keys(batches: &[Batch]) -> Vec<(String, String)> {
-    batches
-        .iter()
-        .flat_map(|b| &b.events)
-        .map(|e| {
-            let key = match &e.keys["pk"] {
-                streamlens_core::AttributeValue::S(s) => s.clone(),
-                other => panic!("{other:?}"),
-            };
-            (e.shard_id.clone(), key)
-        })
-        .collect()
-}
-
-fn expected(shard: &str, prefix: &str, n: usize) -> Vec<(String, String)> {
-    (0..n)
-        .map(|i| (shard.to_owned(), format!("{prefix}{i}")))
-        .collect()
 }
 
 #[tokio::test]
@@ -98,7 +24,7 @@ async fn children_of_a_split_are_read_only_after_the_parent_ends() {
     server.push("right", records("r", 25));
     let (batches, result) = Run::start(config(&server), Checkpoint::new())
         .await
-        .finish()
+        .finish(Duration::from_secs(60))
         .await;
     result.unwrap();
     let got = keys(&batches);
@@ -135,7 +61,7 @@ async fn a_rollover_found_while_running_is_read_on() {
     server.rollover("s1", "s2");
     server.push("s2", records("b", 10));
     run.until(20).await;
-    let (batches, result) = run.finish().await;
+    let (batches, result) = run.finish(Duration::from_secs(60)).await;
     result.unwrap();
     let mut want = expected("s1", "a", 10);
     want.extend(expected("s2", "b", 10));
@@ -152,7 +78,7 @@ async fn an_expired_iterator_is_replaced_without_loss_or_repeat() {
     server.expire_iterators();
     server.push("s1", records("b", 5));
     run.until(10).await;
-    let (batches, result) = run.finish().await;
+    let (batches, result) = run.finish(Duration::from_secs(60)).await;
     result.unwrap();
     let mut want = expected("s1", "a", 5);
     want.extend(expected("s1", "b", 5));
@@ -173,7 +99,7 @@ async fn throttling_and_server_errors_are_retried() {
     server.fail_next("GetShardIterator", 4, Fault::Internal);
     let (batches, result) = Run::start(config(&server), Checkpoint::new())
         .await
-        .finish()
+        .finish(Duration::from_secs(60))
         .await;
     result.unwrap();
     assert_eq!(keys(&batches), expected("s1", "a", 40));
@@ -189,7 +115,10 @@ async fn trimmed_data_is_a_recorded_gap_and_reading_goes_on() {
     // The checkpoint says we stored a0..a2; a3 and a4 are trimmed before we come back.
     server.trim_before("s1", &seqs[5]);
     let checkpoint = Checkpoint::from([("s1".to_owned(), seqs[2].clone())]);
-    let (batches, result) = Run::start(config(&server), checkpoint).await.finish().await;
+    let (batches, result) = Run::start(config(&server), checkpoint)
+        .await
+        .finish(Duration::from_secs(60))
+        .await;
     result.unwrap();
     let gaps: Vec<_> = batches.iter().flat_map(|b| &b.gaps).collect();
     assert_eq!(gaps.len(), 1);
@@ -205,7 +134,7 @@ async fn reads_are_capped_at_1000_records_per_call() {
     server.push("s1", records("a", 2500));
     let (batches, result) = Run::start(config(&server), Checkpoint::new())
         .await
-        .finish()
+        .finish(Duration::from_secs(60))
         .await;
     assert_eq!(result.unwrap().events, 2500);
     assert_eq!(keys(&batches), expected("s1", "a", 2500));
@@ -234,7 +163,7 @@ async fn shards_listed_over_several_pages_are_all_read() {
     }
     let (batches, result) = Run::start(config(&server), Checkpoint::new())
         .await
-        .finish()
+        .finish(Duration::from_secs(60))
         .await;
     result.unwrap();
     let mut got = keys(&batches);
@@ -256,9 +185,10 @@ async fn a_deleted_stream_is_a_clear_error_not_a_hot_loop() {
     let mut run = Run::start(cfg, Checkpoint::new()).await;
     run.until(3).await;
     server.delete_stream();
-    let (_, result) = tokio::time::timeout(Duration::from_secs(10), run.finish())
-        .await
-        .expect("the source stops on its own");
+    let (_, result) =
+        tokio::time::timeout(Duration::from_secs(10), run.finish(Duration::from_secs(60)))
+            .await
+            .expect("the source stops on its own");
     let err = result.unwrap_err();
     assert!(matches!(err, Error::StreamUnavailable(_)), "{err}");
     assert!(
@@ -281,7 +211,7 @@ async fn ttl_deletions_are_kept_and_marked() {
     );
     let (batches, result) = Run::start(config(&server), Checkpoint::new())
         .await
-        .finish()
+        .finish(Duration::from_secs(60))
         .await;
     result.unwrap();
     let events: Vec<_> = batches.iter().flat_map(|b| &b.events).collect();
