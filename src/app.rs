@@ -1,6 +1,6 @@
 //! The whole process: pipeline, dashboard, metrics, clean shutdown.
 
-use std::time::SystemTime;
+use std::{sync::Arc, time::SystemTime};
 
 use anyhow::Context;
 use streamlens_aggregator::{store, WindowEngine};
@@ -8,6 +8,8 @@ use streamlens_core::PipelineInfo;
 use streamlens_dashboard::server::{router, DashboardState};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+use streamlens_ingest::{Resume, SourceConfig};
 
 use crate::{config::Config, pipeline, quarantine::Quarantine};
 
@@ -25,10 +27,47 @@ pub async fn run(
     let store = store::open(&config.store)
         .await
         .context("opening the store")?;
-    let positions = resume(&config, &mut engine, store.as_ref()).await?;
-    let source = streamlens_ingest::build(&config.source, positions.clone())
-        .await
-        .context("starting the source")?;
+    let leased = matches!(&config.source, SourceConfig::Dynamodb(c) if c.lease.is_some());
+    if leased
+        && !matches!(
+            config.store,
+            streamlens_aggregator::StoreConfig::Opensearch(_)
+        )
+    {
+        anyhow::bail!(
+            "[source.lease] shares a stream between processes: it needs `[store] kind = \"opensearch\"`, \
+             which every process writes to"
+        );
+    }
+    let mut resumed = if leased {
+        pipeline::Resumed {
+            positions: Default::default(),
+            stream: None,
+            committer: None,
+        }
+    } else {
+        resume(&config, &mut engine, store.as_ref()).await?
+    };
+    let source = streamlens_ingest::build(
+        &config.source,
+        Resume {
+            checkpoint: resumed.positions.clone(),
+            stream: resumed.stream.clone(),
+            group: config.pipeline.name.clone(),
+            recovery: Some(Arc::new(StoreRecovery {
+                store: store.clone(),
+                pipeline: config.pipeline.name.clone(),
+            })),
+        },
+    )
+    .await
+    .context("starting the source")?;
+    let leases = source.leases();
+    if let Some(leases) = &leases {
+        engine = resume_worker(&config, engine, store.as_ref(), leases).await?;
+        resumed.positions = leases.registered().positions.clone();
+        resumed.committer = Some(leases.clone());
+    }
     let health = source.health();
     let quarantine = Quarantine::open(&config.data_dir)
         .with_context(|| format!("opening the quarantine in {}", config.data_dir.display()))?;
@@ -89,17 +128,36 @@ pub async fn run(
     } else {
         None
     };
-    let summary = pipeline::run(
+    let summary = match pipeline::run(
         source,
-        positions,
+        resumed,
         engine,
-        store,
+        store.clone(),
         quarantine,
         archive,
         updates,
         shutdown.clone(),
     )
-    .await?;
+    .await
+    {
+        Ok(summary) => summary,
+        Err(pipeline::PipelineError::Source(streamlens_ingest::Error::Fenced(why))) => {
+            // Another worker took our shards and continues from our last commit: undo what we
+            // stored after it, then stop.
+            if let Some(leases) = &leases {
+                let undone = store
+                    .roll_back(
+                        &config.pipeline.name,
+                        leases.worker(),
+                        leases.committed_version(),
+                    )
+                    .await?;
+                tracing::error!(reason = %why, undone, "fenced: uncommitted documents rolled back, stopping");
+            }
+            anyhow::bail!("{why}");
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(server) = server {
         tracing::info!("source finished; the dashboard keeps serving until interrupted");
         server
@@ -110,23 +168,32 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Where to resume: for a stream source with a stored checkpoint, the engine's state is restored
-/// from the stored documents the checkpoint covers, and the source continues after the
-/// checkpoint's positions. Archives are re-read whole (their documents are rewritten, not added to).
-async fn resume(
-    config: &Config,
-    engine: &mut WindowEngine,
-    store: &dyn streamlens_aggregator::Store,
-) -> anyhow::Result<streamlens_ingest::Checkpoint> {
-    if !matches!(config.source, streamlens_ingest::SourceConfig::Dynamodb(_)) {
-        return Ok(Default::default());
+/// Rolls a worker's documents back to what the lease table says it committed.
+struct StoreRecovery {
+    store: Arc<dyn streamlens_aggregator::Store>,
+    pipeline: String,
+}
+
+#[async_trait::async_trait]
+impl streamlens_ingest::Recovery for StoreRecovery {
+    async fn roll_back(&self, worker: &str, committed_version: u64) -> Result<(), String> {
+        let undone = self
+            .store
+            .roll_back(&self.pipeline, worker, committed_version)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            worker,
+            committed_version,
+            undone,
+            "worker's uncommitted documents rolled back"
+        );
+        Ok(())
     }
-    let Some(checkpoint) = store.checkpoint(&config.pipeline.name).await? else {
-        return Ok(Default::default());
-    };
-    if checkpoint.positions.is_empty() {
-        return Ok(Default::default());
-    }
+}
+
+/// How far back stored windows matter to a resumed engine, from its newest event time.
+fn restore_horizon(config: &Config, engine: &WindowEngine) -> anyhow::Result<i64> {
     let keep = config.pipeline.retention_ms()?;
     let longest = engine
         .spec()
@@ -135,10 +202,47 @@ async fn resume(
         .map(|w| w.millis)
         .max()
         .unwrap_or_default();
+    Ok(keep + longest)
+}
+
+/// Where to resume: for a stream source with a stored checkpoint, documents written after the
+/// checkpoint (a crash between the two) are rolled back, the engine's state is restored from the
+/// stored documents the checkpoint covers, and the source continues after the checkpoint's
+/// positions, in the checkpoint's stream. Archives are re-read whole (their documents are
+/// rewritten, not added to).
+async fn resume(
+    config: &Config,
+    engine: &mut WindowEngine,
+    store: &dyn streamlens_aggregator::Store,
+) -> anyhow::Result<pipeline::Resumed> {
+    let fresh = pipeline::Resumed {
+        positions: Default::default(),
+        stream: None,
+        committer: None,
+    };
+    if !matches!(config.source, SourceConfig::Dynamodb(_)) {
+        return Ok(fresh);
+    }
+    let Some(checkpoint) = store.checkpoint(&config.pipeline.name).await? else {
+        return Ok(fresh);
+    };
+    let undone = store
+        .roll_back(&config.pipeline.name, "", checkpoint.version)
+        .await?;
+    if undone > 0 {
+        tracing::warn!(
+            undone,
+            "documents written after the last checkpoint were rolled back"
+        );
+    }
+    if checkpoint.positions.is_empty() {
+        return Ok(fresh);
+    }
     let docs = store
         .query(&streamlens_core::AggQuery {
             pipeline: Some(config.pipeline.name.clone()),
-            from: Some(checkpoint.max_event_time - keep - longest),
+            from: Some(checkpoint.max_event_time - restore_horizon(config, engine)?),
+            worker: Some(String::new()),
             ..Default::default()
         })
         .await
@@ -150,5 +254,49 @@ async fn resume(
         skipped,
         "resuming from the stored checkpoint"
     );
-    Ok(checkpoint.positions)
+    Ok(pipeline::Resumed {
+        stream: checkpoint
+            .source
+            .strip_prefix("dynamodb:")
+            .map(str::to_owned),
+        positions: checkpoint.positions,
+        committer: None,
+    })
+}
+
+/// A worker sharing a stream: its documents are its own partial sums. What it stored after its
+/// last commit is rolled back, and the engine continues from its committed documents.
+async fn resume_worker(
+    config: &Config,
+    engine: WindowEngine,
+    store: &dyn streamlens_aggregator::Store,
+    leases: &streamlens_ingest::dynamodb::lease::Leases,
+) -> anyhow::Result<WindowEngine> {
+    let worker = leases.worker().to_owned();
+    let row = leases.registered();
+    let undone = store
+        .roll_back(&config.pipeline.name, &worker, row.committed_version)
+        .await?;
+    let mut engine = engine.with_worker(worker.clone());
+    if row.committed_version == 0 {
+        return Ok(engine);
+    }
+    let docs = store
+        .query(&streamlens_core::AggQuery {
+            pipeline: Some(config.pipeline.name.clone()),
+            from: Some(row.max_event_time - restore_horizon(config, &engine)?),
+            worker: Some(worker.clone()),
+            ..Default::default()
+        })
+        .await
+        .context("reading this worker's stored windows")?;
+    engine.restore(&docs, row.max_event_time, row.committed_version)?;
+    tracing::info!(
+        worker,
+        windows = docs.len(),
+        undone,
+        committed_version = row.committed_version,
+        "worker resumed from its last commit"
+    );
+    Ok(engine)
 }

@@ -10,7 +10,8 @@ use std::{sync::Arc, time::Instant};
 use streamlens_aggregator::{store::StoredCheckpoint, Store, WindowEngine};
 use streamlens_core::{AggregateDoc, EventKind, StreamRecord};
 use streamlens_ingest::{
-    archive::ArchiveWriter, Batch, Checkpoint, Quarantined, Source, SourceSummary,
+    archive::ArchiveWriter, Batch, Checkpoint, Commit, Committer, Quarantined, Source,
+    SourceSummary,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,9 @@ pub enum PipelineError {
     /// The engine or the store failed.
     #[error(transparent)]
     Aggregator(#[from] streamlens_aggregator::Error),
+    /// Reading documents back from the store failed.
+    #[error("reading the store: {0}")]
+    Read(#[from] streamlens_core::Error),
     /// The quarantine file could not be written.
     #[error("cannot write quarantine: {0}")]
     Quarantine(#[from] std::io::Error),
@@ -54,15 +58,27 @@ pub struct RunSummary {
     pub gaps: u64,
 }
 
+/// Where a run starts and how it commits.
+pub struct Resumed {
+    /// Shard → last sequence number whose effects are stored (empty for a fresh start).
+    pub positions: Checkpoint,
+    /// The stream those positions belong to.
+    pub stream: Option<String>,
+    /// Where commits go when the source keeps its own checkpoints (the lease table); the store's
+    /// checkpoint otherwise.
+    pub committer: Option<Arc<dyn Committer>>,
+}
+
 /// Runs until the source ends or `shutdown` fires; flushes the store at the end.
 ///
-/// `positions` is where the source resumed (empty for a fresh start). After every engine pass the
-/// changed documents are written together with the positions they cover, so the stored
-/// checkpoint never runs ahead of the stored aggregates.
+/// After every engine pass the changed documents are written first, then the positions they
+/// cover are committed (to the store's checkpoint, or to the lease table), so a checkpoint never
+/// runs ahead of the stored aggregates. With several workers (the engine's documents are one
+/// worker's partial sums), live subscribers get the merged documents of the changed windows.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     source: Box<dyn Source>,
-    mut positions: Checkpoint,
+    resumed: Resumed,
     mut engine: WindowEngine,
     store: Arc<dyn Store>,
     mut quarantine: Quarantine,
@@ -70,6 +86,11 @@ pub async fn run(
     updates: Updates,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, PipelineError> {
+    let Resumed {
+        mut positions,
+        mut stream,
+        committer,
+    } = resumed;
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let source_name = source.describe();
     tracing::info!(source = %source_name, store = %store.describe(), "pipeline started");
@@ -107,6 +128,14 @@ pub async fn run(
                     reason: format!("gap: records trimmed before they were read: {}", gap.reason),
                     raw: String::new(),
                 })?;
+            }
+            if batch.stream.is_some() && batch.stream != stream {
+                // The source moved on to a new stream: the old one's positions are done with.
+                if stream.is_some() {
+                    positions.clear();
+                }
+                stream = batch.stream.clone();
+                moved = true;
             }
             moved |= !batch.positions.is_empty();
             positions.extend(batch.positions);
@@ -154,19 +183,42 @@ pub async fn run(
             })?;
         }
         let docs = engine.take_changed();
-        let checkpoint = moved.then(|| StoredCheckpoint {
+        let checkpoint = (moved && committer.is_none()).then(|| StoredCheckpoint {
             pipeline: engine.spec().name.clone(),
-            source: source_name.clone(),
+            source: stream
+                .as_ref()
+                .map_or_else(|| source_name.clone(), |s| format!("dynamodb:{s}")),
             positions: positions.clone(),
             max_event_time: engine.max_event_time(),
             version: engine.version(),
+            ..Default::default()
         });
         if !docs.is_empty() || checkpoint.is_some() {
             store.write(&docs, checkpoint.as_ref()).await?;
             summary.docs_written += docs.len() as u64;
             metrics::counter!("streamlens_docs_written_total").increment(docs.len() as u64);
+        }
+        if let (Some(committer), true) = (&committer, moved || !docs.is_empty()) {
+            crash_point(&docs);
+            committer
+                .commit(&Commit {
+                    version: engine.version(),
+                    max_event_time: engine.max_event_time(),
+                    positions: positions.clone(),
+                })
+                .await?;
+        }
+        if !docs.is_empty() {
+            let live = if docs.iter().any(|d| !d.worker.is_empty()) {
+                merged(store.as_ref(), &docs).await?
+            } else {
+                // Subscribers get the documents as queries answer them: without undo values.
+                docs.into_iter()
+                    .map(|d| AggregateDoc { prev: None, ..d })
+                    .collect()
+            };
             // Nobody listening is fine.
-            let _ = updates.send(Arc::new(docs));
+            let _ = updates.send(Arc::new(live));
         }
         metrics::histogram!("streamlens_pass_seconds").record(started.elapsed().as_secs_f64());
     }
@@ -186,4 +238,67 @@ pub async fn run(
     summary.quarantined = quarantine.count();
     tracing::info!(?summary, "pipeline finished");
     Ok(summary)
+}
+
+/// The merged (all workers) documents of the windows and groups in `partial`.
+async fn merged(
+    store: &dyn Store,
+    partial: &[AggregateDoc],
+) -> Result<Vec<AggregateDoc>, PipelineError> {
+    let from = partial
+        .iter()
+        .map(|d| d.window_start)
+        .min()
+        .unwrap_or_default();
+    let to = partial
+        .iter()
+        .map(|d| d.window_start)
+        .max()
+        .unwrap_or_default()
+        + 1;
+    let wanted: std::collections::HashSet<(String, i64, String, String)> = partial
+        .iter()
+        .map(|d| {
+            (
+                d.window.clone(),
+                d.window_start,
+                d.dimension.clone(),
+                d.value.clone(),
+            )
+        })
+        .collect();
+    let docs = store
+        .query(&streamlens_core::AggQuery {
+            pipeline: partial.first().map(|d| d.pipeline.clone()),
+            from: Some(from),
+            to: Some(to),
+            ..Default::default()
+        })
+        .await?;
+    Ok(docs
+        .into_iter()
+        .filter(|d| {
+            wanted.contains(&(
+                d.window.clone(),
+                d.window_start,
+                d.dimension.clone(),
+                d.value.clone(),
+            ))
+        })
+        .collect())
+}
+
+/// Test hook for the takeover tests: with `STREAMLENS_CRASH_BEFORE_COMMIT=<file>`, once that file
+/// exists the process aborts right after a pass's documents are stored and before they are
+/// committed — the worst moment to die. Unset in normal use.
+fn crash_point(docs: &[AggregateDoc]) {
+    if let Some(trigger) = std::env::var_os("STREAMLENS_CRASH_BEFORE_COMMIT") {
+        if !docs.is_empty() && std::path::Path::new(&trigger).exists() {
+            tracing::error!(
+                docs = docs.len(),
+                "crash point reached: aborting before the commit"
+            );
+            std::process::abort();
+        }
+    }
 }

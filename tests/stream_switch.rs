@@ -252,12 +252,7 @@ async fn the_new_stream_is_read_from_trim_horizon_whatever_the_configured_start(
 
 /// A source restarted from a checkpoint in the old stream after the switch reads the rest of the
 /// old stream (still readable for 24 h) before the new one.
-///
-/// Known bug, ignored until fixed: `DynamoDbSource::connect` resolves only the table's
-/// LatestStreamArn, so the checkpointed old shard is never looked at: a5..a9 are lost, without a
-/// gap.
 #[tokio::test]
-#[ignore = "known source bug: a restart after a switch reads only the latest stream"]
 async fn a_restart_during_the_switch_finishes_the_old_stream_first() {
     init_logs();
     let server = FaultServer::start().await;
@@ -269,7 +264,8 @@ async fn a_restart_during_the_switch_finishes_the_old_stream_first() {
     server.push("shardId-second", records("b", 10));
     // Stored a0..a4 before it stopped.
     let checkpoint = Checkpoint::from([("shardId-first".to_owned(), seqs[4].clone())]);
-    let (batches, result) = Run::start(table_config(&server), checkpoint)
+    let old = server.stream_arns()[0].clone();
+    let (batches, result) = Run::start_in(table_config(&server), checkpoint, Some(old.clone()))
         .await
         .finish(Duration::from_secs(15))
         .await;
@@ -277,4 +273,37 @@ async fn a_restart_during_the_switch_finishes_the_old_stream_first() {
     let mut want: Vec<_> = expected("shardId-first", "a", 10).split_off(5);
     want.extend(expected("shardId-second", "b", 10));
     assert_eq!(keys(&batches), want);
+    // Every batch names the stream its positions belong to.
+    let streams: Vec<_> = batches
+        .iter()
+        .filter(|b| !b.positions.is_empty())
+        .map(|b| b.stream.clone().unwrap())
+        .collect();
+    let switch = streams.iter().position(|s| *s != old).unwrap();
+    assert!(streams[..switch].iter().all(|s| *s == old));
+    assert!(streams[switch..].iter().all(|s| *s == server.stream_arn()));
+}
+
+/// A checkpoint in a stream that no longer exists (older than 24 hours): the unread rest of it is
+/// recorded as a gap, and the table's current stream is read from its beginning.
+#[tokio::test]
+async fn a_checkpoint_in_a_vanished_stream_records_a_gap_and_reads_the_current_stream() {
+    init_logs();
+    let server = FaultServer::start().await;
+    server.add_shard("shardId-now", None);
+    server.push("shardId-now", records("n", 5));
+    let gone = format!("{}-expired", server.stream_arn());
+    let checkpoint =
+        Checkpoint::from([("shardId-old".to_owned(), "000000000000000000042".to_owned())]);
+    let (batches, result) = Run::start_in(table_config(&server), checkpoint, Some(gone.clone()))
+        .await
+        .finish(Duration::from_secs(15))
+        .await;
+    result.unwrap();
+    let gaps: Vec<_> = batches.iter().flat_map(|b| b.gaps.clone()).collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0].shard_id, "shardId-old");
+    assert_eq!(gaps[0].after.as_deref(), Some("000000000000000000042"));
+    assert!(gaps[0].reason.contains(&gone), "{}", gaps[0].reason);
+    assert_eq!(keys(&batches), expected("shardId-now", "n", 5));
 }

@@ -5,7 +5,8 @@
 //!   MODIFY and REMOVE retracting the old image;
 //! * [`decimal`] — exact fixed-point parsing and formatting of DynamoDB numbers;
 //! * [`store`] — the [`store::Store`] trait and its two implementations, the embedded on-disk store
-//!   (the default, no server) and OpenSearch.
+//!   (the default, no server) and OpenSearch; both merge the partial documents of several workers
+//!   at query time and roll back writes a checkpoint does not cover.
 
 pub mod config;
 pub mod decimal;
@@ -44,6 +45,12 @@ pub enum Error {
     /// A store configuration is unusable.
     #[error("invalid store configuration: {0}")]
     StoreConfig(String),
+    /// Partial documents of several workers could not be added together.
+    #[error("cannot merge worker documents: {0}")]
+    Merge(String),
+    /// Uncommitted documents could not be rolled back exactly.
+    #[error("cannot roll back: {0}")]
+    RollBack(String),
 }
 
 impl From<Error> for streamlens_core::Error {

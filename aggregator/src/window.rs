@@ -17,13 +17,18 @@
 //! The state keeps windows up to `retention` behind the newest event time; a change older than that
 //! is rejected as late (quarantined by the caller) rather than rewriting a stored window with a
 //! partial sum. [`WindowEngine::take_changed`] returns the documents changed since the last call,
-//! each with a higher version than any before.
+//! each with a higher version than any before and with its values as of its previous emission
+//! ([`AggregateDoc::prev`]), so a store can undo a write that no checkpoint covers.
+//!
+//! An engine of a worker process ([`WindowEngine::with_worker`]) aggregates only the changes it is
+//! given and tags its documents with the worker's name: they are partial aggregates, which stores
+//! add together with the other workers' at query time.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use polars::prelude::*;
 use streamlens_core::{
-    aggregate::ALL_DIMENSION, attr::lookup, AggregateDoc, ChangeEvent, EventKind, Item,
+    aggregate::ALL_DIMENSION, attr::lookup, AggregateDoc, ChangeEvent, EventKind, Item, PrevValues,
 };
 
 use crate::{
@@ -50,6 +55,8 @@ struct Acc {
     removes: i64,
     net_count: i64,
     sums: Vec<i128>,
+    /// The version the group was last emitted (or restored) with.
+    version: u64,
 }
 
 /// A change the engine could not aggregate, and why.
@@ -101,8 +108,10 @@ pub struct WindowEngine {
     spec: PipelineSpec,
     windows: Vec<WindowSize>,
     retention_ms: i64,
+    worker: String,
     groups: HashMap<GroupKey, Acc>,
-    changed: BTreeSet<GroupKey>,
+    /// Groups changed since the last emission → their state as of that emission (`None`: new).
+    changed: BTreeMap<GroupKey, Option<Acc>>,
     max_event_time: i64,
     version: u64,
     stats: EngineStats,
@@ -118,17 +127,30 @@ impl WindowEngine {
             spec,
             windows,
             retention_ms,
+            worker: String::new(),
             groups: HashMap::new(),
-            changed: BTreeSet::new(),
+            changed: BTreeMap::new(),
             max_event_time: i64::MIN,
             version: first_version,
             stats: EngineStats::default(),
         })
     }
 
+    /// The same engine as one worker of several sharing the pipeline: its documents carry the
+    /// worker's name (and so have their own ids) and hold only the changes this engine is given.
+    pub fn with_worker(mut self, worker: impl Into<String>) -> Self {
+        self.worker = worker.into();
+        self
+    }
+
     /// The spec the engine runs.
     pub fn spec(&self) -> &PipelineSpec {
         &self.spec
+    }
+
+    /// The worker the engine's documents belong to; empty for a single process.
+    pub fn worker(&self) -> &str {
+        &self.worker
     }
 
     /// What the engine has seen so far.
@@ -307,7 +329,12 @@ impl WindowEngine {
                 dimension: d.get(row).unwrap_or_default(),
                 value: v.get(row).unwrap_or_default().to_owned(),
             };
-            let acc = self.groups.entry(key.clone()).or_insert_with(|| Acc {
+            if !self.changed.contains_key(&key) {
+                // First change of the group since it was last emitted: remember what it was.
+                self.changed
+                    .insert(key.clone(), self.groups.get(&key).cloned());
+            }
+            let acc = self.groups.entry(key).or_insert_with(|| Acc {
                 sums: vec![0; metrics],
                 ..Acc::default()
             });
@@ -318,7 +345,6 @@ impl WindowEngine {
             for (total, column) in acc.sums.iter_mut().zip(&sums) {
                 *total += column.get(row).unwrap_or_default();
             }
-            self.changed.insert(key);
         }
         Ok(())
     }
@@ -329,7 +355,7 @@ impl WindowEngine {
         let windows = &self.windows;
         let changed = &self.changed;
         self.groups.retain(|key, _| {
-            key.start + windows[key.window as usize].millis > horizon || changed.contains(key)
+            key.start + windows[key.window as usize].millis > horizon || changed.contains_key(key)
         });
     }
 
@@ -343,9 +369,13 @@ impl WindowEngine {
         self.version
     }
 
-    /// Restores the state from stored documents (the newest of each group wins) and the checkpoint's
-    /// newest event time, so a resumed source continues the same sums. Documents of window sizes
-    /// or dimensions no longer in the spec are skipped and counted in the return value.
+    /// Restores the state from stored documents and the checkpoint's newest event time, so a
+    /// resumed source continues the same sums. Only documents of this engine's pipeline and worker
+    /// are taken: read them with [`streamlens_core::AggQuery::worker`] set to
+    /// [`WindowEngine::worker`] (unmerged), after rolling back what the checkpoint does not cover.
+    /// The restored values become the groups' previous values for the next emission (replacing
+    /// changes not yet taken). Documents of window sizes or dimensions no longer in the spec are
+    /// skipped and counted in the return value.
     pub fn restore(
         &mut self,
         docs: &[AggregateDoc],
@@ -353,7 +383,10 @@ impl WindowEngine {
         version: u64,
     ) -> Result<usize, Error> {
         let mut skipped = 0;
-        for doc in docs.iter().filter(|d| d.pipeline == self.spec.name) {
+        for doc in docs
+            .iter()
+            .filter(|d| d.pipeline == self.spec.name && d.worker == self.worker)
+        {
             let window = self.windows.iter().position(|w| w.label == doc.window);
             let dimension = if doc.dimension == ALL_DIMENSION {
                 Some(0)
@@ -384,19 +417,22 @@ impl WindowEngine {
                         doc.id()
                     ))
                 })?;
+            let key = GroupKey {
+                window: window as u32,
+                start: doc.window_start,
+                dimension: dimension as u32,
+                value: doc.value.clone(),
+            };
+            self.changed.remove(&key);
             self.groups.insert(
-                GroupKey {
-                    window: window as u32,
-                    start: doc.window_start,
-                    dimension: dimension as u32,
-                    value: doc.value.clone(),
-                },
+                key,
                 Acc {
                     inserts: doc.inserts,
                     modifies: doc.modifies,
                     removes: doc.removes,
                     net_count: doc.net_count,
                     sums,
+                    version: doc.version,
                 },
             );
         }
@@ -406,40 +442,55 @@ impl WindowEngine {
         Ok(skipped)
     }
 
-    /// The documents of every group changed since the last call.
+    /// The documents of every group changed since the last call, each with its values as of the
+    /// previous call that returned it in [`AggregateDoc::prev`] (`None` for a new group).
     pub fn take_changed(&mut self) -> Vec<AggregateDoc> {
         let changed = std::mem::take(&mut self.changed);
         self.version += 1;
-        changed
-            .into_iter()
-            .filter_map(|key| {
-                let acc = self.groups.get(&key)?;
-                let size = &self.windows[key.window as usize];
-                Some(AggregateDoc {
-                    pipeline: self.spec.name.clone(),
-                    window: size.label.clone(),
-                    window_start: key.start,
-                    window_end: key.start + size.millis,
-                    dimension: match key.dimension {
-                        0 => ALL_DIMENSION.to_owned(),
-                        d => self.spec.dimensions[d as usize - 1].clone(),
-                    },
-                    value: key.value.clone(),
-                    inserts: acc.inserts,
-                    modifies: acc.modifies,
-                    removes: acc.removes,
-                    net_count: acc.net_count,
-                    sums: self
-                        .spec
-                        .metrics
-                        .iter()
-                        .zip(&acc.sums)
-                        .map(|(m, units)| (m.name.clone(), format_scaled(*units, m.scale)))
-                        .collect(),
-                    version: self.version,
-                })
-            })
-            .collect()
+        let version = self.version;
+        let mut docs = Vec::with_capacity(changed.len());
+        for (key, prev) in changed {
+            let Some(acc) = self.groups.get_mut(&key) else {
+                continue;
+            };
+            acc.version = version;
+            let size = &self.windows[key.window as usize];
+            let sums = |acc: &Acc| {
+                self.spec
+                    .metrics
+                    .iter()
+                    .zip(&acc.sums)
+                    .map(|(m, units)| (m.name.clone(), format_scaled(*units, m.scale)))
+                    .collect()
+            };
+            docs.push(AggregateDoc {
+                pipeline: self.spec.name.clone(),
+                window: size.label.clone(),
+                window_start: key.start,
+                window_end: key.start + size.millis,
+                dimension: match key.dimension {
+                    0 => ALL_DIMENSION.to_owned(),
+                    d => self.spec.dimensions[d as usize - 1].clone(),
+                },
+                value: key.value.clone(),
+                inserts: acc.inserts,
+                modifies: acc.modifies,
+                removes: acc.removes,
+                net_count: acc.net_count,
+                sums: sums(acc),
+                version,
+                worker: self.worker.clone(),
+                prev: prev.map(|p| PrevValues {
+                    inserts: p.inserts,
+                    modifies: p.modifies,
+                    removes: p.removes,
+                    net_count: p.net_count,
+                    sums: sums(&p),
+                    version: p.version,
+                }),
+            });
+        }
+        docs
     }
 }
 
@@ -622,6 +673,90 @@ mod tests {
         assert!(expected.len() > 100, "the history must span many windows");
         for batch in [1, 7, 250, events.len()] {
             assert_eq!(run(&events, batch), expected, "batch size {batch}");
+        }
+    }
+
+    #[test]
+    fn prev_holds_the_values_of_the_previous_emission() {
+        let events = history(600, 7);
+        let mut engine = WindowEngine::new(spec(), 100).unwrap();
+        let mut last: BTreeMap<String, AggregateDoc> = BTreeMap::new();
+        let (mut new_groups, mut rewrites) = (0, 0);
+        for chunk in events.chunks(13) {
+            engine.apply(chunk).unwrap();
+            for doc in engine.take_changed() {
+                let expected = last.get(&doc.id()).map(|before| PrevValues {
+                    inserts: before.inserts,
+                    modifies: before.modifies,
+                    removes: before.removes,
+                    net_count: before.net_count,
+                    sums: before.sums.clone(),
+                    version: before.version,
+                });
+                match &expected {
+                    None => new_groups += 1,
+                    Some(prev) => {
+                        rewrites += 1;
+                        assert!(prev.version < doc.version);
+                    }
+                }
+                assert_eq!(doc.prev, expected, "{}", doc.id());
+                // Undoing the write gives back the previous document exactly.
+                if let Some(before) = last.get(&doc.id()) {
+                    assert_eq!(
+                        doc.previous().as_ref(),
+                        Some(before)
+                            .map(|b| AggregateDoc {
+                                prev: None,
+                                ..b.clone()
+                            })
+                            .as_ref()
+                    );
+                }
+                last.insert(doc.id(), doc);
+            }
+        }
+        assert!(
+            new_groups > 20 && rewrites > 20,
+            "{new_groups} new, {rewrites} rewritten"
+        );
+    }
+
+    #[test]
+    fn a_restored_worker_continues_with_the_same_values_and_prev() {
+        let events = history(800, 11);
+        let (first, second) = events.split_at(500);
+        let mut whole = WindowEngine::new(spec(), 0).unwrap().with_worker("w1");
+        let mut stored: BTreeMap<String, AggregateDoc> = BTreeMap::new();
+        for chunk in first.chunks(50) {
+            whole.apply(chunk).unwrap();
+            for doc in whole.take_changed() {
+                assert_eq!(doc.worker, "w1");
+                assert!(doc.id().ends_with("|@w1"));
+                stored.insert(doc.id(), doc);
+            }
+        }
+        // Another worker's documents (and single-process ones) for the same groups must be ignored.
+        let mut docs: Vec<AggregateDoc> = stored.values().cloned().collect();
+        for (worker, doc) in ["w2", ""].into_iter().zip(stored.values().take(2)) {
+            docs.push(AggregateDoc {
+                worker: worker.into(),
+                net_count: 1_000,
+                inserts: 1_000,
+                ..doc.clone()
+            });
+        }
+        let mut resumed = WindowEngine::new(spec(), 0).unwrap().with_worker("w1");
+        let skipped = resumed
+            .restore(&docs, whole.max_event_time(), whole.version())
+            .unwrap();
+        assert_eq!(skipped, 0);
+        for chunk in second.chunks(50) {
+            whole.apply(chunk).unwrap();
+            resumed.apply(chunk).unwrap();
+            let (a, b) = (whole.take_changed(), resumed.take_changed());
+            assert!(!a.is_empty());
+            assert_eq!(a, b);
         }
     }
 

@@ -5,6 +5,12 @@
 //! effect of the window's changes: INSERT adds the new image, REMOVE subtracts the old image and
 //! MODIFY adds new minus old, so an item that moves between dimension values moves between groups.
 //! Summing `net_count` over all windows up to a time gives the number of live items then.
+//!
+//! Several worker processes may share one pipeline, each reading its own part of the source: each
+//! writes *partial* documents tagged with its [`AggregateDoc::worker`] (a separate document id per
+//! worker), and stores add the partial documents of one group together when they are read. Every
+//! document also carries its values as of its previous write ([`AggregateDoc::prev`]), so a write
+//! that was not covered by a checkpoint can be undone after a crash.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +22,7 @@ use crate::Error;
 pub const ALL_DIMENSION: &str = "_all";
 
 /// The aggregate of one group in one window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AggregateDoc {
     /// The pipeline that produced it.
     pub pipeline: String,
@@ -42,11 +48,50 @@ pub struct AggregateDoc {
     pub sums: BTreeMap<String, String>,
     /// Grows with every rewrite of this document.
     pub version: u64,
+    /// The worker process whose partial aggregate this is; empty for a single-process pipeline
+    /// (and for documents merged across workers).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub worker: String,
+    /// The document's values as of its previous write, to undo this write with; `None` when the
+    /// group did not exist before (undoing deletes the document) and in merged documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<PrevValues>,
+}
+
+/// The values of an [`AggregateDoc`] as of its previous write.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrevValues {
+    /// [`AggregateDoc::inserts`] then.
+    pub inserts: i64,
+    /// [`AggregateDoc::modifies`] then.
+    pub modifies: i64,
+    /// [`AggregateDoc::removes`] then.
+    pub removes: i64,
+    /// [`AggregateDoc::net_count`] then.
+    pub net_count: i64,
+    /// [`AggregateDoc::sums`] then.
+    pub sums: BTreeMap<String, String>,
+    /// [`AggregateDoc::version`] then.
+    pub version: u64,
 }
 
 impl AggregateDoc {
-    /// The deterministic document id: a rewrite of the same window and group replaces it.
+    /// The deterministic document id: a rewrite of the same window, group and worker replaces it.
+    /// Partial documents of a worker end in `|@<worker>`; single-process ids have no suffix.
     pub fn id(&self) -> String {
+        doc_id_of_worker(
+            &self.pipeline,
+            &self.window,
+            self.window_start,
+            &self.dimension,
+            &self.value,
+            &self.worker,
+        )
+    }
+
+    /// The id of the group the document aggregates, whichever worker wrote it: the documents of
+    /// all workers with the same group id are merged into one.
+    pub fn group_id(&self) -> String {
         doc_id(
             &self.pipeline,
             &self.window,
@@ -54,6 +99,22 @@ impl AggregateDoc {
             &self.dimension,
             &self.value,
         )
+    }
+
+    /// The document as of its previous write ([`AggregateDoc::prev`], which is cleared), or `None`
+    /// when the group did not exist before.
+    pub fn previous(&self) -> Option<AggregateDoc> {
+        let prev = self.prev.as_ref()?;
+        Some(AggregateDoc {
+            inserts: prev.inserts,
+            modifies: prev.modifies,
+            removes: prev.removes,
+            net_count: prev.net_count,
+            sums: prev.sums.clone(),
+            version: prev.version,
+            prev: None,
+            ..self.clone()
+        })
     }
 }
 
@@ -65,6 +126,29 @@ pub fn doc_id(pipeline: &str, window: &str, start: i64, dimension: &str, value: 
         escape(dimension),
         escape(value)
     )
+}
+
+/// The id of one worker's partial document of one pipeline, window and group; the same as
+/// [`doc_id`] when `worker` is empty.
+pub fn doc_id_of_worker(
+    pipeline: &str,
+    window: &str,
+    start: i64,
+    dimension: &str,
+    value: &str,
+    worker: &str,
+) -> String {
+    let id = doc_id(pipeline, window, start, dimension, value);
+    if worker.is_empty() {
+        id
+    } else {
+        format!("{id}|@{}", escape(worker))
+    }
+}
+
+/// The common start of the ids of every document of one pipeline.
+pub fn pipeline_id_prefix(pipeline: &str) -> String {
+    format!("{}|", escape(pipeline))
 }
 
 /// The common start of the ids of one pipeline, window size and window start: ids sort by
@@ -97,12 +181,19 @@ pub struct AggQuery {
     /// Only this dimension (`_all` for the totals).
     #[serde(default)]
     pub dimension: Option<String>,
+    /// Only this worker's partial documents, unmerged (used to resume a worker); `""` selects the
+    /// documents written without a worker. When absent, the partial documents of all workers are
+    /// merged into one document per group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 impl AggQuery {
     /// Whether a document answers this query (window and pipeline must already be resolved).
+    /// Without [`AggQuery::worker`] every worker's documents match (they are merged afterwards).
     pub fn matches(&self, doc: &AggregateDoc) -> bool {
         self.pipeline.as_ref().is_none_or(|p| *p == doc.pipeline)
+            && self.worker.as_ref().is_none_or(|w| *w == doc.worker)
             && self.window.as_ref().is_none_or(|w| *w == doc.window)
             && self.from.is_none_or(|f| doc.window_start >= f)
             && self.to.is_none_or(|t| doc.window_start < t)
@@ -130,7 +221,8 @@ pub struct PipelineInfo {
 /// Anything aggregates can be read from.
 #[async_trait::async_trait]
 pub trait AggregateReader: Send + Sync + 'static {
-    /// The documents answering `query`, ordered by window start, dimension and value.
+    /// The documents answering `query`, ordered by window start, dimension and value; merged
+    /// across workers unless the query names one.
     async fn query(&self, query: &AggQuery) -> Result<Vec<AggregateDoc>, Error>;
 }
 
@@ -144,5 +236,27 @@ mod tests {
         let b = doc_id("p", "1m", 0, "status|a", "b");
         assert_ne!(a, b);
         assert_eq!(a, "p|1m|0000000000000|status|a%7Cb");
+    }
+
+    #[test]
+    fn worker_ids_extend_single_process_ids() {
+        let mut doc = AggregateDoc {
+            pipeline: "p".into(),
+            window: "1m".into(),
+            dimension: "status".into(),
+            value: "a".into(),
+            ..AggregateDoc::default()
+        };
+        assert_eq!(doc.id(), "p|1m|0000000000000|status|a");
+        doc.worker = "w|1".into();
+        assert_eq!(doc.id(), "p|1m|0000000000000|status|a|@w%7C1");
+        assert_eq!(doc.group_id(), "p|1m|0000000000000|status|a");
+        assert!(doc.id().starts_with(&pipeline_id_prefix("p")));
+        // An empty worker and no prev are left out of the JSON: old readers see the old shape.
+        doc.worker.clear();
+        let json = serde_json::to_value(&doc).unwrap();
+        assert!(json.get("worker").is_none() && json.get("prev").is_none());
+        let back: AggregateDoc = serde_json::from_value(json).unwrap();
+        assert_eq!(back, doc);
     }
 }

@@ -15,7 +15,7 @@ pub mod aggregate;
 pub mod attr;
 pub mod event;
 
-pub use aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo};
+pub use aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo, PrevValues};
 pub use attr::{AttributeValue, Item};
 pub use event::{ChangeEvent, EventKind, StreamRecord};
 

@@ -89,6 +89,7 @@ impl Memory {
                     net_count: 0,
                     sums: BTreeMap::new(),
                     version: 0,
+                    ..AggregateDoc::default()
                 });
                 let delta = match change {
                     Change::Insert => {

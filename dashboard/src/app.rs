@@ -1079,6 +1079,7 @@ mod tests {
             net_count: 1,
             sums: BTreeMap::new(),
             version,
+            ..AggregateDoc::default()
         }
     }
 

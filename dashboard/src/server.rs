@@ -111,6 +111,7 @@ impl ServerContext {
             from: None,
             to: None,
             dimension: Some(dimension.clone()),
+            worker: None,
         };
         let docs = self
             .0

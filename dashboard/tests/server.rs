@@ -47,6 +47,7 @@ fn doc(window: &str, start: i64, dimension: &str, value: &str, net: i64) -> Aggr
         net_count: net,
         sums: BTreeMap::from([("amount".to_owned(), "12.50".to_owned())]),
         version: 1,
+        ..AggregateDoc::default()
     }
 }
 

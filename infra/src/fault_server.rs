@@ -494,6 +494,7 @@ impl FaultServer {
             max_records: 1000,
             max_backoff: Duration::from_millis(100),
             stop_when_idle: Some(Duration::from_millis(1500)),
+            lease: None,
         }
     }
 

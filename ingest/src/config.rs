@@ -7,6 +7,7 @@ use serde::Deserialize;
 /// Where changes come from. `kind = "dynamodb"` or `kind = "archive"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // parsed once per process: size does not matter
 pub enum SourceConfig {
     /// A DynamoDB table's stream.
     Dynamodb(DynamoDbSourceConfig),
@@ -75,6 +76,54 @@ pub struct DynamoDbSourceConfig {
     /// for this long (batch runs and tests); absent means follow the stream for ever.
     #[serde(default, with = "humantime_serde_compat::option")]
     pub stop_when_idle: Option<Duration>,
+    /// Share the stream's shards with other streamlens processes through a DynamoDB lease table
+    /// (`[source.lease]`); absent means this process reads every shard.
+    #[serde(default)]
+    pub lease: Option<LeaseConfig>,
+}
+
+/// `[source.lease]`: several processes share one stream, exactly one owner per shard.
+///
+/// Every process registers in the lease table and heartbeats; shard leases are taken with
+/// conditional writes, balanced across the live processes, handed over cleanly (the giver stops
+/// the shard and commits its last records before releasing it) and taken over from a process
+/// whose heartbeat stopped for `lease_duration` (that process is fenced first, so it can commit
+/// nothing more). Each process commits its shard positions to its own row of the table after its
+/// aggregates are stored; the aggregates of several processes are partial documents that the
+/// store sums when queried. Needs the OpenSearch store (every process writes to the same one).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseConfig {
+    /// The lease table; created (on-demand capacity) when missing.
+    pub table: String,
+    /// This process's name in the table; unique per process. Defaults to the host name.
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// Which lease namespace in the table; defaults to the pipeline's name, so two pipelines
+    /// reading one stream keep separate leases.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// A process whose heartbeat has not moved for this long is dead and its shards are taken.
+    #[serde(default = "default_lease_duration", with = "humantime_serde_compat")]
+    pub lease_duration: Duration,
+    /// How often to heartbeat, look at the table and rebalance (a quarter of `lease_duration`
+    /// when absent).
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub renew_interval: Option<Duration>,
+    /// Endpoint of the lease table's DynamoDB, when it differs from the source's `endpoint_url`.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+}
+
+impl LeaseConfig {
+    /// The heartbeat and rebalancing period.
+    pub fn renew_every(&self) -> Duration {
+        self.renew_interval.unwrap_or(self.lease_duration / 4)
+    }
+}
+
+fn default_lease_duration() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// `[source] kind = "archive"`: read newline-delimited Streams records from a file.

@@ -59,6 +59,17 @@ pub enum Error {
     /// The downstream channel closed: the pipeline is shutting down.
     #[error("downstream closed")]
     DownstreamClosed,
+    /// Another process took this worker's leases: it must stop without committing.
+    #[error("{0}")]
+    Fenced(String),
+    /// A dead worker's uncommitted output could not be rolled back.
+    #[error("cannot roll back worker `{worker}`: {message}")]
+    Recovery {
+        /// The dead worker.
+        worker: String,
+        /// What the store said.
+        message: String,
+    },
 }
 
 /// A change that could not be processed, with why.
@@ -96,6 +107,8 @@ pub struct Batch {
     /// Shard id → the sequence number of the last record of this batch from that shard
     /// (quarantined ones included): the checkpoint once the batch's effects are stored.
     pub positions: std::collections::BTreeMap<String, String>,
+    /// The stream the positions belong to (DynamoDB sources).
+    pub stream: Option<String>,
 }
 
 impl Batch {
@@ -145,11 +158,57 @@ pub struct HealthHandle {
     pub(crate) shards: std::sync::Arc<dynamodb::source::ShardHealthMap>,
 }
 
+/// What a commit covers: after the pipeline stored the effects of every record up to `positions`,
+/// in documents of versions up to `version`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Commit {
+    /// The highest document version written.
+    pub version: u64,
+    /// The newest event time aggregated (epoch ms).
+    pub max_event_time: i64,
+    /// Shard → last sequence number whose effects are stored.
+    pub positions: Checkpoint,
+}
+
+/// Where a source records what the store acknowledged, when it keeps its own checkpoints (the
+/// lease table). A source only moves its checkpoint on what the store confirmed.
+#[async_trait::async_trait]
+pub trait Committer: Send + Sync {
+    /// Records a commit; fails with [`Error::Fenced`] when this process lost its leases.
+    async fn commit(&self, commit: &Commit) -> Result<(), Error>;
+}
+
+/// Undoes what a dead worker stored but did not commit, before its shards are taken over.
+#[async_trait::async_trait]
+pub trait Recovery: Send + Sync {
+    /// Puts `worker`'s stored documents back to the state its commit of `committed_version`
+    /// covers.
+    async fn roll_back(&self, worker: &str, committed_version: u64) -> Result<(), String>;
+}
+
+/// How to start a source.
+#[derive(Clone, Default)]
+pub struct Resume {
+    /// Where the stored aggregates end: shard → last sequence number.
+    pub checkpoint: Checkpoint,
+    /// The stream those positions belong to, when known.
+    pub stream: Option<String>,
+    /// The lease group (the pipeline's name) for `[source.lease]`.
+    pub group: String,
+    /// How to undo a dead worker's uncommitted output (needed with `[source.lease]`).
+    pub recovery: Option<std::sync::Arc<dyn Recovery>>,
+}
+
 /// A source of change events.
 #[async_trait::async_trait]
 pub trait Source: Send {
     /// A short description for logs and the dashboard, e.g. `dynamodb:orders`.
     fn describe(&self) -> String;
+
+    /// The lease table handle, when the source shares its stream with other processes.
+    fn leases(&self) -> Option<std::sync::Arc<dynamodb::lease::Leases>> {
+        None
+    }
 
     /// Per-shard health, for sources that have shards.
     fn health(&self) -> Option<HealthHandle> {
@@ -168,17 +227,24 @@ pub trait Source: Send {
 /// Shard id → last sequence number whose effects are stored: where to resume.
 pub type Checkpoint = std::collections::BTreeMap<String, String>;
 
-/// Builds the source a configuration describes, resuming after `checkpoint` where it applies.
-pub async fn build(
-    config: &SourceConfig,
-    checkpoint: Checkpoint,
-) -> Result<Box<dyn Source>, Error> {
+/// Builds the source a configuration describes, resuming where it applies.
+pub async fn build(config: &SourceConfig, resume: Resume) -> Result<Box<dyn Source>, Error> {
     match config {
-        SourceConfig::Dynamodb(c) => Ok(Box::new(
-            dynamodb::DynamoDbSource::connect(c)
+        SourceConfig::Dynamodb(c) => {
+            let source = dynamodb::DynamoDbSource::connect(c)
                 .await?
-                .resume_from(checkpoint),
-        )),
+                .resume_from(resume.checkpoint)
+                .in_stream(resume.stream);
+            Ok(Box::new(match (&c.lease, resume.recovery) {
+                (Some(_), Some(recovery)) => source.with_leases(&resume.group, recovery).await?,
+                (Some(_), None) => {
+                    return Err(Error::Config(
+                        "[source.lease] needs a store that can roll back a dead worker".to_owned(),
+                    ))
+                }
+                (None, _) => source,
+            }))
+        }
         SourceConfig::Archive(c) => Ok(Box::new(archive::ArchiveSource::new(c.clone()))),
     }
 }

@@ -27,10 +27,20 @@ pub struct Run {
 
 impl Run {
     pub async fn start(config: DynamoDbSourceConfig, checkpoint: Checkpoint) -> Run {
+        Self::start_in(config, checkpoint, None).await
+    }
+
+    /// Starts after `checkpoint`, whose positions belong to `stream`.
+    pub async fn start_in(
+        config: DynamoDbSourceConfig,
+        checkpoint: Checkpoint,
+        stream: Option<String>,
+    ) -> Run {
         let source = DynamoDbSource::connect(&config)
             .await
             .unwrap()
-            .resume_from(checkpoint);
+            .resume_from(checkpoint)
+            .in_stream(stream);
         let (tx, rx) = mpsc::channel(16);
         let task = tokio::spawn(Box::new(source).run(tx, CancellationToken::new()));
         Run {

@@ -3,14 +3,15 @@
 //! redb is an ACID, copy-on-write B-tree store: a commit is durable and a kill at any moment
 //! leaves the last committed state readable. Documents are kept as JSON under their id, which
 //! starts with `pipeline|window|window start (13 digits)`, so a query for one pipeline and window
-//! is a key-range scan.
+//! is a key-range scan. Checkpoints are kept under [`super::checkpoint_id`], in the same
+//! transaction as the documents they cover.
 
 use std::{path::Path, sync::Arc};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use streamlens_core::{AggQuery, AggregateDoc, AggregateReader};
 
-use super::{filter_docs, Store, StoredCheckpoint};
+use super::{check_checkpoint, checkpoint_id, filter_docs, undo, Store, StoredCheckpoint, Undo};
 use crate::Error;
 
 const AGGREGATES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("aggregates");
@@ -62,7 +63,7 @@ impl EmbeddedStore {
             let mut table = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
             let json = serde_json::to_vec(checkpoint).map_err(|e| self.err(e))?;
             table
-                .insert(checkpoint.pipeline.as_str(), json.as_slice())
+                .insert(checkpoint.id().as_str(), json.as_slice())
                 .map_err(|e| self.err(e))?;
         }
         {
@@ -77,13 +78,66 @@ impl EmbeddedStore {
         tx.commit().map_err(|e| self.err(e))
     }
 
-    fn checkpoint_blocking(&self, pipeline: &str) -> Result<Option<StoredCheckpoint>, Error> {
+    fn checkpoint_blocking(
+        &self,
+        pipeline: &str,
+        worker: &str,
+    ) -> Result<Option<StoredCheckpoint>, Error> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
-        let value = table.get(pipeline).map_err(|e| self.err(e))?;
+        let value = table
+            .get(checkpoint_id(pipeline, worker).as_str())
+            .map_err(|e| self.err(e))?;
         value
-            .map(|v| serde_json::from_slice(v.value()).map_err(|e| self.err(e)))
+            .map(|v| {
+                let checkpoint = serde_json::from_slice(v.value()).map_err(|e| self.err(e))?;
+                check_checkpoint(checkpoint, pipeline, worker)
+            })
             .transpose()
+    }
+
+    fn roll_back_blocking(
+        &self,
+        pipeline: &str,
+        worker: &str,
+        committed_version: u64,
+    ) -> Result<u64, Error> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let changed = {
+            let mut table = tx.open_table(AGGREGATES).map_err(|e| self.err(e))?;
+            let prefix = streamlens_core::aggregate::pipeline_id_prefix(pipeline);
+            let mut plan = Vec::new();
+            for entry in table.range(prefix.as_str()..).map_err(|e| self.err(e))? {
+                let (key, value) = entry.map_err(|e| self.err(e))?;
+                if !key.value().starts_with(&prefix) {
+                    break;
+                }
+                let doc: AggregateDoc =
+                    serde_json::from_slice(value.value()).map_err(|e| self.err(e))?;
+                if doc.pipeline != pipeline || doc.worker != worker {
+                    continue;
+                }
+                if let Some(step) = undo(&doc, committed_version)? {
+                    plan.push((key.value().to_owned(), step));
+                }
+            }
+            for (key, step) in &plan {
+                match step {
+                    Undo::Restore(doc) => {
+                        let json = serde_json::to_vec(&**doc).map_err(|e| self.err(e))?;
+                        table
+                            .insert(key.as_str(), json.as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
+                    Undo::Delete => {
+                        table.remove(key.as_str()).map_err(|e| self.err(e))?;
+                    }
+                }
+            }
+            plan.len() as u64
+        };
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(changed)
     }
 
     fn query_blocking(&self, query: &AggQuery) -> Result<Vec<AggregateDoc>, Error> {
@@ -116,7 +170,7 @@ impl EmbeddedStore {
                 }
             }
         }
-        Ok(filter_docs(query, docs))
+        filter_docs(query, docs)
     }
 }
 
@@ -147,12 +201,31 @@ impl Store for EmbeddedStore {
             .map_err(|e| self.err(e))?
     }
 
-    async fn checkpoint(&self, pipeline: &str) -> Result<Option<StoredCheckpoint>, Error> {
+    async fn checkpoint_of(
+        &self,
+        pipeline: &str,
+        worker: &str,
+    ) -> Result<Option<StoredCheckpoint>, Error> {
         let store = self.clone();
-        let pipeline = pipeline.to_owned();
-        tokio::task::spawn_blocking(move || store.checkpoint_blocking(&pipeline))
+        let (pipeline, worker) = (pipeline.to_owned(), worker.to_owned());
+        tokio::task::spawn_blocking(move || store.checkpoint_blocking(&pipeline, &worker))
             .await
             .map_err(|e| self.err(e))?
+    }
+
+    async fn roll_back(
+        &self,
+        pipeline: &str,
+        worker: &str,
+        committed_version: u64,
+    ) -> Result<u64, Error> {
+        let store = self.clone();
+        let (pipeline, worker) = (pipeline.to_owned(), worker.to_owned());
+        tokio::task::spawn_blocking(move || {
+            store.roll_back_blocking(&pipeline, &worker, committed_version)
+        })
+        .await
+        .map_err(|e| self.err(e))?
     }
 
     fn describe(&self) -> String {
@@ -180,6 +253,7 @@ mod tests {
             net_count: 1,
             sums: BTreeMap::from([("amount".to_owned(), "1.5".to_owned())]),
             version,
+            ..AggregateDoc::default()
         }
     }
 
@@ -213,6 +287,7 @@ mod tests {
             from: Some(0),
             to: Some(60_000),
             dimension: None,
+            worker: None,
         };
         let got = store.query(&q).await.unwrap();
         assert_eq!(got, vec![doc("1m", 0, "a", 2)]);

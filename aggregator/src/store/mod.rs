@@ -3,6 +3,12 @@
 //! Both stores keep a document under its deterministic id ([`AggregateDoc::id`]), so writing a
 //! window again replaces it, and answer the same [`AggQuery`] with documents ordered by window
 //! start, dimension and value.
+//!
+//! Several workers may share a pipeline: each writes its own partial documents and its own
+//! checkpoint, and a query without [`AggQuery::worker`] returns the partial documents of each group
+//! added together ([`merge_docs`]). After a crash, [`Store::roll_back`] undoes the documents a
+//! worker wrote after its last checkpoint, using the previous values each document carries
+//! ([`AggregateDoc::prev`]).
 
 pub mod embedded;
 pub mod opensearch;
@@ -11,7 +17,11 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use streamlens_core::{AggQuery, AggregateDoc, AggregateReader};
 
-use crate::{config::StoreConfig, Error};
+use crate::{
+    config::StoreConfig,
+    decimal::{format_scaled, parse_scaled},
+    Error,
+};
 
 /// Where a pipeline's source had got to when its aggregates were last written: stored with the
 /// documents it covers, so a restart resumes exactly where the stored aggregates end.
@@ -19,6 +29,9 @@ use crate::{config::StoreConfig, Error};
 pub struct StoredCheckpoint {
     /// The pipeline.
     pub pipeline: String,
+    /// The worker whose progress this is; empty for a single-process pipeline.
+    #[serde(default)]
+    pub worker: String,
     /// The source it reads (e.g. the stream ARN).
     pub source: String,
     /// Shard id → sequence number of the last record whose effects are in the documents.
@@ -29,19 +42,83 @@ pub struct StoredCheckpoint {
     pub version: u64,
 }
 
+impl StoredCheckpoint {
+    /// The key the checkpoint is stored under: see [`checkpoint_id`].
+    pub fn id(&self) -> String {
+        checkpoint_id(&self.pipeline, &self.worker)
+    }
+}
+
+/// The key of a pipeline's checkpoint: the pipeline name for a single process, else
+/// `<pipeline>@<worker>` (with `%` and `@` percent-encoded in the worker). A pipeline name
+/// containing `@` can coincide with another pipeline's worker key: reading a checkpoint checks
+/// the stored pipeline and worker and fails on a mismatch.
+pub fn checkpoint_id(pipeline: &str, worker: &str) -> String {
+    if worker.is_empty() {
+        pipeline.to_owned()
+    } else {
+        format!(
+            "{pipeline}@{}",
+            worker.replace('%', "%25").replace('@', "%40")
+        )
+    }
+}
+
+/// Checks that a checkpoint read under [`checkpoint_id`] is the one asked for.
+pub(crate) fn check_checkpoint(
+    checkpoint: StoredCheckpoint,
+    pipeline: &str,
+    worker: &str,
+) -> Result<StoredCheckpoint, Error> {
+    if checkpoint.pipeline == pipeline && checkpoint.worker == worker {
+        Ok(checkpoint)
+    } else {
+        Err(Error::StoreConfig(format!(
+            "the checkpoint stored under `{}` belongs to pipeline `{}` worker `{}`, not pipeline \
+             `{pipeline}` worker `{worker}`: rename the pipeline (avoid `@`)",
+            checkpoint_id(pipeline, worker),
+            checkpoint.pipeline,
+            checkpoint.worker
+        )))
+    }
+}
+
 /// A place aggregates are written to and read from.
 #[async_trait::async_trait]
 pub trait Store: AggregateReader {
-    /// Writes (creates or replaces) documents and, with them, the checkpoint they cover; returns
-    /// once both are durable. The embedded store commits both in one transaction.
+    /// Writes (creates or replaces) documents and, after them, the checkpoint they cover (under
+    /// the checkpoint's pipeline and worker); returns once both are durable. The embedded store
+    /// commits both in one transaction; OpenSearch writes the checkpoint only once every document
+    /// is written, so a checkpoint is never ahead of its documents.
     async fn write(
         &self,
         docs: &[AggregateDoc],
         checkpoint: Option<&StoredCheckpoint>,
     ) -> Result<(), Error>;
 
-    /// The last checkpoint written for a pipeline.
-    async fn checkpoint(&self, pipeline: &str) -> Result<Option<StoredCheckpoint>, Error>;
+    /// The last checkpoint written for a single-process pipeline (worker `""`).
+    async fn checkpoint(&self, pipeline: &str) -> Result<Option<StoredCheckpoint>, Error> {
+        self.checkpoint_of(pipeline, "").await
+    }
+
+    /// The last checkpoint written for one worker of a pipeline (`""`: a single process).
+    async fn checkpoint_of(
+        &self,
+        pipeline: &str,
+        worker: &str,
+    ) -> Result<Option<StoredCheckpoint>, Error>;
+
+    /// Undoes the writes of one worker (`""`: a single process) of a pipeline that its last
+    /// checkpoint does not cover: every such document with `version > committed_version` is put
+    /// back to its [`AggregateDoc::prev`] values, or deleted when it has none. Returns how many
+    /// documents changed. Fails without changing anything when a document's previous write is
+    /// itself newer than `committed_version` (more than one uncommitted write cannot be undone).
+    async fn roll_back(
+        &self,
+        pipeline: &str,
+        worker: &str,
+        committed_version: u64,
+    ) -> Result<u64, Error>;
 
     /// Makes everything written visible to queries.
     async fn flush(&self) -> Result<(), Error> {
@@ -69,6 +146,7 @@ pub(crate) fn sort_docs(docs: &mut [AggregateDoc]) {
             &a.value,
             &a.pipeline,
             &a.window,
+            &a.worker,
         )
             .cmp(&(
                 b.window_start,
@@ -76,13 +154,207 @@ pub(crate) fn sort_docs(docs: &mut [AggregateDoc]) {
                 &b.value,
                 &b.pipeline,
                 &b.window,
+                &b.worker,
             ))
     });
 }
 
-/// Keeps the documents a query asks for.
-pub(crate) fn filter_docs(query: &AggQuery, docs: Vec<AggregateDoc>) -> Vec<AggregateDoc> {
-    let mut docs: Vec<_> = docs.into_iter().filter(|d| query.matches(d)).collect();
+/// Keeps the documents a query asks for, merged across workers unless the query names a worker,
+/// and sorted.
+pub(crate) fn filter_docs(
+    query: &AggQuery,
+    docs: Vec<AggregateDoc>,
+) -> Result<Vec<AggregateDoc>, Error> {
+    let docs = docs.into_iter().filter(|d| query.matches(d));
+    let mut docs = if query.worker.is_some() {
+        docs.collect()
+    } else {
+        merge_docs(docs)?
+    };
     sort_docs(&mut docs);
-    docs
+    Ok(docs)
+}
+
+/// Adds together the documents of the same group (pipeline, window, window start, dimension and
+/// value) written by different workers: counts and sums are added exactly, the version is the
+/// highest, and the result has no worker and no `prev`. A group with one document keeps its
+/// values as they are. The result is in group id order.
+pub fn merge_docs(
+    docs: impl IntoIterator<Item = AggregateDoc>,
+) -> Result<Vec<AggregateDoc>, Error> {
+    let mut groups: BTreeMap<String, Vec<AggregateDoc>> = BTreeMap::new();
+    for doc in docs {
+        groups.entry(doc.group_id()).or_default().push(doc);
+    }
+    groups
+        .into_iter()
+        .map(|(id, parts)| merge_group(&id, parts))
+        .collect()
+}
+
+fn merge_group(id: &str, parts: Vec<AggregateDoc>) -> Result<AggregateDoc, Error> {
+    let mut parts = parts.into_iter();
+    let Some(mut merged) = parts.next() else {
+        return Err(Error::Merge(format!("{id}: no documents")));
+    };
+    merged.worker.clear();
+    merged.prev = None;
+    let rest: Vec<AggregateDoc> = parts.collect();
+    if rest.is_empty() {
+        return Ok(merged);
+    }
+    let overflow = |what: &str| Error::Merge(format!("{id}: the sum of `{what}` overflows"));
+    let mut sums: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in std::mem::take(&mut merged.sums) {
+        sums.entry(name).or_default().push(value);
+    }
+    for doc in rest {
+        merged.inserts = merged
+            .inserts
+            .checked_add(doc.inserts)
+            .ok_or_else(|| overflow("inserts"))?;
+        merged.modifies = merged
+            .modifies
+            .checked_add(doc.modifies)
+            .ok_or_else(|| overflow("modifies"))?;
+        merged.removes = merged
+            .removes
+            .checked_add(doc.removes)
+            .ok_or_else(|| overflow("removes"))?;
+        merged.net_count = merged
+            .net_count
+            .checked_add(doc.net_count)
+            .ok_or_else(|| overflow("net_count"))?;
+        merged.version = merged.version.max(doc.version);
+        merged.window_end = merged.window_end.max(doc.window_end);
+        for (name, value) in doc.sums {
+            sums.entry(name).or_default().push(value);
+        }
+    }
+    merged.sums = sums
+        .into_iter()
+        .map(|(name, values)| {
+            add_decimals(&values)
+                .map(|total| (name.clone(), total))
+                .map_err(|e| Error::Merge(format!("{id}: sum `{name}`: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(merged)
+}
+
+/// The number of decimal places of a decimal (`-12.50` → 1, `1.5E-3` → 4), ignoring trailing
+/// zeros; 0 for text that is not a number (parsing it fails later).
+fn decimal_places(text: &str) -> u32 {
+    if text.contains(['e', 'E']) {
+        return rust_decimal::Decimal::from_scientific(text)
+            .map(|d| d.normalize().scale())
+            .unwrap_or(0);
+    }
+    text.split_once('.')
+        .map_or(0, |(_, frac)| frac.trim_end_matches('0').len() as u32)
+}
+
+/// Adds decimal strings exactly (as `i128` units of the finest scale among them) and formats the
+/// total without trailing zeros.
+fn add_decimals(values: &[String]) -> Result<String, String> {
+    let scale = values.iter().map(|v| decimal_places(v)).max().unwrap_or(0);
+    if scale > 38 {
+        return Err(format!("more than 38 decimal places in {values:?}"));
+    }
+    let mut total: i128 = 0;
+    for value in values {
+        let units = parse_plain(value, scale).or_else(|_| parse_scaled(value, scale))?;
+        total = total
+            .checked_add(units)
+            .ok_or_else(|| format!("the total of {values:?} overflows"))?;
+    }
+    Ok(format_scaled(total, scale))
+}
+
+/// Parses a plain decimal (`-12.5`, `3`, `0.010`) into units of `10^-scale` without the 28-digit
+/// limit of `rust_decimal` (the engine's sums are `i128`); fails on anything else.
+fn parse_plain(text: &str, scale: u32) -> Result<i128, String> {
+    let invalid = || format!("`{text}` is not a plain decimal");
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let frac = frac.trim_end_matches('0');
+    if (int.is_empty() && frac.is_empty())
+        || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
+        || frac.len() > scale as usize
+    {
+        return Err(invalid());
+    }
+    let padded = format!("{int}{frac:0<width$}", width = scale as usize);
+    let padded = padded.trim_start_matches('0');
+    let units = if padded.is_empty() {
+        0
+    } else {
+        padded.parse::<i128>().map_err(|_| invalid())?
+    };
+    Ok(if negative { -units } else { units })
+}
+
+/// One step of a roll-back: what becomes of one stored document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Undo {
+    /// Replace the document (under the same id) with its previous values.
+    Restore(Box<AggregateDoc>),
+    /// Delete the document: its group did not exist before.
+    Delete,
+}
+
+/// What rolling back one stored document to `committed_version` does to it: `None` when its
+/// version is committed. Fails when its previous write is not committed either.
+pub(crate) fn undo(doc: &AggregateDoc, committed_version: u64) -> Result<Option<Undo>, Error> {
+    if doc.version <= committed_version {
+        return Ok(None);
+    }
+    match doc.previous() {
+        None => Ok(Some(Undo::Delete)),
+        Some(prev) if prev.version <= committed_version => Ok(Some(Undo::Restore(Box::new(prev)))),
+        Some(prev) => Err(Error::RollBack(format!(
+            "document {} (version {}) cannot be rolled back to version {committed_version}: its \
+             previous write (version {}) is not covered by the checkpoint either",
+            doc.id(),
+            doc.version,
+            prev.version
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_add_exactly_beyond_rust_decimal() {
+        let big = "170141183460469231731.687303715884105727".to_owned();
+        assert_eq!(
+            add_decimals(&[big.clone(), "-0.000000000000000001".into()]).unwrap(),
+            "170141183460469231731.687303715884105726"
+        );
+        assert_eq!(
+            add_decimals(&["12.50".into(), "-2.5".into(), "0.01".into()]).unwrap(),
+            "10.01"
+        );
+        assert_eq!(
+            add_decimals(&["1.5E+3".into(), "1".into()]).unwrap(),
+            "1501"
+        );
+        assert_eq!(
+            add_decimals(&["1.5E-3".into(), "1".into()]).unwrap(),
+            "1.0015"
+        );
+        assert!(add_decimals(&[big.clone(), big]).is_err());
+        assert!(add_decimals(&["abc".into()]).is_err());
+    }
+
+    #[test]
+    fn checkpoint_ids_keep_the_single_process_key() {
+        assert_eq!(checkpoint_id("orders", ""), "orders");
+        assert_eq!(checkpoint_id("orders", "w@1"), "orders@w%401");
+    }
 }

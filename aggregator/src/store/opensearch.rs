@@ -1,10 +1,14 @@
 //! The OpenSearch store.
 //!
 //! At start the store installs an index template for `<prefix>-aggregates*` (keywords for the
-//! identifying fields, dates for window bounds, longs for counts; the exact sums are kept as
-//! strings) and creates the index. Writes are `_bulk` index operations under the deterministic
-//! document id, so a rewritten window replaces its document. Queries are bool filters sorted by
-//! window start, dimension and value, paged with `search_after`.
+//! identifying fields and the worker, dates for window bounds, longs for counts and versions; the
+//! exact sums and the previous values are kept unindexed) and creates the index, adding any field
+//! missing from an index created by an older version. Writes are `_bulk` index operations under
+//! the deterministic document id, so a rewritten window replaces its document; every item of
+//! every bulk response is checked, and only then is the checkpoint written, on its own, to
+//! `<prefix>-checkpoints`. Queries are bool filters sorted by window start, dimension, value,
+//! pipeline, window and worker, paged with `search_after`; the partial documents of several
+//! workers are merged after reading.
 
 use opensearch::{
     auth::Credentials,
@@ -12,16 +16,87 @@ use opensearch::{
         transport::{SingleNodeConnectionPool, TransportBuilder},
         StatusCode,
     },
-    indices::{IndicesCreateParts, IndicesPutIndexTemplateParts, IndicesRefreshParts},
-    BulkOperation, BulkParts, OpenSearch, SearchParts,
+    indices::{
+        IndicesCreateParts, IndicesPutIndexTemplateParts, IndicesPutMappingParts,
+        IndicesRefreshParts,
+    },
+    BulkOperation, BulkParts, IndexParts, OpenSearch, SearchParts,
 };
 use serde_json::{json, Value};
 use streamlens_core::{AggQuery, AggregateDoc, AggregateReader};
 
-use super::{filter_docs, Store, StoredCheckpoint};
+use super::{check_checkpoint, checkpoint_id, filter_docs, undo, Store, StoredCheckpoint, Undo};
 use crate::{config::OpenSearchStoreConfig, Error};
 
 const PAGE: usize = 1000;
+
+/// Documents per bulk request.
+const BULK: usize = 2000;
+
+/// Fields added to the mapping since the first release: put on existing indices at start.
+fn added_fields() -> Value {
+    json!({
+        "worker": { "type": "keyword" },
+        "prev": { "type": "object", "enabled": false }
+    })
+}
+
+/// The order of query results; unique per document, so `search_after` pages never skip one.
+fn sort_order() -> Value {
+    json!([
+        { "window_start": "asc" }, { "dimension": "asc" }, { "value": "asc" },
+        { "pipeline": "asc" }, { "window": "asc" },
+        { "worker": { "order": "asc", "missing": "_first", "unmapped_type": "keyword" } }
+    ])
+}
+
+/// Checks every item of a bulk response: each operation sent must have succeeded (a delete of a
+/// document already gone counts as done).
+fn check_bulk(result: &Value, sent: usize) -> Result<(), Error> {
+    let fail = |message: String| Error::OpenSearch {
+        operation: "bulk",
+        message,
+    };
+    let items = result["items"]
+        .as_array()
+        .ok_or_else(|| fail("the response has no items".to_owned()))?;
+    if items.len() != sent {
+        return Err(fail(format!(
+            "{sent} operations sent, {} answered",
+            items.len()
+        )));
+    }
+    let mut failures = Vec::new();
+    for item in items {
+        let Some((kind, outcome)) = item.as_object().and_then(|o| o.iter().next()) else {
+            failures.push(format!("unreadable item {item}"));
+            continue;
+        };
+        let status = outcome["status"].as_u64().unwrap_or(0);
+        let gone = kind == "delete" && status == 404;
+        let done = (200..300).contains(&status) && outcome.get("error").is_none();
+        if !(done || gone) {
+            failures.push(format!(
+                "{kind} {}: status {status}: {}",
+                outcome["_id"], outcome["error"]
+            ));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "{} of {sent} items failed: {}",
+            failures.len(),
+            failures
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        )))
+    }
+}
 
 /// Aggregates in an OpenSearch index.
 pub struct OpenSearchStore {
@@ -125,7 +200,9 @@ impl OpenSearchStore {
                         "removes": { "type": "long" },
                         "net_count": { "type": "long" },
                         "sums": { "type": "object", "enabled": false },
-                        "version": { "type": "long" }
+                        "version": { "type": "long" },
+                        "worker": { "type": "keyword" },
+                        "prev": { "type": "object", "enabled": false }
                     }
                 }
             }
@@ -156,6 +233,16 @@ impl OpenSearchStore {
                 message: format!("status {status}: {body}"),
             });
         }
+        // An index created before the template had these fields does not get them from it.
+        let response = self
+            .client
+            .indices()
+            .put_mapping(IndicesPutMappingParts::Index(&[&self.index]))
+            .body(json!({ "properties": added_fields() }))
+            .send()
+            .await
+            .map_err(os_err("put mapping"))?;
+        json_ok("put mapping", response).await?;
         tracing::info!(index = %self.index, url = %self.url, "opensearch store ready");
         Ok(())
     }
@@ -176,6 +263,57 @@ impl OpenSearchStore {
             .as_array()
             .cloned()
             .unwrap_or_default())
+    }
+
+    /// Every hit of a bool query (`filter` and `must_not` clauses), in [`sort_order`].
+    async fn search_all(&self, filter: &[Value], must_not: &[Value]) -> Result<Vec<Value>, Error> {
+        let mut all = Vec::new();
+        let mut after: Option<Value> = None;
+        loop {
+            let mut body = json!({
+                "size": PAGE,
+                "query": { "bool": { "filter": filter, "must_not": must_not } },
+                "sort": sort_order()
+            });
+            if let Some(after) = after.take() {
+                body["search_after"] = after;
+            }
+            let hits = self.search_page(body).await?;
+            let full = hits.len() >= PAGE;
+            after = hits.last().map(|h| h["sort"].clone());
+            all.extend(hits);
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Sends bulk operations on the aggregates index in requests of [`BULK`], checking every item.
+    async fn bulk(&self, ops: Vec<BulkOperation<Value>>) -> Result<(), Error> {
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let chunk: Vec<BulkOperation<Value>> = ops.by_ref().take(BULK).collect();
+            let sent = chunk.len();
+            let response = self
+                .client
+                .bulk(BulkParts::Index(&self.index))
+                .body(chunk)
+                .send()
+                .await
+                .map_err(os_err("bulk"))?;
+            let result = json_ok("bulk", response).await?;
+            check_bulk(&result, sent)?;
+        }
+        Ok(())
+    }
+}
+
+/// The bool clauses selecting one worker's documents: `""` means documents without a worker.
+fn worker_clauses(worker: &str, filter: &mut Vec<Value>, must_not: &mut Vec<Value>) {
+    if worker.is_empty() {
+        must_not.push(json!({ "exists": { "field": "worker" } }));
+    } else {
+        filter.push(json!({ "term": { "worker": worker } }));
     }
 }
 
@@ -203,32 +341,20 @@ impl AggregateReader for OpenSearchStore {
         if !range.is_empty() {
             filters.push(json!({ "range": { "window_start": range } }));
         }
-        let mut docs = Vec::new();
-        let mut after: Option<Value> = None;
-        loop {
-            let mut body = json!({
-                "size": PAGE,
-                "query": { "bool": { "filter": filters } },
-                "sort": [
-                    { "window_start": "asc" }, { "dimension": "asc" }, { "value": "asc" },
-                    { "pipeline": "asc" }, { "window": "asc" }
-                ]
-            });
-            if let Some(after) = after.take() {
-                body["search_after"] = after;
-            }
-            let hits = self.search_page(body).await?;
-            for hit in &hits {
-                let doc: AggregateDoc = serde_json::from_value(hit["_source"].clone())
-                    .map_err(|e| streamlens_core::Error::Store(format!("bad document: {e}")))?;
-                docs.push(doc);
-            }
-            if hits.len() < PAGE {
-                break;
-            }
-            after = hits.last().map(|h| h["sort"].clone());
+        let mut must_not = Vec::new();
+        if let Some(worker) = &query.worker {
+            worker_clauses(worker, &mut filters, &mut must_not);
         }
-        Ok(filter_docs(query, docs))
+        let docs = self
+            .search_all(&filters, &must_not)
+            .await?
+            .into_iter()
+            .map(|hit| {
+                serde_json::from_value::<AggregateDoc>(hit["_source"].clone())
+                    .map_err(|e| streamlens_core::Error::Store(format!("bad document: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(filter_docs(query, docs)?)
     }
 }
 
@@ -239,67 +365,40 @@ impl Store for OpenSearchStore {
         docs: &[AggregateDoc],
         checkpoint: Option<&StoredCheckpoint>,
     ) -> Result<(), Error> {
-        let chunks: Vec<&[AggregateDoc]> = if docs.is_empty() {
-            vec![&[]]
-        } else {
-            docs.chunks(2000).collect()
-        };
-        let last = chunks.len() - 1;
-        for (n, chunk) in chunks.into_iter().enumerate() {
-            let mut ops: Vec<BulkOperation<Value>> = Vec::with_capacity(chunk.len() + 1);
-            for doc in chunk {
+        let ops = docs
+            .iter()
+            .map(|doc| {
                 let source = serde_json::to_value(doc).map_err(|e| Error::OpenSearch {
                     operation: "bulk",
                     message: e.to_string(),
                 })?;
-                ops.push(BulkOperation::index(source).id(doc.id()).into());
-            }
-            // The checkpoint goes last in the last request: a bulk request is applied in order,
-            // so it is never ahead of the documents it covers (the two are not one transaction).
-            if let (Some(checkpoint), true) = (checkpoint, n == last) {
-                let source = serde_json::to_value(checkpoint).map_err(|e| Error::OpenSearch {
-                    operation: "bulk",
-                    message: e.to_string(),
-                })?;
-                ops.push(
-                    BulkOperation::index(source)
-                        .id(checkpoint.pipeline.clone())
-                        .index(self.checkpoints.clone())
-                        .into(),
-                );
-            }
-            if ops.is_empty() {
-                continue;
-            }
+                Ok(BulkOperation::index(source).id(doc.id()).into())
+            })
+            .collect::<Result<Vec<BulkOperation<Value>>, Error>>()?;
+        self.bulk(ops).await?;
+        // Only once every document is in: the checkpoint is never ahead of what it covers.
+        if let Some(checkpoint) = checkpoint {
             let response = self
                 .client
-                .bulk(BulkParts::Index(&self.index))
-                .body(ops)
+                .index(IndexParts::IndexId(&self.checkpoints, &checkpoint.id()))
+                .body(checkpoint)
                 .send()
                 .await
-                .map_err(os_err("bulk"))?;
-            let result = json_ok("bulk", response).await?;
-            if result["errors"].as_bool().unwrap_or(false) {
-                let failures: Vec<String> = result["items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|item| item["index"]["error"].as_object().map(|e| format!("{e:?}")))
-                    .take(3)
-                    .collect();
-                return Err(Error::OpenSearch {
-                    operation: "bulk",
-                    message: format!("items failed: {}", failures.join("; ")),
-                });
-            }
+                .map_err(os_err("write checkpoint"))?;
+            json_ok("write checkpoint", response).await?;
         }
         Ok(())
     }
 
-    async fn checkpoint(&self, pipeline: &str) -> Result<Option<StoredCheckpoint>, Error> {
+    async fn checkpoint_of(
+        &self,
+        pipeline: &str,
+        worker: &str,
+    ) -> Result<Option<StoredCheckpoint>, Error> {
+        let id = checkpoint_id(pipeline, worker);
         let response = self
             .client
-            .get(opensearch::GetParts::IndexId(&self.checkpoints, pipeline))
+            .get(opensearch::GetParts::IndexId(&self.checkpoints, &id))
             .send()
             .await
             .map_err(os_err("get checkpoint"))?;
@@ -310,12 +409,60 @@ impl Store for OpenSearchStore {
         if value["found"] == json!(false) {
             return Ok(None);
         }
-        serde_json::from_value(value["_source"].clone())
-            .map(Some)
-            .map_err(|e| Error::OpenSearch {
+        let checkpoint =
+            serde_json::from_value(value["_source"].clone()).map_err(|e| Error::OpenSearch {
                 operation: "get checkpoint",
                 message: format!("bad checkpoint document: {e}"),
-            })
+            })?;
+        check_checkpoint(checkpoint, pipeline, worker).map(Some)
+    }
+
+    /// Plans every step before changing anything; if a bulk request then fails part-way, calling
+    /// again finishes the job (documents already rolled back are committed versions).
+    async fn roll_back(
+        &self,
+        pipeline: &str,
+        worker: &str,
+        committed_version: u64,
+    ) -> Result<u64, Error> {
+        // Searches see only refreshed writes: make the last ones visible first.
+        self.flush().await?;
+        let mut filter = vec![
+            json!({ "term": { "pipeline": pipeline } }),
+            json!({ "range": { "version": { "gt": committed_version } } }),
+        ];
+        let mut must_not = Vec::new();
+        worker_clauses(worker, &mut filter, &mut must_not);
+        let bad = |message: String| Error::OpenSearch {
+            operation: "roll back",
+            message,
+        };
+        let mut ops: Vec<BulkOperation<Value>> = Vec::new();
+        for hit in self.search_all(&filter, &must_not).await? {
+            let id = hit["_id"]
+                .as_str()
+                .ok_or_else(|| bad(format!("hit without an id: {hit}")))?
+                .to_owned();
+            let doc: AggregateDoc = serde_json::from_value(hit["_source"].clone())
+                .map_err(|e| bad(format!("bad document {id}: {e}")))?;
+            if doc.pipeline != pipeline || doc.worker != worker {
+                continue;
+            }
+            match undo(&doc, committed_version)? {
+                None => {}
+                Some(Undo::Delete) => ops.push(BulkOperation::delete(id).into()),
+                Some(Undo::Restore(prev)) => {
+                    let source = serde_json::to_value(&*prev).map_err(|e| bad(e.to_string()))?;
+                    ops.push(BulkOperation::index(source).id(id).into());
+                }
+            }
+        }
+        let changed = ops.len() as u64;
+        if changed > 0 {
+            self.bulk(ops).await?;
+            self.flush().await?;
+        }
+        Ok(changed)
     }
 
     async fn flush(&self) -> Result<(), Error> {

@@ -10,9 +10,11 @@
 //!   expiry, a recorded gap and a restart from trim-horizon after trimmed data);
 //! * [`source`] — discovery and lineage: which shards exist, which may be read (a child only after its
 //!   parent is read to its end or gone), where each starts (checkpoint, or the configured start), and
-//!   a stream that was disabled and re-enabled under a new ARN.
+//!   a stream that was disabled and re-enabled under a new ARN;
+//! * [`lease`] — several processes sharing one stream through a DynamoDB lease table.
 
 pub mod api;
+pub mod lease;
 pub mod shard_consumer;
 pub mod source;
 

@@ -218,6 +218,7 @@ impl ShardConsumer {
                 self.out
                     .send(Batch {
                         gaps: vec![gap],
+                        stream: Some(self.stream_arn.clone()),
                         ..Batch::default()
                     })
                     .await
@@ -238,7 +239,10 @@ impl ShardConsumer {
         last_read: &mut Option<String>,
     ) -> Result<(), Error> {
         let shard = &self.shard_id;
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            stream: Some(self.stream_arn.clone()),
+            ..Batch::default()
+        };
         for record in records {
             let seq = record.dynamodb().and_then(|d| d.sequence_number());
             match api::convert_record(record, shard) {

@@ -1,7 +1,7 @@
 //! Discovery, lineage and the shard consumers' lifecycle.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{
         atomic::{AtomicI64, Ordering},
         Arc, Mutex,
@@ -15,12 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     api::{self, cmp_sequence, ApiError},
+    lease::{later, Balancer, Leases},
     shard_consumer::{ShardConsumer, ShardEnd, ShardHealth, ShardStart},
 };
 use crate::{
     aws::sdk_config,
     config::{DynamoDbSourceConfig, StartPosition},
-    now_ms, Batch, Checkpoint, Error, HealthHandle, ShardStatus, Source, SourceSummary,
+    now_ms, Batch, Checkpoint, Error, Gap, HealthHandle, Recovery, ShardStatus, Source,
+    SourceSummary,
 };
 
 /// Reads one DynamoDB stream, one task per shard.
@@ -33,6 +35,9 @@ pub struct DynamoDbSource {
     health: HealthHandle,
     /// The table's stream was replaced while running: the new one is read from its beginning.
     replaced: bool,
+    /// Shared with other processes through the lease table.
+    leases: Option<Arc<Leases>>,
+    recovery: Option<Arc<dyn Recovery>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +86,58 @@ impl DynamoDbSource {
             checkpoint: Checkpoint::new(),
             health: HealthHandle::default(),
             replaced: false,
+            leases: None,
+            recovery: None,
         })
+    }
+
+    /// Resumes in the stream the checkpoint belongs to. When the table has moved on to a new
+    /// stream since, the rest of the old one (readable for 24 hours) is read first, then the new
+    /// one from its beginning; if the old one is gone, its unread rest is recorded as a gap.
+    pub fn in_stream(mut self, stream: Option<String>) -> Self {
+        if let Some(stream) = stream {
+            if stream != self.stream_arn && !self.checkpoint.is_empty() {
+                tracing::info!(
+                    checkpoint_stream = %stream,
+                    latest = %self.stream_arn,
+                    "resuming in the stream of the checkpoint"
+                );
+                self.stream_arn = stream;
+            }
+        }
+        self
+    }
+
+    /// Shares the stream with other processes through the `[source.lease]` table: registers this
+    /// worker; shards are then read only while this worker holds their lease.
+    pub async fn with_leases(
+        mut self,
+        group: &str,
+        recovery: Arc<dyn Recovery>,
+    ) -> Result<Self, Error> {
+        let Some(config) = self.config.lease.clone() else {
+            return Ok(self);
+        };
+        let sdk = sdk_config(
+            self.config.region.as_deref(),
+            config
+                .endpoint_url
+                .as_deref()
+                .or(self.config.endpoint_url.as_deref()),
+        )
+        .await;
+        let worker = config.worker.clone().unwrap_or_else(default_worker);
+        let group = config.group.clone().unwrap_or_else(|| group.to_owned());
+        let leases = Leases::register(
+            &config,
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &group,
+            &worker,
+        )
+        .await?;
+        self.leases = Some(Arc::new(leases));
+        self.recovery = Some(recovery);
+        Ok(self)
     }
 
     /// Resumes after these positions (shard → last sequence number stored).
@@ -113,7 +169,7 @@ impl DynamoDbSource {
             .parent
             .as_ref()
             .is_some_and(|p| shards.contains_key(p))
-            || !self.checkpoint.is_empty()
+            || (!self.checkpoint.is_empty() && self.leases.is_none())
         {
             return Some(ShardStart::TrimHorizon);
         }
@@ -194,6 +250,10 @@ impl Source for DynamoDbSource {
         Some(self.health.clone())
     }
 
+    fn leases(&self) -> Option<Arc<Leases>> {
+        self.leases.clone()
+    }
+
     async fn run(
         mut self: Box<Self>,
         out: mpsc::Sender<Batch>,
@@ -206,6 +266,23 @@ impl Source for DynamoDbSource {
         let mut next_discovery = Instant::now();
         let mut enabled = true;
         let mut next_table_check = Instant::now();
+        let mut balancer = self
+            .leases
+            .clone()
+            .zip(self.recovery.clone())
+            .map(|(leases, recovery)| Balancer::new(leases, recovery));
+        let renew = self
+            .config
+            .lease
+            .as_ref()
+            .map_or(Duration::from_secs(1), |l| l.renew_every());
+        let mut next_round = Instant::now();
+        // Per-shard stop switches (to hand a shard over), where each owned shard started, and
+        // shards waiting for their last records to be committed before their lease is freed
+        // (true: read to its end).
+        let mut stops: HashMap<String, CancellationToken> = HashMap::new();
+        let mut starts: HashMap<String, Option<String>> = HashMap::new();
+        let mut handing: BTreeMap<String, bool> = BTreeMap::new();
         let result = loop {
             if Instant::now() >= next_discovery {
                 next_discovery = Instant::now() + self.config.discovery_interval;
@@ -218,20 +295,138 @@ impl Source for DynamoDbSource {
                         if self.table_client.is_some() && tasks.is_empty() =>
                     {
                         tracing::warn!(reason = %m, "stream gone, looking for the table's current stream");
+                        if shards.is_empty() && !self.checkpoint.is_empty() {
+                            // Resumed in a stream that no longer exists: what was left of it is lost.
+                            let gaps = self
+                                .checkpoint
+                                .iter()
+                                .map(|(shard, seq)| Gap {
+                                    shard_id: shard.clone(),
+                                    after: Some(seq.clone()),
+                                    reason: format!(
+                                        "stream {} is gone before it was read to its end: {m}",
+                                        self.stream_arn
+                                    ),
+                                })
+                                .collect();
+                            metrics::counter!("streamlens_gaps_total", "shard" => "stream")
+                                .increment(1);
+                            if out
+                                .send(Batch {
+                                    gaps,
+                                    stream: Some(self.stream_arn.clone()),
+                                    ..Batch::default()
+                                })
+                                .await
+                                .is_err()
+                            {
+                                break Err(Error::DownstreamClosed);
+                            }
+                            self.checkpoint.clear();
+                        }
                         enabled = false;
                     }
                     Err(e) => break Err(e.into()),
                 }
             }
-            // Start every shard whose parent is done or gone.
+            if let Some(balancer) = balancer.as_mut() {
+                if Instant::now() >= next_round {
+                    next_round = Instant::now() + renew;
+                    let discovered = shards
+                        .iter()
+                        .map(|(id, s)| (id.clone(), s.parent.clone()))
+                        .collect();
+                    let busy: BTreeSet<String> = handing.keys().cloned().collect();
+                    match balancer.round(&discovered, &busy).await {
+                        Ok(plan) => {
+                            for (shard, position) in plan.acquired {
+                                match &position {
+                                    Some(p) => self.checkpoint.insert(shard.clone(), p.clone()),
+                                    None => self.checkpoint.remove(&shard),
+                                };
+                                if let Some(known) = shards.get_mut(&shard) {
+                                    if known.state == State::Done {
+                                        known.state = State::Waiting;
+                                    }
+                                }
+                                starts.insert(shard, position);
+                            }
+                            for shard in plan.release {
+                                tracing::info!(shard = %shard, "handing the shard over");
+                                if let Some(stop) = stops.get(&shard) {
+                                    stop.cancel();
+                                }
+                                handing.insert(shard, false);
+                            }
+                            for shard in plan.lost {
+                                tracing::warn!(shard = %shard, "lease lost to another worker");
+                                if let Some(stop) = stops.remove(&shard) {
+                                    stop.cancel();
+                                }
+                                starts.remove(&shard);
+                            }
+                        }
+                        Err(e @ Error::Fenced(_)) => break Err(e),
+                        Err(e) => tracing::warn!(error = %e, "lease round failed, retrying"),
+                    }
+                }
+                // Free the leases of stopped shards whose records are all committed.
+                let committed = balancer.leases().committed();
+                let mut freed = Vec::new();
+                for (shard, finished) in &handing {
+                    if shards.get(shard).is_some_and(|s| s.state == State::Running) {
+                        continue;
+                    }
+                    let sent = self
+                        .health
+                        .shards
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(shard)
+                        .and_then(|h| h.position.lock().unwrap_or_else(|e| e.into_inner()).clone());
+                    let stored = committed.get(shard).cloned();
+                    if sent.is_some() && later(stored.clone(), sent.clone()) != stored {
+                        continue; // its last records are not stored yet
+                    }
+                    let at = later(stored, starts.get(shard).cloned().flatten());
+                    match balancer
+                        .leases()
+                        .release(shard, at.as_deref(), *finished)
+                        .await
+                    {
+                        Ok(()) => {
+                            tracing::info!(shard = %shard, at = ?at, finished, "lease freed");
+                            freed.push(shard.clone());
+                        }
+                        Err(e @ Error::Fenced(_)) => {
+                            consumers_stop.cancel();
+                            return Err(e);
+                        }
+                        Err(e) => {
+                            tracing::warn!(shard = %shard, error = %e, "freeing a lease failed, retrying")
+                        }
+                    }
+                }
+                for shard in freed {
+                    handing.remove(&shard);
+                    balancer.owned.remove(&shard);
+                    starts.remove(&shard);
+                    stops.remove(&shard);
+                    self.checkpoint.remove(&shard);
+                }
+            }
+            // Start every shard whose parent is done or gone (with leases: every shard we hold;
+            // the lease loop takes a child only once its parent is finished).
             let ready: Vec<String> = shards
                 .iter()
                 .filter(|(_, s)| s.state == State::Waiting)
-                .filter(|(_, s)| {
-                    s.parent
+                .filter(|(id, s)| match &balancer {
+                    Some(b) => b.owned.contains(*id) && !handing.contains_key(*id),
+                    None => s
+                        .parent
                         .as_ref()
                         .and_then(|p| shards.get(p))
-                        .is_none_or(|p| p.state == State::Done)
+                        .is_none_or(|p| p.state == State::Done),
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
@@ -240,6 +435,9 @@ impl Source for DynamoDbSource {
                 let shard = shards.get_mut(&id).expect("listed above");
                 let Some(start) = start else {
                     shard.state = State::Done;
+                    if balancer.is_some() {
+                        handing.insert(id, true);
+                    }
                     continue;
                 };
                 shard.state = State::Running;
@@ -257,7 +455,11 @@ impl Source for DynamoDbSource {
                     start,
                     config: self.config.clone(),
                     out: out.clone(),
-                    shutdown: consumers_stop.clone(),
+                    shutdown: {
+                        let stop = consumers_stop.child_token();
+                        stops.insert(id.clone(), stop.clone());
+                        stop
+                    },
                     health,
                     last_activity: last_activity.clone(),
                 };
@@ -311,7 +513,10 @@ impl Source for DynamoDbSource {
                     break Ok(());
                 }
             }
-            let tick = next_discovery.min(Instant::now() + Duration::from_millis(200));
+            let mut tick = next_discovery.min(Instant::now() + Duration::from_millis(200));
+            if balancer.is_some() {
+                tick = tick.min(next_round);
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
                 Some(joined) = tasks.join_next() => match joined {
@@ -319,10 +524,17 @@ impl Source for DynamoDbSource {
                         if let Some(s) = shards.get_mut(&id) {
                             s.state = State::Done;
                         }
+                        if balancer.is_some() {
+                            handing.insert(id, true);
+                        }
                         // Children may be listed already: look at once.
                         next_discovery = Instant::now();
                     }
-                    Ok((_, Ok(ShardEnd::Cancelled))) => {}
+                    Ok((id, Ok(ShardEnd::Cancelled))) => {
+                        if let Some(s) = shards.get_mut(&id) {
+                            s.state = State::Waiting;
+                        }
+                    }
                     Ok((id, Err(e))) => {
                         tracing::error!(shard = %id, error = %e, "shard consumer failed");
                         break Err(e);
@@ -364,3 +576,13 @@ impl HealthHandle {
 
 /// Shared per-shard health of a running source.
 pub type ShardHealthMap = Mutex<BTreeMap<String, Arc<ShardHealth>>>;
+
+/// The default worker name: the host name.
+fn default_worker() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "streamlens".to_owned())
+}
