@@ -5,6 +5,7 @@
 //!   wanted precision parses them.
 //! * [`event`] — one change of one item ([`ChangeEvent`]) and the Streams record JSON shape that
 //!   `GetRecords`, Lambda and our archives use ([`StreamRecord`]).
+//! * [`projection`] — changes reduced to the attributes a pipeline reads ([`ProjectedChange`]).
 //! * [`aggregate`] — the windowed aggregate documents the aggregator writes, the stores keep and the
 //!   dashboard shows, plus the [`AggregateReader`] the dashboard queries them through.
 //!
@@ -14,10 +15,12 @@
 pub mod aggregate;
 pub mod attr;
 pub mod event;
+pub mod projection;
 
 pub use aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo, PrevValues};
 pub use attr::{AttributeValue, Item};
 pub use event::{ChangeEvent, EventKind, StreamRecord};
+pub use projection::{ProjectedChange, ProjectedImage, Projection, Scalar, ScalarKind};
 
 /// Errors of the shared model.
 #[derive(Debug, thiserror::Error)]
