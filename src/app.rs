@@ -192,17 +192,10 @@ impl streamlens_ingest::Recovery for StoreRecovery {
     }
 }
 
-/// How far back stored windows matter to a resumed engine, from its newest event time.
-fn restore_horizon(config: &Config, engine: &WindowEngine) -> anyhow::Result<i64> {
-    let keep = config.pipeline.retention_ms()?;
-    let longest = engine
-        .spec()
-        .validate()?
-        .iter()
-        .map(|w| w.millis)
-        .max()
-        .unwrap_or_default();
-    Ok(keep + longest)
+/// How far back stored windows can still change, from the newest event time: the open windows a
+/// resumed engine needs.
+fn restore_horizon(config: &Config, _engine: &WindowEngine) -> anyhow::Result<i64> {
+    Ok(config.pipeline.open_horizon_ms()?)
 }
 
 /// Where to resume: for a stream source with a stored checkpoint, documents written after the

@@ -34,7 +34,7 @@ use std::{
 
 use serde::Deserialize;
 use streamlens_aggregator::{
-    config::{EmbeddedStoreConfig, MetricSpec},
+    config::{EmbeddedStoreConfig, MetricKind, MetricSpec},
     PipelineSpec, StoreConfig,
 };
 use streamlens_ingest::{config::ArchiveSourceConfig, SourceConfig};
@@ -171,10 +171,12 @@ impl Config {
                 metrics: vec![MetricSpec {
                     name: "amount".to_owned(),
                     attribute: "amount".to_owned(),
+                    kind: MetricKind::Sum,
                     scale: 2,
                 }],
                 windows: vec!["1m".to_owned(), "5m".to_owned()],
-                retention: "6h".to_owned(),
+                allowed_lateness: "6h".to_owned(),
+                ..PipelineSpec::default()
             },
             dashboard: DashboardConfig::default(),
             archive_to: None,

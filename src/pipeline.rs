@@ -169,19 +169,19 @@ pub async fn run(
         .await
         .map_err(|e| std::io::Error::other(format!("engine task failed: {e}")))?;
         engine = back;
-        drop(all);
         for rejected in applied? {
-            let raw =
-                serde_json::to_string(&StreamRecord::from(&rejected.event)).unwrap_or_default();
+            let event = &all[rejected.index];
+            if rejected.late {
+                metrics::counter!("streamlens_late_total").increment(1);
+            }
+            let raw = serde_json::to_string(&StreamRecord::from(event)).unwrap_or_default();
             quarantine.put(&Quarantined {
-                origin: format!(
-                    "shard {} seq {}",
-                    rejected.event.shard_id, rejected.event.sequence_number
-                ),
+                origin: format!("shard {} seq {}", event.shard_id, event.sequence_number),
                 reason: rejected.reason,
                 raw,
             })?;
         }
+        drop(all);
         let docs = engine.take_changed();
         let checkpoint = (moved && committer.is_none()).then(|| StoredCheckpoint {
             pipeline: engine.spec().name.clone(),

@@ -10,6 +10,9 @@ use rust_decimal::Decimal;
 
 /// Parses a DynamoDB number into units of `10^-scale`, or says why it cannot.
 pub fn parse_scaled(text: &str, scale: u32) -> Result<i128, String> {
+    if let Some(units) = parse_plain_fast(text.as_bytes(), scale) {
+        return Ok(units);
+    }
     let value = Decimal::from_str_exact(text)
         .or_else(|_| Decimal::from_scientific(text))
         .or_else(|_| Decimal::from_str(text))
@@ -25,6 +28,47 @@ pub fn parse_scaled(text: &str, scale: u32) -> Result<i128, String> {
         .mantissa()
         .checked_mul(10i128.pow(scale - value.scale()))
         .ok_or_else(|| format!("`{text}` is too large for scale {scale}"))
+}
+
+/// The common case without allocating: `[-]digits[.digits]` with at most `scale` significant
+/// decimals and at most 36 digits. `None` sends anything else down the exact general path.
+fn parse_plain_fast(text: &[u8], scale: u32) -> Option<i128> {
+    let (negative, digits) = match text.first()? {
+        b'-' => (true, &text[1..]),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 36 {
+        return None;
+    }
+    let mut units: i128 = 0;
+    let mut decimals: Option<u32> = None;
+    let mut trailing_zeros = 0u32;
+    for &b in digits {
+        match b {
+            b'0'..=b'9' => {
+                units = units * 10 + i128::from(b - b'0');
+                if let Some(d) = decimals.as_mut() {
+                    *d += 1;
+                    trailing_zeros = if b == b'0' { trailing_zeros + 1 } else { 0 };
+                }
+            }
+            b'.' if decimals.is_none() => decimals = Some(0),
+            _ => return None,
+        }
+    }
+    let mut decimals = decimals.unwrap_or(0);
+    if decimals == 0 && digits.last() == Some(&b'.') {
+        return None;
+    }
+    // Trailing zeros after the point do not count against the scale.
+    let drop = trailing_zeros.min(decimals);
+    if decimals - drop > scale {
+        return None;
+    }
+    units /= 10i128.pow(drop);
+    decimals -= drop;
+    let units = units.checked_mul(10i128.pow(scale - decimals))?;
+    Some(if negative { -units } else { units })
 }
 
 /// Formats units of `10^-scale` as a plain decimal without trailing zeros (`12.5`, `-3`, `0`).
@@ -61,6 +105,43 @@ mod tests {
             .unwrap_err()
             .contains("3 decimal places"));
         assert!(parse_scaled("abc", 2).is_err());
+        assert!(parse_scaled("1.", 2).is_err() || parse_scaled("1.", 2) == Ok(100));
+        assert_eq!(parse_scaled("-0", 2), Ok(0));
+        assert_eq!(parse_scaled("0.50", 1), Ok(5));
+        assert!(parse_scaled("--1", 2).is_err());
+        assert!(parse_scaled("1.2.3", 2).is_err());
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_rust_decimal() {
+        let mut state = 99u64;
+        for _ in 0..20_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let int = (state >> 20) % 10_000_000;
+            let frac_digits = (state >> 8) % 6;
+            let frac = (state >> 40) % 10u64.pow(frac_digits as u32);
+            let sign = if state.is_multiple_of(3) { "-" } else { "" };
+            let text = if frac_digits == 0 {
+                format!("{sign}{int}")
+            } else {
+                format!("{sign}{int}.{frac:0width$}", width = frac_digits as usize)
+            };
+            for scale in [0, 2, 4, 6] {
+                let slow = Decimal::from_str_exact(&text).unwrap().normalize();
+                let want = if slow.scale() > scale {
+                    None
+                } else {
+                    Some(slow.mantissa() * 10i128.pow(scale - slow.scale()))
+                };
+                assert_eq!(
+                    parse_scaled(&text, scale).ok(),
+                    want,
+                    "{text} at scale {scale}"
+                );
+            }
+        }
     }
 
     #[test]

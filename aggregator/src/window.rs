@@ -1,7 +1,8 @@
-//! The tumbling-window engine: exact, event-time, with retractions.
+//! The window engine: exact, event-time aggregates with retractions.
 //!
-//! Every change contributes signed rows to the windows its event time falls in, one row per window
-//! size and per group (each dimension's value, plus the `_all` total):
+//! # What a change contributes
+//!
+//! Every change contributes signed rows, one per image that passes the pipeline's filters:
 //!
 //! | change | rows                                   | kind counted on         |
 //! |--------|----------------------------------------|-------------------------|
@@ -10,29 +11,50 @@
 //! | MODIFY | −1 × old image, +1 × new image         | the new image's group   |
 //!
 //! so a MODIFY that changes `status` from `open` to `paid` moves the item (and its amounts) from
-//! one group to the other. A micro-batch of rows becomes a polars `DataFrame`, is summed per
-//! (window size, window start, dimension, value) in one `group_by`, and the sums are merged into the
-//! engine's state. Metric values are fixed-point `i128` (see [`crate::decimal`]): exact.
+//! one group to the other. `sum` and `count` metrics are net (the −1 rows retract), `avg` is their
+//! quotient; `min`, `max` and `distinct` look at the +1 rows only: the values *written* in the
+//! window. Numbers are fixed-point `i128` ([`crate::decimal`]): exact, never `f64`.
 //!
-//! The state keeps windows up to `retention` behind the newest event time; a change older than that
-//! is rejected as late (quarantined by the caller) rather than rewriting a stored window with a
-//! partial sum. [`WindowEngine::take_changed`] returns the documents changed since the last call,
-//! each with a higher version than any before and with its values as of its previous emission
+//! # How a micro-batch is aggregated
+//!
+//! Changes arrive projected ([`ProjectedChange`]: only the attributes the spec reads). Each batch
+//! becomes one polars `DataFrame` of rows — event-time base columns per window slide, one
+//! dictionary code per dimension, the signed metric values — and for every (window, dimension)
+//! a lazy `group_by(window start, value)` sums it; the queries are unioned and run in parallel,
+//! and the sums are merged into the engine's state. Distinct values are kept as sets of
+//! dictionary codes.
+//!
+//! # Event time
+//!
+//! The watermark is the newest event time aggregated minus `allowed_disorder`. A window is
+//! *final* once the watermark has passed its end plus `allowed_lateness`: it is written once more
+//! with `final: true` and dropped from memory. A change that would fall into a final window is
+//! *late*: it is rejected (the caller counts and quarantines it), never applied in part. Whether a
+//! change is late depends on what arrived before it, never on how arrivals are cut into batches.
+//!
+//! # Emission and checkpoints
+//!
+//! [`WindowEngine::take_changed`] returns the documents changed since the last call, each with a
+//! higher version than any before and with its values as of its previous emission
 //! ([`AggregateDoc::prev`]), so a store can undo a write that no checkpoint covers.
+//! [`WindowEngine::restore`] rebuilds the open windows from stored documents.
 //!
 //! An engine of a worker process ([`WindowEngine::with_worker`]) aggregates only the changes it is
 //! given and tags its documents with the worker's name: they are partial aggregates, which stores
 //! add together with the other workers' at query time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use polars::prelude::*;
 use streamlens_core::{
-    aggregate::ALL_DIMENSION, attr::lookup, AggregateDoc, ChangeEvent, EventKind, Item, PrevValues,
+    aggregate::ALL_DIMENSION,
+    event::parse_iso8601_ms,
+    projection::{ProjectedChange, ProjectedImage, Projection, Scalar},
+    AggregateDoc, ChangeEvent, EventKind, PrevValues,
 };
 
 use crate::{
-    config::{PipelineSpec, WindowSize},
+    config::{FilterSpec, MetricKind, PipelineSpec, TimeFormat, WindowSize},
     decimal::{format_scaled, parse_scaled},
     Error,
 };
@@ -40,12 +62,14 @@ use crate::{
 /// The label of a group whose item lacks the dimension's attribute.
 pub const MISSING: &str = "(missing)";
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct GroupKey {
     window: u32,
     start: i64,
+    /// 0 for `_all`, else 1 + the dimension's index.
     dimension: u32,
-    value: String,
+    /// Code of the value in the dimension's dictionary (0 for `_all`).
+    value: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,18 +78,66 @@ struct Acc {
     modifies: i64,
     removes: i64,
     net_count: i64,
+    /// Per metric (used by `sum` and `avg`).
     sums: Vec<i128>,
+    /// Per metric (used by `count` and `avg`).
+    counts: Vec<i64>,
+    /// Per metric (used by `min`).
+    mins: Vec<Option<i128>>,
+    /// Per metric (used by `max`).
+    maxs: Vec<Option<i128>>,
+    /// Per metric (used by `distinct`): codes in the metric's dictionary.
+    distinct: Vec<HashSet<u32>>,
+    is_final: bool,
     /// The version the group was last emitted (or restored) with.
     version: u64,
 }
 
-/// A change the engine could not aggregate, and why.
+impl Acc {
+    fn new(metrics: usize) -> Self {
+        Acc {
+            sums: vec![0; metrics],
+            counts: vec![0; metrics],
+            mins: vec![None; metrics],
+            maxs: vec![None; metrics],
+            distinct: vec![HashSet::new(); metrics],
+            ..Acc::default()
+        }
+    }
+}
+
+/// Strings ↔ dense codes, so groups and distinct sets hold integers.
+#[derive(Debug, Default)]
+struct Dict {
+    codes: HashMap<Box<str>, u32>,
+    values: Vec<Box<str>>,
+}
+
+impl Dict {
+    fn code(&mut self, value: &str) -> u32 {
+        if let Some(code) = self.codes.get(value) {
+            return *code;
+        }
+        let code = self.values.len() as u32;
+        self.values.push(value.into());
+        self.codes.insert(value.into(), code);
+        code
+    }
+
+    fn value(&self, code: u32) -> &str {
+        self.values.get(code as usize).map_or("", |v| v)
+    }
+}
+
+/// A change the engine did not aggregate, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
-    /// The change.
-    pub event: ChangeEvent,
+    /// Its position in the batch given to [`WindowEngine::apply`].
+    pub index: usize,
     /// Why.
     pub reason: String,
+    /// It arrived after its window was final.
+    pub late: bool,
 }
 
 /// Counters of what the engine has seen.
@@ -75,68 +147,131 @@ pub struct EngineStats {
     pub aggregated: u64,
     /// Changes of an unknown kind (counted, not aggregated).
     pub unknown_kind: u64,
-    /// Changes rejected (late or undecodable values).
+    /// Changes rejected (late ones included).
     pub rejected: u64,
+    /// Changes rejected because their window was final.
+    pub late: u64,
+    /// Changes whose images all failed the filters.
+    pub filtered: u64,
 }
 
-/// One signed contribution of an image to the aggregates.
-struct Contribution<'a> {
-    sign: i64,
-    image: &'a Item,
-    insert: i64,
-    modify: i64,
-    remove: i64,
-    values: Vec<i128>,
+/// Where each spec item reads in a projected image.
+#[derive(Debug, Clone)]
+struct Slots {
+    dimensions: Vec<usize>,
+    metrics: Vec<usize>,
+    filters: Vec<usize>,
+    time: Option<usize>,
 }
 
 /// Rows of one micro-batch, column by column.
 #[derive(Default)]
 struct Rows {
-    window: Vec<u32>,
-    start: Vec<i64>,
-    dimension: Vec<u32>,
-    value: Vec<String>,
+    /// Per window: the start of the latest window containing the row's time.
+    bases: Vec<Vec<i64>>,
+    /// Per dimension: the value's code.
+    dims: Vec<Vec<u32>>,
     inserts: Vec<i64>,
     modifies: Vec<i64>,
     removes: Vec<i64>,
-    count: Vec<i64>,
+    sign: Vec<i64>,
+    /// Per metric: signed units (`sum`, `avg`).
     sums: Vec<Vec<i128>>,
+    /// Per metric: ±1 when the image has the attribute (`count`, `avg`).
+    counts: Vec<Vec<i64>>,
+    /// Per metric: the value on +1 rows (`min`, `max`).
+    values: Vec<Vec<Option<i128>>>,
+    /// Per metric: the value's code on +1 rows (`distinct`).
+    distinct: Vec<Vec<Option<u32>>>,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.sign.len()
+    }
+}
+
+/// One image's contribution, checked before anything is pushed.
+struct Contribution {
+    sign: i64,
+    insert: i64,
+    modify: i64,
+    remove: i64,
+    dims: Vec<u32>,
+    units: Vec<Option<i128>>,
+    present: Vec<bool>,
+    distinct: Vec<Option<u32>>,
 }
 
 /// Windowed aggregates of one pipeline.
 pub struct WindowEngine {
     spec: PipelineSpec,
     windows: Vec<WindowSize>,
-    retention_ms: i64,
+    projection: Projection,
+    slots: Slots,
+    disorder_ms: i64,
+    lateness_ms: i64,
     worker: String,
+    dims: Vec<Dict>,
+    distinct_dicts: Vec<Dict>,
     groups: HashMap<GroupKey, Acc>,
     /// Groups changed since the last emission → their state as of that emission (`None`: new).
     changed: BTreeMap<GroupKey, Option<Acc>>,
     max_event_time: i64,
     version: u64,
     stats: EngineStats,
+    /// Batches with at least this many rows go through polars; smaller ones (a live stream's
+    /// trickle, where a query plan costs more than the sums) are added up directly.
+    polars_from_rows: usize,
 }
+
+/// Default of [`WindowEngine::with_polars_threshold`].
+pub const POLARS_FROM_ROWS: usize = 1024;
 
 impl WindowEngine {
     /// An engine for a validated spec. `first_version` seeds the document versions; pass a clock
     /// reading so versions keep growing across restarts.
     pub fn new(spec: PipelineSpec, first_version: u64) -> Result<Self, Error> {
         let windows = spec.validate()?;
-        let retention_ms = spec.retention_ms()?;
+        let mut paths: Vec<String> = spec.dimensions.clone();
+        paths.extend(spec.metrics.iter().map(|m| m.attribute.clone()));
+        paths.extend(spec.filters.iter().map(|f| f.attribute.clone()));
+        paths.extend(spec.event_time_attribute.clone());
+        let projection = Projection::new(paths);
+        let slot = |path: &str| projection.slot(path).unwrap_or_default();
+        let slots = Slots {
+            dimensions: spec.dimensions.iter().map(|d| slot(d)).collect(),
+            metrics: spec.metrics.iter().map(|m| slot(&m.attribute)).collect(),
+            filters: spec.filters.iter().map(|f| slot(&f.attribute)).collect(),
+            time: spec.event_time_attribute.as_deref().map(slot),
+        };
         Ok(WindowEngine {
+            disorder_ms: spec.disorder_ms()?,
+            lateness_ms: spec.lateness_ms()?,
+            dims: spec.dimensions.iter().map(|_| Dict::default()).collect(),
+            distinct_dicts: spec.metrics.iter().map(|_| Dict::default()).collect(),
             spec,
             windows,
-            retention_ms,
+            projection,
+            slots,
             worker: String::new(),
             groups: HashMap::new(),
             changed: BTreeMap::new(),
             max_event_time: i64::MIN,
             version: first_version,
             stats: EngineStats::default(),
+            polars_from_rows: POLARS_FROM_ROWS,
         })
     }
 
-    /// The same engine as one worker of several sharing the pipeline: its documents carry the
+    /// Sets the batch size (in rows) from which polars does the sums; both paths give the same
+    /// results (tests run both).
+    pub fn with_polars_threshold(mut self, rows: usize) -> Self {
+        self.polars_from_rows = rows;
+        self
+    }
+
+    /// Makes this the engine of one worker among several sharing a stream: its documents carry the
     /// worker's name (and so have their own ids) and hold only the changes this engine is given.
     pub fn with_worker(mut self, worker: impl Into<String>) -> Self {
         self.worker = worker.into();
@@ -146,6 +281,11 @@ impl WindowEngine {
     /// The spec the engine runs.
     pub fn spec(&self) -> &PipelineSpec {
         &self.spec
+    }
+
+    /// The attribute paths the engine reads: what a decoder must project.
+    pub fn projection(&self) -> &Projection {
+        &self.projection
     }
 
     /// The worker the engine's documents belong to; empty for a single process.
@@ -158,210 +298,14 @@ impl WindowEngine {
         self.stats
     }
 
-    fn contributions<'a>(&self, event: &'a ChangeEvent) -> Result<Vec<Contribution<'a>>, String> {
-        let need = |image: Option<&'a Item>, which: &str| {
-            image.ok_or_else(|| {
-                format!(
-                    "{} event without {which}: the stream must use the NEW_AND_OLD_IMAGES view",
-                    event.kind.name()
-                )
-            })
-        };
-        let mut parts = match event.kind {
-            EventKind::Insert => vec![(1, need(event.new_image.as_ref(), "NewImage")?, 1, 0, 0)],
-            EventKind::Remove => vec![(-1, need(event.old_image.as_ref(), "OldImage")?, 0, 0, 1)],
-            EventKind::Modify => vec![
-                (-1, need(event.old_image.as_ref(), "OldImage")?, 0, 0, 0),
-                (1, need(event.new_image.as_ref(), "NewImage")?, 0, 1, 0),
-            ],
-            EventKind::Unknown(_) => Vec::new(),
-        };
-        parts
-            .drain(..)
-            .map(|(sign, image, insert, modify, remove)| {
-                let values = self
-                    .spec
-                    .metrics
-                    .iter()
-                    .map(|m| match lookup(image, &m.attribute) {
-                        None | Some(streamlens_core::AttributeValue::Null(_)) => Ok(0),
-                        Some(v) => {
-                            let n = v.as_number().ok_or_else(|| {
-                                format!(
-                                    "metric `{}`: attribute `{}` is of type {}, not N",
-                                    m.name,
-                                    m.attribute,
-                                    v.type_name()
-                                )
-                            })?;
-                            parse_scaled(n, m.scale)
-                                .map(|units| units * sign as i128)
-                                .map_err(|e| format!("metric `{}`: {e}", m.name))
-                        }
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Contribution {
-                    sign,
-                    image,
-                    insert,
-                    modify,
-                    remove,
-                    values,
-                })
-            })
-            .collect()
-    }
-
-    /// Aggregates a micro-batch. Changes that cannot be aggregated are returned, not applied.
-    pub fn apply(&mut self, events: &[ChangeEvent]) -> Result<Vec<Rejected>, Error> {
-        let mut rejected = Vec::new();
-        let mut rows = Rows {
-            sums: vec![Vec::new(); self.spec.metrics.len()],
-            ..Rows::default()
-        };
-        for event in events {
-            let horizon = self.max_event_time.saturating_sub(self.retention_ms);
-            if let EventKind::Unknown(_) = event.kind {
-                self.stats.unknown_kind += 1;
-                continue;
-            }
-            if event.event_time_ms < horizon {
-                rejected.push(Rejected {
-                    event: event.clone(),
-                    reason: format!(
-                        "late: event time {} ms is more than the retention of {} behind the newest event",
-                        event.event_time_ms, self.spec.retention
-                    ),
-                });
-                continue;
-            }
-            let contributions = match self.contributions(event) {
-                Ok(c) => c,
-                Err(reason) => {
-                    rejected.push(Rejected {
-                        event: event.clone(),
-                        reason,
-                    });
-                    continue;
-                }
-            };
-            self.stats.aggregated += 1;
-            self.max_event_time = self.max_event_time.max(event.event_time_ms);
-            for c in &contributions {
-                for (w, size) in self.windows.iter().enumerate() {
-                    let start = event.event_time_ms.div_euclid(size.millis) * size.millis;
-                    let all = std::iter::once((0u32, ALL_DIMENSION.to_owned()));
-                    let dims = self.spec.dimensions.iter().enumerate().map(|(d, path)| {
-                        let label =
-                            lookup(c.image, path).map_or_else(|| MISSING.to_owned(), |v| v.label());
-                        (d as u32 + 1, label)
-                    });
-                    for (dimension, value) in all.chain(dims) {
-                        rows.window.push(w as u32);
-                        rows.start.push(start);
-                        rows.dimension.push(dimension);
-                        rows.value.push(value);
-                        rows.inserts.push(c.insert);
-                        rows.modifies.push(c.modify);
-                        rows.removes.push(c.remove);
-                        rows.count.push(c.sign);
-                        for (column, v) in rows.sums.iter_mut().zip(&c.values) {
-                            column.push(*v);
-                        }
-                    }
-                }
-            }
-        }
-        self.stats.rejected += rejected.len() as u64;
-        if !rows.window.is_empty() {
-            self.merge(rows)?;
-        }
-        self.evict();
-        Ok(rejected)
-    }
-
-    /// Sums the rows per group with polars and merges the sums into the state.
-    fn merge(&mut self, rows: Rows) -> Result<(), Error> {
-        let metric_columns: Vec<String> = (0..rows.sums.len()).map(|i| format!("m{i}")).collect();
-        let mut columns = vec![
-            Column::new("w".into(), rows.window),
-            Column::new("ws".into(), rows.start),
-            Column::new("d".into(), rows.dimension),
-            Column::new("v".into(), rows.value),
-            Column::new("ins".into(), rows.inserts),
-            Column::new("mods".into(), rows.modifies),
-            Column::new("rems".into(), rows.removes),
-            Column::new("cnt".into(), rows.count),
-        ];
-        for (name, values) in metric_columns.iter().zip(rows.sums) {
-            columns.push(Column::new(name.as_str().into(), values));
-        }
-        let frame = DataFrame::new_infer_height(columns)?;
-        let mut aggs = vec![
-            col("ins").sum(),
-            col("mods").sum(),
-            col("rems").sum(),
-            col("cnt").sum(),
-        ];
-        aggs.extend(metric_columns.iter().map(|m| col(m.as_str()).sum()));
-        let summed = frame
-            .lazy()
-            .group_by([col("w"), col("ws"), col("d"), col("v")])
-            .agg(aggs)
-            .collect()?;
-        let w = summed.column("w")?.u32()?;
-        let ws = summed.column("ws")?.i64()?;
-        let d = summed.column("d")?.u32()?;
-        let v = summed.column("v")?.str()?;
-        let ins = summed.column("ins")?.i64()?;
-        let mods = summed.column("mods")?.i64()?;
-        let rems = summed.column("rems")?.i64()?;
-        let cnt = summed.column("cnt")?.i64()?;
-        let sums = metric_columns
-            .iter()
-            .map(|m| summed.column(m).and_then(|c| c.i128().cloned()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let metrics = self.spec.metrics.len();
-        for row in 0..summed.height() {
-            let key = GroupKey {
-                window: w.get(row).unwrap_or_default(),
-                start: ws.get(row).unwrap_or_default(),
-                dimension: d.get(row).unwrap_or_default(),
-                value: v.get(row).unwrap_or_default().to_owned(),
-            };
-            if !self.changed.contains_key(&key) {
-                // First change of the group since it was last emitted: remember what it was.
-                self.changed
-                    .insert(key.clone(), self.groups.get(&key).cloned());
-            }
-            let acc = self.groups.entry(key).or_insert_with(|| Acc {
-                sums: vec![0; metrics],
-                ..Acc::default()
-            });
-            acc.inserts += ins.get(row).unwrap_or_default();
-            acc.modifies += mods.get(row).unwrap_or_default();
-            acc.removes += rems.get(row).unwrap_or_default();
-            acc.net_count += cnt.get(row).unwrap_or_default();
-            for (total, column) in acc.sums.iter_mut().zip(&sums) {
-                *total += column.get(row).unwrap_or_default();
-            }
-        }
-        Ok(())
-    }
-
-    /// Drops windows that ended more than `retention` before the newest event, once written out.
-    fn evict(&mut self) {
-        let horizon = self.max_event_time.saturating_sub(self.retention_ms);
-        let windows = &self.windows;
-        let changed = &self.changed;
-        self.groups.retain(|key, _| {
-            key.start + windows[key.window as usize].millis > horizon || changed.contains_key(key)
-        });
-    }
-
     /// The newest event time aggregated (epoch ms), `i64::MIN` before the first.
     pub fn max_event_time(&self) -> i64 {
         self.max_event_time
+    }
+
+    /// The watermark: the newest event time minus the allowed disorder.
+    pub fn watermark(&self) -> i64 {
+        self.max_event_time.saturating_sub(self.disorder_ms)
     }
 
     /// The version the last [`WindowEngine::take_changed`] gave its documents.
@@ -369,13 +313,517 @@ impl WindowEngine {
         self.version
     }
 
-    /// Restores the state from stored documents and the checkpoint's newest event time, so a
-    /// resumed source continues the same sums. Only documents of this engine's pipeline and worker
-    /// are taken: read them with [`streamlens_core::AggQuery::worker`] set to
+    /// Aggregates a micro-batch of decoded changes (the live path): projects them and applies
+    /// them. Changes that cannot be aggregated are returned (by position), not applied.
+    pub fn apply(&mut self, events: &[ChangeEvent]) -> Result<Vec<Rejected>, Error> {
+        let projected: Vec<ProjectedChange> = events
+            .iter()
+            .map(|e| ProjectedChange::from_event(e, &self.projection))
+            .collect();
+        self.apply_projected(&projected)
+    }
+
+    /// Aggregates a micro-batch of projected changes (projected with [`Self::projection`]).
+    pub fn apply_projected(&mut self, changes: &[ProjectedChange]) -> Result<Vec<Rejected>, Error> {
+        let metrics = self.spec.metrics.len();
+        let mut rows = Rows {
+            bases: vec![Vec::with_capacity(changes.len() * 2); self.windows.len()],
+            dims: vec![Vec::with_capacity(changes.len() * 2); self.spec.dimensions.len()],
+            sums: vec![Vec::new(); metrics],
+            counts: vec![Vec::new(); metrics],
+            values: vec![Vec::new(); metrics],
+            distinct: vec![Vec::new(); metrics],
+            ..Rows::default()
+        };
+        let mut rejected = Vec::new();
+        for (index, change) in changes.iter().enumerate() {
+            match self.rows_of(change, &mut rows) {
+                Ok(()) => {}
+                Err((reason, late)) => {
+                    self.stats.rejected += 1;
+                    if late {
+                        self.stats.late += 1;
+                    }
+                    rejected.push(Rejected {
+                        index,
+                        reason,
+                        late,
+                    })
+                }
+            }
+        }
+        if rows.len() > 0 {
+            self.merge(rows)?;
+        }
+        Ok(rejected)
+    }
+
+    /// The event time of a change.
+    fn event_time(&self, change: &ProjectedChange) -> Result<i64, String> {
+        let Some(slot) = self.slots.time else {
+            return Ok(change.event_time_ms);
+        };
+        let path = self
+            .spec
+            .event_time_attribute
+            .as_deref()
+            .unwrap_or_default();
+        let image = change.new.as_ref().or(change.old.as_ref());
+        let value = image
+            .and_then(|i| i[slot].as_ref())
+            .ok_or_else(|| format!("event time attribute `{path}` is missing"))?;
+        let parsed = match self.spec.event_time_format {
+            TimeFormat::EpochSeconds => value
+                .as_number()
+                .and_then(|n| parse_scaled(n, 3).ok())
+                .and_then(|ms| i64::try_from(ms).ok()),
+            TimeFormat::EpochMillis => value
+                .as_number()
+                .and_then(|n| parse_scaled(n, 0).ok())
+                .and_then(|ms| i64::try_from(ms).ok()),
+            TimeFormat::Iso8601 => parse_iso8601_ms(&value.text),
+        };
+        parsed.ok_or_else(|| {
+            format!(
+                "event time attribute `{path}` = `{}` is not {:?}",
+                value.text, self.spec.event_time_format
+            )
+        })
+    }
+
+    fn passes(&self, image: &ProjectedImage) -> bool {
+        self.spec
+            .filters
+            .iter()
+            .zip(&self.slots.filters)
+            .all(|(f, slot)| filter_passes(f, image[*slot].as_ref()))
+    }
+
+    /// Checks one change and appends its rows, or says why it is not aggregated (and whether it
+    /// is late).
+    fn rows_of(&mut self, change: &ProjectedChange, rows: &mut Rows) -> Result<(), (String, bool)> {
+        fn need<'a>(
+            change: &ProjectedChange,
+            image: Option<&'a ProjectedImage>,
+            which: &str,
+        ) -> Result<&'a ProjectedImage, (String, bool)> {
+            image.ok_or_else(|| {
+                (
+                    format!(
+                        "{} event without {which}: the stream must use the NEW_AND_OLD_IMAGES view",
+                        change.kind.name()
+                    ),
+                    false,
+                )
+            })
+        }
+        let images: Vec<(&ProjectedImage, i64, [i64; 3])> = match change.kind {
+            EventKind::Insert => {
+                vec![(need(change, change.new.as_ref(), "NewImage")?, 1, [1, 0, 0])]
+            }
+            EventKind::Remove => vec![(
+                need(change, change.old.as_ref(), "OldImage")?,
+                -1,
+                [0, 0, 1],
+            )],
+            EventKind::Modify => vec![
+                (
+                    need(change, change.old.as_ref(), "OldImage")?,
+                    -1,
+                    [0, 0, 0],
+                ),
+                (need(change, change.new.as_ref(), "NewImage")?, 1, [0, 1, 0]),
+            ],
+            EventKind::Unknown(_) => {
+                self.stats.unknown_kind += 1;
+                return Ok(());
+            }
+        };
+        let t = self.event_time(change).map_err(|e| (e, false))?;
+        // Late: the earliest-ending window holding `t` is already final.
+        let watermark = self.watermark();
+        if self.max_event_time != i64::MIN {
+            let earliest_end = self
+                .windows
+                .iter()
+                .map(|w| t.div_euclid(w.slide) * w.slide + w.slide)
+                .min()
+                .unwrap_or(i64::MAX);
+            if earliest_end.saturating_add(self.lateness_ms) <= watermark {
+                return Err((
+                    format!(
+                        "late: event time {t} falls in a window that ended at {earliest_end} and \
+                         is final (watermark {watermark}, allowed lateness {})",
+                        self.spec.allowed_lateness
+                    ),
+                    true,
+                ));
+            }
+        }
+        let mut contributions = Vec::with_capacity(images.len());
+        for (image, sign, [insert, modify, remove]) in images {
+            if !self.passes(image) {
+                continue;
+            }
+            contributions.push(self.contribution(image, sign, insert, modify, remove)?);
+        }
+        if contributions.is_empty() {
+            self.stats.filtered += 1;
+        } else {
+            self.stats.aggregated += 1;
+        }
+        self.max_event_time = self.max_event_time.max(t);
+        for c in contributions {
+            for (w, column) in self.windows.iter().zip(rows.bases.iter_mut()) {
+                column.push(t.div_euclid(w.slide) * w.slide);
+            }
+            for (code, column) in c.dims.into_iter().zip(rows.dims.iter_mut()) {
+                column.push(code);
+            }
+            rows.inserts.push(c.insert);
+            rows.modifies.push(c.modify);
+            rows.removes.push(c.remove);
+            rows.sign.push(c.sign);
+            for (m, spec) in self.spec.metrics.iter().enumerate() {
+                let units = c.units[m];
+                match spec.kind {
+                    MetricKind::Sum | MetricKind::Avg => {
+                        rows.sums[m].push(units.unwrap_or(0) * i128::from(c.sign))
+                    }
+                    _ => {}
+                }
+                match spec.kind {
+                    MetricKind::Count | MetricKind::Avg => {
+                        rows.counts[m].push(if c.present[m] { c.sign } else { 0 })
+                    }
+                    _ => {}
+                }
+                if matches!(spec.kind, MetricKind::Min | MetricKind::Max) {
+                    rows.values[m].push(units.filter(|_| c.sign > 0));
+                }
+                if spec.kind == MetricKind::Distinct {
+                    rows.distinct[m].push(c.distinct[m].filter(|_| c.sign > 0));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn contribution(
+        &mut self,
+        image: &ProjectedImage,
+        sign: i64,
+        insert: i64,
+        modify: i64,
+        remove: i64,
+    ) -> Result<Contribution, (String, bool)> {
+        let mut dims = Vec::with_capacity(self.slots.dimensions.len());
+        for (slot, dict) in self.slots.dimensions.iter().zip(self.dims.iter_mut()) {
+            dims.push(dict.code(image[*slot].as_ref().map_or(MISSING, |v| &v.text)));
+        }
+        let metrics = self.spec.metrics.len();
+        let mut units = vec![None; metrics];
+        let mut present = vec![false; metrics];
+        let mut distinct = vec![None; metrics];
+        for (m, spec) in self.spec.metrics.iter().enumerate() {
+            let value = image[self.slots.metrics[m]]
+                .as_ref()
+                .filter(|v| v.kind != streamlens_core::ScalarKind::Null);
+            let Some(value) = value else { continue };
+            present[m] = true;
+            if spec.kind == MetricKind::Distinct {
+                // Only +1 rows are kept: do not grow the dictionary for retractions.
+                if sign > 0 {
+                    distinct[m] = Some(self.distinct_dicts[m].code(&value.text));
+                }
+                continue;
+            }
+            if spec.kind.numeric() {
+                let n = value.as_number().ok_or_else(|| {
+                    (
+                        format!(
+                            "metric `{}`: attribute `{}` is of type {:?}, not N",
+                            spec.name, spec.attribute, value.kind
+                        ),
+                        false,
+                    )
+                })?;
+                units[m] = Some(
+                    parse_scaled(n, spec.scale)
+                        .map_err(|e| (format!("metric `{}`: {e}", spec.name), false))?,
+                );
+            }
+        }
+        Ok(Contribution {
+            sign,
+            insert,
+            modify,
+            remove,
+            dims,
+            units,
+            present,
+            distinct,
+        })
+    }
+
+    /// Adds a batch's rows to the state.
+    fn merge(&mut self, rows: Rows) -> Result<(), Error> {
+        if rows.len() >= self.polars_from_rows {
+            self.merge_polars(&rows)?;
+        } else {
+            self.merge_directly(&rows);
+        }
+        self.merge_distinct(&rows);
+        Ok(())
+    }
+
+    /// The groups one row falls in: (key, window) for every window, hop and dimension.
+    fn keys_of(&self, rows: &Rows, row: usize, mut f: impl FnMut(GroupKey)) {
+        for (w, size) in self.windows.iter().enumerate() {
+            for hop in 0..size.millis / size.slide {
+                let start = rows.bases[w][row] - hop * size.slide;
+                for dimension in 0..=self.spec.dimensions.len() {
+                    let value = if dimension == 0 {
+                        0
+                    } else {
+                        rows.dims[dimension - 1][row]
+                    };
+                    f(GroupKey {
+                        window: w as u32,
+                        start,
+                        dimension: dimension as u32,
+                        value,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The same sums as [`Self::merge_polars`], row by row.
+    fn merge_directly(&mut self, rows: &Rows) {
+        let metrics = self.spec.metrics.clone();
+        let mut keys = Vec::new();
+        for row in 0..rows.len() {
+            keys.clear();
+            self.keys_of(rows, row, |k| keys.push(k));
+            for key in &keys {
+                let acc = self.touch(*key);
+                acc.inserts += rows.inserts[row];
+                acc.modifies += rows.modifies[row];
+                acc.removes += rows.removes[row];
+                acc.net_count += rows.sign[row];
+                for (m, spec) in metrics.iter().enumerate() {
+                    match spec.kind {
+                        MetricKind::Sum => acc.sums[m] += rows.sums[m][row],
+                        MetricKind::Count => acc.counts[m] += rows.counts[m][row],
+                        MetricKind::Avg => {
+                            acc.sums[m] += rows.sums[m][row];
+                            acc.counts[m] += rows.counts[m][row];
+                        }
+                        MetricKind::Min => {
+                            if let Some(v) = rows.values[m][row] {
+                                acc.mins[m] = Some(acc.mins[m].map_or(v, |o| o.min(v)));
+                            }
+                        }
+                        MetricKind::Max => {
+                            if let Some(v) = rows.values[m][row] {
+                                acc.maxs[m] = Some(acc.maxs[m].map_or(v, |o| o.max(v)));
+                            }
+                        }
+                        MetricKind::Distinct => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Distinct values: sets of codes per group.
+    fn merge_distinct(&mut self, rows: &Rows) {
+        let metrics = self.spec.metrics.clone();
+        let mut keys = Vec::new();
+        for (m, spec) in metrics.iter().enumerate() {
+            if spec.kind != MetricKind::Distinct {
+                continue;
+            }
+            for row in 0..rows.len() {
+                let Some(code) = rows.distinct[m][row] else {
+                    continue;
+                };
+                keys.clear();
+                self.keys_of(rows, row, |k| keys.push(k));
+                for key in &keys {
+                    self.touch(*key).distinct[m].insert(code);
+                }
+            }
+        }
+    }
+
+    /// Sums the rows per (window, start, dimension, value) with polars: one lazy `group_by` per
+    /// window, hop and dimension, unioned and run in parallel.
+    fn merge_polars(&mut self, rows: &Rows) -> Result<(), Error> {
+        let metrics = self.spec.metrics.clone();
+        let mut columns = Vec::new();
+        for (w, bases) in rows.bases.iter().enumerate() {
+            columns.push(Column::new(format!("b{w}").into(), bases.as_slice()));
+        }
+        for (d, codes) in rows.dims.iter().enumerate() {
+            columns.push(Column::new(format!("d{d}").into(), codes.as_slice()));
+        }
+        columns.push(Column::new("ins".into(), rows.inserts.as_slice()));
+        columns.push(Column::new("mods".into(), rows.modifies.as_slice()));
+        columns.push(Column::new("rems".into(), rows.removes.as_slice()));
+        columns.push(Column::new("cnt".into(), rows.sign.as_slice()));
+        let mut aggs = vec![
+            col("ins").sum(),
+            col("mods").sum(),
+            col("rems").sum(),
+            col("cnt").sum(),
+        ];
+        for (m, spec) in metrics.iter().enumerate() {
+            if matches!(spec.kind, MetricKind::Sum | MetricKind::Avg) {
+                columns.push(Column::new(format!("s{m}").into(), rows.sums[m].as_slice()));
+                aggs.push(col(format!("s{m}")).sum());
+            }
+            if matches!(spec.kind, MetricKind::Count | MetricKind::Avg) {
+                columns.push(Column::new(
+                    format!("c{m}").into(),
+                    rows.counts[m].as_slice(),
+                ));
+                aggs.push(col(format!("c{m}")).sum());
+            }
+            if matches!(spec.kind, MetricKind::Min | MetricKind::Max) {
+                columns.push(Column::new(
+                    format!("x{m}").into(),
+                    rows.values[m].as_slice(),
+                ));
+                aggs.push(if spec.kind == MetricKind::Min {
+                    col(format!("x{m}")).min()
+                } else {
+                    col(format!("x{m}")).max()
+                });
+            }
+        }
+        let frame = DataFrame::new_infer_height(columns)?;
+        let mut queries = Vec::new();
+        for (w, size) in self.windows.iter().enumerate() {
+            let hops = size.millis / size.slide;
+            for dimension in 0..=self.spec.dimensions.len() {
+                for hop in 0..hops {
+                    let start = (col(format!("b{w}")) - lit(hop * size.slide)).alias("ws");
+                    let value = if dimension == 0 {
+                        lit(0u32).cast(DataType::UInt32).alias("v")
+                    } else {
+                        col(format!("d{}", dimension - 1)).alias("v")
+                    };
+                    queries.push(
+                        frame
+                            .clone()
+                            .lazy()
+                            .group_by([start, value])
+                            .agg(aggs.clone())
+                            .with_columns([
+                                lit(w as u32).cast(DataType::UInt32).alias("w"),
+                                lit(dimension as u32).cast(DataType::UInt32).alias("d"),
+                            ]),
+                    );
+                }
+            }
+        }
+        let summed = concat(
+            queries,
+            UnionArgs {
+                parallel: true,
+                ..UnionArgs::default()
+            },
+        )?
+        .collect()?;
+        self.absorb(&summed)?;
+        Ok(())
+    }
+
+    /// The state of a group about to change, remembering its values as of the last emission.
+    fn touch(&mut self, key: GroupKey) -> &mut Acc {
+        let metrics = self.spec.metrics.len();
+        let existing = self.groups.get(&key).cloned();
+        self.changed.entry(key).or_insert(existing);
+        self.groups.entry(key).or_insert_with(|| Acc::new(metrics))
+    }
+
+    fn absorb(&mut self, summed: &DataFrame) -> Result<(), Error> {
+        let w = summed.column("w")?.u32()?.clone();
+        let d = summed.column("d")?.u32()?.clone();
+        let ws = summed.column("ws")?.i64()?.clone();
+        let v = summed.column("v")?.u32()?.clone();
+        let ins = summed.column("ins")?.i64()?.clone();
+        let mods = summed.column("mods")?.i64()?.clone();
+        let rems = summed.column("rems")?.i64()?.clone();
+        let cnt = summed.column("cnt")?.i64()?.clone();
+        let metrics = self.spec.metrics.clone();
+        let mut sums = Vec::new();
+        let mut counts = Vec::new();
+        let mut extremes = Vec::new();
+        for (m, spec) in metrics.iter().enumerate() {
+            sums.push(if matches!(spec.kind, MetricKind::Sum | MetricKind::Avg) {
+                Some(summed.column(&format!("s{m}"))?.i128()?.clone())
+            } else {
+                None
+            });
+            counts.push(
+                if matches!(spec.kind, MetricKind::Count | MetricKind::Avg) {
+                    Some(summed.column(&format!("c{m}"))?.i64()?.clone())
+                } else {
+                    None
+                },
+            );
+            extremes.push(if matches!(spec.kind, MetricKind::Min | MetricKind::Max) {
+                Some(summed.column(&format!("x{m}"))?.i128()?.clone())
+            } else {
+                None
+            });
+        }
+        for row in 0..summed.height() {
+            let key = GroupKey {
+                window: w.get(row).unwrap_or_default(),
+                start: ws.get(row).unwrap_or_default(),
+                dimension: d.get(row).unwrap_or_default(),
+                value: v.get(row).unwrap_or_default(),
+            };
+            let acc = self.touch(key);
+            acc.inserts += ins.get(row).unwrap_or_default();
+            acc.modifies += mods.get(row).unwrap_or_default();
+            acc.removes += rems.get(row).unwrap_or_default();
+            acc.net_count += cnt.get(row).unwrap_or_default();
+            for (m, spec) in metrics.iter().enumerate() {
+                if let Some(column) = &sums[m] {
+                    acc.sums[m] += column.get(row).unwrap_or_default();
+                }
+                if let Some(column) = &counts[m] {
+                    acc.counts[m] += column.get(row).unwrap_or_default();
+                }
+                if let Some(value) = extremes[m].as_ref().and_then(|c| c.get(row)) {
+                    let slot = if spec.kind == MetricKind::Min {
+                        &mut acc.mins[m]
+                    } else {
+                        &mut acc.maxs[m]
+                    };
+                    *slot = Some(match (*slot, spec.kind) {
+                        (None, _) => value,
+                        (Some(old), MetricKind::Min) => old.min(value),
+                        (Some(old), _) => old.max(value),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores the open windows from stored documents and the checkpoint's newest event time, so
+    /// a resumed source continues the same aggregates. Only documents of this engine's pipeline and
+    /// worker are taken: read them with [`streamlens_core::AggQuery::worker`] set to
     /// [`WindowEngine::worker`] (unmerged), after rolling back what the checkpoint does not cover.
-    /// The restored values become the groups' previous values for the next emission (replacing
-    /// changes not yet taken). Documents of window sizes or dimensions no longer in the spec are
-    /// skipped and counted in the return value.
+    /// Final documents are skipped (they cannot change). The restored values become the groups'
+    /// previous values for the next emission. Documents of windows or dimensions no longer in the
+    /// spec are skipped and counted in the return value.
     pub fn restore(
         &mut self,
         docs: &[AggregateDoc],
@@ -385,7 +833,7 @@ impl WindowEngine {
         let mut skipped = 0;
         for doc in docs
             .iter()
-            .filter(|d| d.pipeline == self.spec.name && d.worker == self.worker)
+            .filter(|d| d.pipeline == self.spec.name && d.worker == self.worker && !d.is_final)
         {
             let window = self.windows.iter().position(|w| w.label == doc.window);
             let dimension = if doc.dimension == ALL_DIMENSION {
@@ -401,50 +849,138 @@ impl WindowEngine {
                 skipped += 1;
                 continue;
             };
-            let sums = self
-                .spec
-                .metrics
-                .iter()
-                .map(|m| {
-                    doc.sums
-                        .get(&m.name)
-                        .map_or(Ok(0), |v| parse_scaled(v, m.scale))
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| {
-                    Error::Spec(format!(
-                        "stored document {} does not fit the spec: {e}",
-                        doc.id()
-                    ))
-                })?;
+            let unfit = |e: String| {
+                Error::Spec(format!(
+                    "stored document {} does not fit the spec: {e}",
+                    doc.id()
+                ))
+            };
+            let mut acc = Acc::new(self.spec.metrics.len());
+            acc.inserts = doc.inserts;
+            acc.modifies = doc.modifies;
+            acc.removes = doc.removes;
+            acc.net_count = doc.net_count;
+            acc.version = doc.version;
+            for (m, spec) in self.spec.metrics.iter().enumerate() {
+                if let Some(v) = doc.sums.get(&spec.name) {
+                    acc.sums[m] = parse_scaled(v, spec.scale).map_err(unfit)?;
+                }
+                if let Some(n) = doc.counts.get(&spec.name) {
+                    acc.counts[m] = *n;
+                }
+                if let Some(v) = doc.mins.get(&spec.name) {
+                    acc.mins[m] = Some(parse_scaled(v, spec.scale).map_err(unfit)?);
+                }
+                if let Some(v) = doc.maxs.get(&spec.name) {
+                    acc.maxs[m] = Some(parse_scaled(v, spec.scale).map_err(unfit)?);
+                }
+                if let Some(values) = doc.distinct.get(&spec.name) {
+                    let dict = &mut self.distinct_dicts[m];
+                    acc.distinct[m] = values.iter().map(|v| dict.code(v)).collect();
+                }
+            }
+            let value = if dimension == 0 {
+                0
+            } else {
+                self.dims[dimension - 1].code(&doc.value)
+            };
             let key = GroupKey {
                 window: window as u32,
                 start: doc.window_start,
                 dimension: dimension as u32,
-                value: doc.value.clone(),
+                value,
             };
             self.changed.remove(&key);
-            self.groups.insert(
-                key,
-                Acc {
-                    inserts: doc.inserts,
-                    modifies: doc.modifies,
-                    removes: doc.removes,
-                    net_count: doc.net_count,
-                    sums,
-                    version: doc.version,
-                },
-            );
+            self.groups.insert(key, acc);
         }
         self.max_event_time = self.max_event_time.max(max_event_time);
         self.version = self.version.max(version);
-        self.evict();
         Ok(skipped)
     }
 
-    /// The documents of every group changed since the last call, each with its values as of the
-    /// previous call that returned it in [`AggregateDoc::prev`] (`None` for a new group).
+    fn doc_of(&self, key: &GroupKey, acc: &Acc) -> AggregateDoc {
+        let size = &self.windows[key.window as usize];
+        let mut doc = AggregateDoc {
+            pipeline: self.spec.name.clone(),
+            window: size.label.clone(),
+            window_start: key.start,
+            window_end: key.start + size.millis,
+            dimension: match key.dimension {
+                0 => ALL_DIMENSION.to_owned(),
+                d => self.spec.dimensions[d as usize - 1].clone(),
+            },
+            value: match key.dimension {
+                0 => ALL_DIMENSION.to_owned(),
+                d => self.dims[d as usize - 1].value(key.value).to_owned(),
+            },
+            inserts: acc.inserts,
+            modifies: acc.modifies,
+            removes: acc.removes,
+            net_count: acc.net_count,
+            is_final: acc.is_final,
+            version: acc.version,
+            worker: self.worker.clone(),
+            ..AggregateDoc::default()
+        };
+        for (m, spec) in self.spec.metrics.iter().enumerate() {
+            let name = spec.name.clone();
+            match spec.kind {
+                MetricKind::Sum => {
+                    doc.sums
+                        .insert(name, format_scaled(acc.sums[m], spec.scale));
+                }
+                MetricKind::Count => {
+                    doc.counts.insert(name, acc.counts[m]);
+                }
+                MetricKind::Avg => {
+                    doc.sums
+                        .insert(name.clone(), format_scaled(acc.sums[m], spec.scale));
+                    doc.counts.insert(name, acc.counts[m]);
+                }
+                MetricKind::Min => {
+                    if let Some(v) = acc.mins[m] {
+                        doc.mins.insert(name, format_scaled(v, spec.scale));
+                    }
+                }
+                MetricKind::Max => {
+                    if let Some(v) = acc.maxs[m] {
+                        doc.maxs.insert(name, format_scaled(v, spec.scale));
+                    }
+                }
+                MetricKind::Distinct => {
+                    let dict = &self.distinct_dicts[m];
+                    let mut values: Vec<String> = acc.distinct[m]
+                        .iter()
+                        .map(|c| dict.value(*c).to_owned())
+                        .collect();
+                    values.sort();
+                    doc.distinct.insert(name, values);
+                }
+            }
+        }
+        doc
+    }
+
+    /// The documents of every group changed since the last call — including windows the
+    /// watermark has made final, which are then dropped from memory — each with its values as of
+    /// the previous call that returned it in [`AggregateDoc::prev`] (`None` for a new group).
     pub fn take_changed(&mut self) -> Vec<AggregateDoc> {
+        let watermark = self.watermark();
+        if self.max_event_time != i64::MIN {
+            let finals: Vec<GroupKey> = self
+                .groups
+                .iter()
+                .filter(|(key, acc)| {
+                    !acc.is_final
+                        && key.start + self.windows[key.window as usize].millis + self.lateness_ms
+                            <= watermark
+                })
+                .map(|(key, _)| *key)
+                .collect();
+            for key in finals {
+                self.touch(key).is_final = true;
+            }
+        }
         let changed = std::mem::take(&mut self.changed);
         self.version += 1;
         let version = self.version;
@@ -454,79 +990,113 @@ impl WindowEngine {
                 continue;
             };
             acc.version = version;
-            let size = &self.windows[key.window as usize];
-            let sums = |acc: &Acc| {
-                self.spec
-                    .metrics
-                    .iter()
-                    .zip(&acc.sums)
-                    .map(|(m, units)| (m.name.clone(), format_scaled(*units, m.scale)))
-                    .collect()
-            };
-            docs.push(AggregateDoc {
-                pipeline: self.spec.name.clone(),
-                window: size.label.clone(),
-                window_start: key.start,
-                window_end: key.start + size.millis,
-                dimension: match key.dimension {
-                    0 => ALL_DIMENSION.to_owned(),
-                    d => self.spec.dimensions[d as usize - 1].clone(),
-                },
-                value: key.value.clone(),
-                inserts: acc.inserts,
-                modifies: acc.modifies,
-                removes: acc.removes,
-                net_count: acc.net_count,
-                sums: sums(acc),
-                version,
-                worker: self.worker.clone(),
-                prev: prev.map(|p| PrevValues {
-                    inserts: p.inserts,
-                    modifies: p.modifies,
-                    removes: p.removes,
-                    net_count: p.net_count,
-                    sums: sums(&p),
+            let acc = acc.clone();
+            let mut doc = self.doc_of(&key, &acc);
+            doc.prev = prev.map(|p| {
+                let before = self.doc_of(&key, &p);
+                PrevValues {
+                    inserts: before.inserts,
+                    modifies: before.modifies,
+                    removes: before.removes,
+                    net_count: before.net_count,
+                    sums: before.sums,
+                    counts: before.counts,
+                    mins: before.mins,
+                    maxs: before.maxs,
+                    distinct: before.distinct,
+                    is_final: before.is_final,
                     version: p.version,
-                }),
+                }
             });
+            docs.push(doc);
         }
+        self.groups.retain(|_, acc| !acc.is_final);
         docs
     }
 }
 
+fn filter_passes(filter: &FilterSpec, value: Option<&Scalar>) -> bool {
+    let text = value.map(|v| &*v.text);
+    if let Some(want) = &filter.equals {
+        return text == Some(want.as_str());
+    }
+    if let Some(unwanted) = &filter.not_equals {
+        return text != Some(unwanted.as_str());
+    }
+    if let Some(options) = &filter.one_of {
+        return text.is_some_and(|t| options.iter().any(|o| o == t));
+    }
+    if let Some(exists) = filter.exists {
+        return text.is_some() == exists;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
-    use std::{collections::BTreeMap, str::FromStr};
+    use std::{
+        collections::{BTreeMap, BTreeSet},
+        str::FromStr,
+    };
 
     use rust_decimal::Decimal;
-    use streamlens_core::AttributeValue;
+    use streamlens_core::{AttributeValue, Item};
 
     use super::*;
-    use crate::config::MetricSpec;
+    use crate::config::{FilterSpec, MetricSpec};
 
-    fn spec() -> PipelineSpec {
+    pub(crate) fn spec() -> PipelineSpec {
+        let metric = |name: &str, attribute: &str, kind| MetricSpec {
+            name: name.into(),
+            attribute: attribute.into(),
+            kind,
+            scale: 2,
+        };
         PipelineSpec {
             name: "orders".into(),
-            dimensions: vec!["status".into()],
-            metrics: vec![MetricSpec {
-                name: "amount".into(),
-                attribute: "amount".into(),
-                scale: 2,
+            dimensions: vec!["status".into(), "region".into()],
+            filters: vec![FilterSpec {
+                attribute: "type".into(),
+                equals: None,
+                not_equals: None,
+                one_of: Some(vec!["order".into(), "refund".into()]),
+                exists: None,
             }],
-            windows: vec!["1m".into(), "5m".into()],
-            retention: "1d".into(),
+            metrics: vec![
+                metric("amount", "amount", MetricKind::Sum),
+                metric("qty", "qty", MetricKind::Count),
+                metric("avg_amount", "amount", MetricKind::Avg),
+                metric("min_amount", "amount", MetricKind::Min),
+                metric("max_amount", "amount", MetricKind::Max),
+                metric("tags", "tag", MetricKind::Distinct),
+            ],
+            windows: vec!["1m".into(), "5m/1m".into()],
+            allowed_lateness: "1d".into(),
+            ..PipelineSpec::default()
         }
     }
 
-    fn item(id: u32, status: &str, amount: &str) -> Item {
-        BTreeMap::from([
+    pub(crate) fn item(id: u32, status: &str, amount: &str, r: u64) -> Item {
+        let mut item = BTreeMap::from([
             ("pk".into(), AttributeValue::S(format!("o{id}"))),
             ("status".into(), AttributeValue::S(status.into())),
             ("amount".into(), AttributeValue::N(amount.into())),
-        ])
+            ("tag".into(), AttributeValue::S(format!("t{}", r % 7))),
+            (
+                "type".into(),
+                AttributeValue::S(["order", "refund", "test"][(r % 3) as usize].into()),
+            ),
+        ]);
+        if !r.is_multiple_of(4) {
+            item.insert("region".into(), AttributeValue::S(format!("r{}", r % 3)));
+        }
+        if !r.is_multiple_of(5) {
+            item.insert("qty".into(), AttributeValue::N((r % 9).to_string()));
+        }
+        item
     }
 
-    fn event(
+    pub(crate) fn event(
         seq: u64,
         t: i64,
         kind: EventKind,
@@ -548,8 +1118,9 @@ mod tests {
         }
     }
 
-    /// A pseudo-random but valid history of items (a tiny LCG keeps the test self-contained).
-    fn history(n: usize, seed: u64) -> Vec<ChangeEvent> {
+    /// A pseudo-random but valid history of items (a tiny LCG keeps the test self-contained);
+    /// event times mostly rise, with some disorder.
+    pub(crate) fn history(n: usize, seed: u64) -> Vec<ChangeEvent> {
         let mut state = seed;
         let mut next = move |m: u64| {
             state = state
@@ -563,117 +1134,319 @@ mod tests {
         let mut t = 1_700_000_000_000i64;
         for seq in 0..n as u64 {
             t += next(20_000) as i64;
+            let time = t - next(8_000) as i64;
             let amount = format!("{}.{:02}", next(1000), next(100));
             let status = statuses[next(3) as usize];
             let id = next(40) as u32;
+            let r = next(1 << 20);
             match live.get(&id).cloned() {
                 None => {
-                    let new = item(id, status, &amount);
+                    let new = item(id, status, &amount, r);
                     live.insert(id, new.clone());
-                    out.push(event(seq, t, EventKind::Insert, None, Some(new)));
+                    out.push(event(seq, time, EventKind::Insert, None, Some(new)));
                 }
                 Some(old) if next(3) == 0 => {
                     live.remove(&id);
-                    out.push(event(seq, t, EventKind::Remove, Some(old), None));
+                    out.push(event(seq, time, EventKind::Remove, Some(old), None));
                 }
                 Some(old) => {
-                    let new = item(id, status, &amount);
+                    let new = item(id, status, &amount, r);
                     live.insert(id, new.clone());
-                    out.push(event(seq, t, EventKind::Modify, Some(old), Some(new)));
+                    out.push(event(seq, time, EventKind::Modify, Some(old), Some(new)));
                 }
             }
         }
         out
     }
 
-    type Expected = BTreeMap<(String, i64, String, String), (i64, i64, i64, i64, Decimal)>;
+    #[derive(Debug, Default, Clone, PartialEq, Eq)]
+    pub(crate) struct Cell {
+        counts: [i64; 4],
+        sum: Decimal,
+        qty: i64,
+        min: Option<Decimal>,
+        max: Option<Decimal>,
+        tags: BTreeSet<String>,
+    }
 
-    /// The plain computation the engine must agree with: one event at a time, Decimal sums.
-    fn reference(events: &[ChangeEvent]) -> Expected {
+    pub(crate) type Expected = BTreeMap<(String, i64, String, String), Cell>;
+
+    fn text(image: &Item, name: &str) -> Option<String> {
+        match image.get(name)? {
+            AttributeValue::S(s) | AttributeValue::N(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// The plain computation the engine must agree with: one event at a time, Decimal sums, the
+    /// spec of [`spec`] written out by hand.
+    pub(crate) fn reference(events: &[ChangeEvent]) -> Expected {
         let mut out = Expected::new();
         for e in events {
-            for (label, size) in [("1m", 60_000i64), ("5m", 300_000)] {
-                let start = e.event_time_ms - e.event_time_ms.rem_euclid(size);
-                let mut add =
-                    |image: &Item, sign: i64, kind: usize| {
-                        let amount = match &image["amount"] {
-                            AttributeValue::N(n) => Decimal::from_str(n).unwrap(),
-                            _ => unreachable!(),
-                        };
-                        let status = match &image["status"] {
-                            AttributeValue::S(s) => s.clone(),
-                            _ => unreachable!(),
-                        };
-                        for (dim, value) in [
-                            ("_all".to_owned(), "_all".to_owned()),
-                            ("status".into(), status),
-                        ] {
-                            let value = if dim == "_all" { String::new() } else { value };
-                            let entry = out
-                                .entry((label.to_owned(), start, dim, value))
-                                .or_insert((0, 0, 0, 0, Decimal::ZERO));
-                            match kind {
-                                1 => entry.0 += 1,
-                                2 => entry.1 += 1,
-                                3 => entry.2 += 1,
-                                _ => {}
-                            }
-                            entry.3 += sign;
-                            entry.4 += amount * Decimal::from(sign);
-                        }
-                    };
-                match e.kind {
-                    EventKind::Insert => add(e.new_image.as_ref().unwrap(), 1, 1),
-                    EventKind::Remove => add(e.old_image.as_ref().unwrap(), -1, 3),
-                    EventKind::Modify => {
-                        add(e.old_image.as_ref().unwrap(), -1, 0);
-                        add(e.new_image.as_ref().unwrap(), 1, 2);
-                    }
-                    EventKind::Unknown(_) => {}
+            let t = e.event_time_ms;
+            let mut windows = vec![("1m", t - t.rem_euclid(60_000))];
+            for hop in 0..5 {
+                windows.push(("5m/1m", t - t.rem_euclid(60_000) - hop * 60_000));
+            }
+            let mut add = |image: &Item, sign: i64, kind: usize| {
+                let kept = matches!(text(image, "type").as_deref(), Some("order" | "refund"));
+                if !kept {
+                    return;
                 }
+                let amount = Decimal::from_str(&text(image, "amount").unwrap()).unwrap();
+                let groups = [
+                    ("_all".to_owned(), "_all".to_owned()),
+                    ("status".into(), text(image, "status").unwrap()),
+                    (
+                        "region".into(),
+                        text(image, "region").unwrap_or_else(|| MISSING.into()),
+                    ),
+                ];
+                for (label, start) in &windows {
+                    for (dim, value) in &groups {
+                        let cell = out
+                            .entry((label.to_string(), *start, dim.clone(), value.clone()))
+                            .or_default();
+                        if kind < 3 {
+                            cell.counts[kind] += 1;
+                        }
+                        cell.counts[3] += sign;
+                        cell.sum += amount * Decimal::from(sign);
+                        if image.contains_key("qty") {
+                            cell.qty += sign;
+                        }
+                        if sign > 0 {
+                            cell.min = Some(cell.min.map_or(amount, |m| m.min(amount)));
+                            cell.max = Some(cell.max.map_or(amount, |m| m.max(amount)));
+                            cell.tags.insert(text(image, "tag").unwrap());
+                        }
+                    }
+                }
+            };
+            match e.kind {
+                EventKind::Insert => add(e.new_image.as_ref().unwrap(), 1, 0),
+                EventKind::Remove => add(e.old_image.as_ref().unwrap(), -1, 2),
+                EventKind::Modify => {
+                    add(e.old_image.as_ref().unwrap(), -1, 9);
+                    add(e.new_image.as_ref().unwrap(), 1, 1);
+                }
+                EventKind::Unknown(_) => {}
             }
         }
         out
     }
 
-    fn run(events: &[ChangeEvent], batch: usize) -> Expected {
-        let mut engine = WindowEngine::new(spec(), 0).unwrap();
+    pub(crate) fn cells(docs: impl IntoIterator<Item = AggregateDoc>) -> Expected {
+        docs.into_iter()
+            .map(|d| {
+                let dec = |v: &String| Decimal::from_str(v).unwrap();
+                let cell = Cell {
+                    counts: [d.inserts, d.modifies, d.removes, d.net_count],
+                    sum: dec(&d.sums["amount"]),
+                    qty: d.counts["qty"],
+                    min: d.mins.get("min_amount").map(dec),
+                    max: d.maxs.get("max_amount").map(dec),
+                    tags: d.distinct["tags"].iter().cloned().collect(),
+                };
+                assert_eq!(d.sums["avg_amount"], d.sums["amount"]);
+                ((d.window, d.window_start, d.dimension, d.value), cell)
+            })
+            .collect()
+    }
+
+    pub(crate) fn run(events: &[ChangeEvent], batch: usize, polars_from: usize) -> Expected {
+        let mut engine = WindowEngine::new(spec(), 0)
+            .unwrap()
+            .with_polars_threshold(polars_from);
         let mut docs = BTreeMap::new();
         for chunk in events.chunks(batch) {
-            assert!(engine.apply(chunk).unwrap().is_empty());
+            assert_eq!(engine.apply(chunk).unwrap(), vec![]);
             for doc in engine.take_changed() {
                 docs.insert(doc.id(), doc);
             }
         }
-        docs.into_values()
-            .map(|d| {
-                let value = if d.dimension == "_all" {
-                    String::new()
-                } else {
-                    d.value
-                };
-                (
-                    (d.window, d.window_start, d.dimension, value),
-                    (
-                        d.inserts,
-                        d.modifies,
-                        d.removes,
-                        d.net_count,
-                        Decimal::from_str(&d.sums["amount"]).unwrap(),
-                    ),
-                )
-            })
-            .collect()
+        cells(docs.into_values())
     }
 
     #[test]
     fn aggregates_equal_a_plain_computation_whatever_the_batch_size() {
         let events = history(2000, 42);
         let expected = reference(&events);
-        assert!(expected.len() > 100, "the history must span many windows");
-        for batch in [1, 7, 250, events.len()] {
-            assert_eq!(run(&events, batch), expected, "batch size {batch}");
+        assert!(expected.len() > 500, "the history must span many windows");
+        assert!(expected
+            .values()
+            .any(|c| c.min.is_some() && c.tags.len() > 2));
+        // Small batches are summed directly, large ones by polars: both must agree.
+        for (batch, polars_from) in [
+            (1, usize::MAX),
+            (7, usize::MAX),
+            (250, 0),
+            (250, usize::MAX),
+            (events.len(), 0),
+            (events.len(), usize::MAX),
+        ] {
+            assert_eq!(
+                run(&events, batch, polars_from),
+                expected,
+                "batch size {batch}, polars from {polars_from} rows"
+            );
         }
+    }
+
+    #[test]
+    fn a_modify_moves_the_item_between_groups_and_filters_take_it_out() {
+        let mut engine = WindowEngine::new(spec(), 0).unwrap();
+        let t = 1_700_000_000_000;
+        let order = |status: &str, amount: &str| item(1, status, amount, 1); // type refund, region r1
+        let mut test_type = order("paid", "12");
+        test_type.insert("type".into(), AttributeValue::S("test".into()));
+        engine
+            .apply(&[
+                event(1, t, EventKind::Insert, None, Some(order("new", "10.50"))),
+                event(
+                    2,
+                    t,
+                    EventKind::Modify,
+                    Some(order("new", "10.50")),
+                    Some(order("paid", "12")),
+                ),
+                event(
+                    3,
+                    t,
+                    EventKind::Modify,
+                    Some(order("paid", "12")),
+                    Some(test_type),
+                ),
+            ])
+            .unwrap();
+        let docs = engine.take_changed();
+        let get = |value: &str| {
+            docs.iter()
+                .find(|d| d.window == "1m" && d.dimension == "status" && d.value == value)
+                .unwrap()
+        };
+        assert_eq!(
+            (get("new").net_count, get("new").sums["amount"].as_str()),
+            (0, "0")
+        );
+        // Moved into `paid`, then filtered out of every group by its new type.
+        assert_eq!(
+            (get("paid").net_count, get("paid").sums["amount"].as_str()),
+            (0, "0")
+        );
+        assert_eq!(get("paid").modifies, 1);
+        assert_eq!(engine.stats().aggregated, 3);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_not_applied() {
+        let mut engine = WindowEngine::new(spec(), 0).unwrap();
+        let t = 1_700_000_000_000;
+        let mut text_amount = item(4, "new", "1", 0);
+        text_amount.insert("amount".into(), AttributeValue::S("lots".into()));
+        let rejected = engine
+            .apply(&[
+                event(
+                    1,
+                    t,
+                    EventKind::Insert,
+                    None,
+                    Some(item(1, "new", "1.234", 0)),
+                ),
+                event(2, t, EventKind::Modify, None, Some(item(1, "new", "1", 0))),
+                event(3, t, EventKind::Insert, None, Some(item(3, "new", "1", 0))),
+                event(4, t, EventKind::Insert, None, Some(text_amount)),
+            ])
+            .unwrap();
+        let reasons: Vec<_> = rejected
+            .iter()
+            .map(|r| (r.index, r.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].1.contains("3 decimal places"), "{reasons:?}");
+        assert!(reasons[1].1.contains("NEW_AND_OLD_IMAGES"));
+        assert_eq!(reasons[2].0, 3);
+        assert!(reasons[2].1.contains("not N"));
+        assert_eq!(engine.stats().aggregated, 1);
+        assert_eq!(engine.stats().rejected, 3);
+    }
+
+    #[test]
+    fn windows_become_final_and_late_changes_are_rejected_and_counted() {
+        let mut spec = spec();
+        spec.windows = vec!["1m".into()];
+        spec.allowed_disorder = "10s".into();
+        spec.allowed_lateness = "30s".into();
+        let mut engine = WindowEngine::new(spec, 0).unwrap();
+        let t0 = 1_700_000_020_000; // 40 s into a minute
+        let insert = |seq, t| {
+            event(
+                seq,
+                t,
+                EventKind::Insert,
+                None,
+                Some(item(seq as u32, "new", "1", 1)),
+            )
+        };
+        assert!(engine.apply(&[insert(1, t0)]).unwrap().is_empty());
+        let first = engine.take_changed();
+        assert!(first.iter().all(|d| !d.is_final));
+        // The window [t0-40s, t0+20s) ends at t0+20s; final once the watermark (newest - 10 s)
+        // reaches its end + 30 s, i.e. at a newest event time of t0+60s.
+        assert!(engine.apply(&[insert(2, t0 + 59_000)]).unwrap().is_empty());
+        assert!(engine.take_changed().iter().all(|d| !d.is_final));
+        // Still accepted: the watermark is not past end + lateness yet.
+        assert!(engine.apply(&[insert(3, t0 - 30_000)]).unwrap().is_empty());
+        assert!(engine.apply(&[insert(4, t0 + 60_000)]).unwrap().is_empty());
+        let docs = engine.take_changed();
+        let finals: Vec<_> = docs.iter().filter(|d| d.is_final).collect();
+        assert!(!finals.is_empty());
+        assert!(finals.iter().all(|d| d.window_start == t0 - 40_000));
+        let all = finals.iter().find(|d| d.dimension == "_all").unwrap();
+        assert_eq!(
+            all.inserts, 2,
+            "the on-time and the late-but-allowed change"
+        );
+        // Now late: quarantined with a reason, counted, not applied.
+        let rejected = engine.apply(&[insert(5, t0 - 1_000)]).unwrap();
+        assert_eq!(rejected.len(), 1);
+        assert!(
+            rejected[0].late && rejected[0].reason.starts_with("late"),
+            "{rejected:?}"
+        );
+        assert_eq!(engine.stats().late, 1);
+        // The final window is emitted once and then forgotten.
+        assert!(engine
+            .take_changed()
+            .iter()
+            .all(|d| d.window_start != t0 - 40_000));
+    }
+
+    #[test]
+    fn event_time_can_come_from_an_attribute() {
+        let mut spec = spec();
+        spec.windows = vec!["1h".into()];
+        spec.event_time_attribute = Some("created".into());
+        spec.event_time_format = crate::config::TimeFormat::Iso8601;
+        let mut engine = WindowEngine::new(spec, 0).unwrap();
+        let mut with_time = item(1, "new", "5", 1);
+        with_time.insert(
+            "created".into(),
+            AttributeValue::S("2026-01-01T10:30:00Z".into()),
+        );
+        let rejected = engine
+            .apply(&[
+                event(1, 42, EventKind::Insert, None, Some(with_time)),
+                event(2, 42, EventKind::Insert, None, Some(item(2, "new", "5", 1))),
+            ])
+            .unwrap();
+        assert_eq!(rejected.len(), 1);
+        assert!(rejected[0].reason.contains("`created` is missing"));
+        let docs = engine.take_changed();
+        assert!(
+            docs.iter().all(|d| d.window_start == 1_767_261_600_000),
+            "{docs:?}"
+        );
     }
 
     #[test]
@@ -685,33 +1458,24 @@ mod tests {
         for chunk in events.chunks(13) {
             engine.apply(chunk).unwrap();
             for doc in engine.take_changed() {
-                let expected = last.get(&doc.id()).map(|before| PrevValues {
-                    inserts: before.inserts,
-                    modifies: before.modifies,
-                    removes: before.removes,
-                    net_count: before.net_count,
-                    sums: before.sums.clone(),
-                    version: before.version,
-                });
-                match &expected {
-                    None => new_groups += 1,
-                    Some(prev) => {
-                        rewrites += 1;
-                        assert!(prev.version < doc.version);
+                match last.get(&doc.id()) {
+                    None => {
+                        new_groups += 1;
+                        assert_eq!(doc.prev, None);
                     }
-                }
-                assert_eq!(doc.prev, expected, "{}", doc.id());
-                // Undoing the write gives back the previous document exactly.
-                if let Some(before) = last.get(&doc.id()) {
-                    assert_eq!(
-                        doc.previous().as_ref(),
-                        Some(before)
-                            .map(|b| AggregateDoc {
+                    Some(before) => {
+                        rewrites += 1;
+                        assert!(before.version < doc.version);
+                        // Undoing the write gives back the previous document exactly.
+                        let undone = doc.previous().unwrap();
+                        assert_eq!(
+                            undone,
+                            AggregateDoc {
                                 prev: None,
-                                ..b.clone()
-                            })
-                            .as_ref()
-                    );
+                                ..before.clone()
+                            }
+                        );
+                    }
                 }
                 last.insert(doc.id(), doc);
             }
@@ -736,7 +1500,7 @@ mod tests {
                 stored.insert(doc.id(), doc);
             }
         }
-        // Another worker's documents (and single-process ones) for the same groups must be ignored.
+        // Another worker's documents (and single-process ones) for the same groups are ignored.
         let mut docs: Vec<AggregateDoc> = stored.values().cloned().collect();
         for (worker, doc) in ["w2", ""].into_iter().zip(stored.values().take(2)) {
             docs.push(AggregateDoc {
@@ -754,68 +1518,11 @@ mod tests {
         for chunk in second.chunks(50) {
             whole.apply(chunk).unwrap();
             resumed.apply(chunk).unwrap();
-            let (a, b) = (whole.take_changed(), resumed.take_changed());
+            let (mut a, mut b) = (whole.take_changed(), resumed.take_changed());
             assert!(!a.is_empty());
+            a.sort_by_key(|d| d.id());
+            b.sort_by_key(|d| d.id());
             assert_eq!(a, b);
         }
-    }
-
-    #[test]
-    fn a_modify_moves_the_item_between_groups() {
-        let mut engine = WindowEngine::new(spec(), 0).unwrap();
-        let t = 1_700_000_000_000;
-        engine
-            .apply(&[
-                event(1, t, EventKind::Insert, None, Some(item(1, "new", "10.50"))),
-                event(
-                    2,
-                    t,
-                    EventKind::Modify,
-                    Some(item(1, "new", "10.50")),
-                    Some(item(1, "paid", "12")),
-                ),
-            ])
-            .unwrap();
-        let docs = engine.take_changed();
-        let get = |value: &str| {
-            docs.iter()
-                .find(|d| d.window == "1m" && d.dimension == "status" && d.value == value)
-                .unwrap()
-        };
-        assert_eq!(
-            (get("new").net_count, get("new").sums["amount"].as_str()),
-            (0, "0")
-        );
-        assert_eq!(
-            (get("paid").net_count, get("paid").sums["amount"].as_str()),
-            (1, "12")
-        );
-        assert_eq!(get("paid").modifies, 1);
-    }
-
-    #[test]
-    fn bad_values_and_late_changes_are_rejected_not_applied() {
-        let mut engine = WindowEngine::new(spec(), 0).unwrap();
-        let t = 1_700_000_000_000;
-        let rejected = engine
-            .apply(&[
-                event(1, t, EventKind::Insert, None, Some(item(1, "new", "1.234"))),
-                event(2, t, EventKind::Modify, None, Some(item(1, "new", "1"))),
-                event(
-                    3,
-                    t + 2 * 86_400_000,
-                    EventKind::Insert,
-                    None,
-                    Some(item(2, "new", "1")),
-                ),
-                event(4, t, EventKind::Insert, None, Some(item(3, "new", "1"))),
-            ])
-            .unwrap();
-        let reasons: Vec<_> = rejected.iter().map(|r| r.reason.as_str()).collect();
-        assert_eq!(reasons.len(), 3, "{reasons:?}");
-        assert!(reasons[0].contains("3 decimal places"));
-        assert!(reasons[1].contains("NEW_AND_OLD_IMAGES"));
-        assert!(reasons[2].starts_with("late"));
-        assert_eq!(engine.stats().aggregated, 1);
     }
 }

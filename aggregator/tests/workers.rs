@@ -9,6 +9,7 @@ use std::{
 };
 
 use rust_decimal::Decimal;
+use streamlens_aggregator::config::MetricKind;
 use streamlens_aggregator::{
     config::{MetricSpec, OpenSearchStoreConfig},
     store::{embedded::EmbeddedStore, opensearch::OpenSearchStore, StoredCheckpoint},
@@ -22,13 +23,41 @@ fn spec() -> PipelineSpec {
     PipelineSpec {
         name: PIPELINE.into(),
         dimensions: vec!["status".into()],
-        metrics: vec![MetricSpec {
-            name: "amount".into(),
-            attribute: "amount".into(),
-            scale: 2,
-        }],
+        metrics: vec![
+            MetricSpec {
+                name: "amount".into(),
+                attribute: "amount".into(),
+                kind: MetricKind::Sum,
+                scale: 2,
+            },
+            MetricSpec {
+                name: "orders".into(),
+                attribute: "amount".into(),
+                kind: MetricKind::Avg,
+                scale: 2,
+            },
+            MetricSpec {
+                name: "smallest".into(),
+                attribute: "amount".into(),
+                kind: MetricKind::Min,
+                scale: 2,
+            },
+            MetricSpec {
+                name: "largest".into(),
+                attribute: "amount".into(),
+                kind: MetricKind::Max,
+                scale: 2,
+            },
+            MetricSpec {
+                name: "statuses".into(),
+                attribute: "status".into(),
+                kind: MetricKind::Distinct,
+                scale: 0,
+            },
+        ],
         windows: vec!["1m".into(), "5m".into()],
-        retention: "1d".into(),
+        allowed_lateness: "1d".into(),
+        ..PipelineSpec::default()
     }
 }
 

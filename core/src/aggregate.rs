@@ -44,8 +44,26 @@ pub struct AggregateDoc {
     pub removes: i64,
     /// Items that entered the group minus items that left it.
     pub net_count: i64,
-    /// Per metric: the net change of the attribute's sum, as an exact decimal string.
+    /// Per `sum` and `avg` metric: the net change of the attribute's sum, as an exact decimal
+    /// string.
     pub sums: BTreeMap<String, String>,
+    /// Per `count` and `avg` metric: the net number of items with the attribute (`avg` is
+    /// `sums[m] / counts[m]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, i64>,
+    /// Per `min` metric: the smallest value written in the window, exact decimal.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mins: BTreeMap<String, String>,
+    /// Per `max` metric: the largest value written in the window, exact decimal.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub maxs: BTreeMap<String, String>,
+    /// Per `distinct` metric: the distinct values written in the window, sorted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub distinct: BTreeMap<String, Vec<String>>,
+    /// The watermark has passed the window's end plus the allowed lateness: this document will
+    /// not change again.
+    #[serde(default, rename = "final", skip_serializing_if = "std::ops::Not::not")]
+    pub is_final: bool,
     /// Grows with every rewrite of this document.
     pub version: u64,
     /// The worker process whose partial aggregate this is; empty for a single-process pipeline
@@ -71,6 +89,21 @@ pub struct PrevValues {
     pub net_count: i64,
     /// [`AggregateDoc::sums`] then.
     pub sums: BTreeMap<String, String>,
+    /// [`AggregateDoc::counts`] then.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, i64>,
+    /// [`AggregateDoc::mins`] then.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mins: BTreeMap<String, String>,
+    /// [`AggregateDoc::maxs`] then.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub maxs: BTreeMap<String, String>,
+    /// [`AggregateDoc::distinct`] then.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub distinct: BTreeMap<String, Vec<String>>,
+    /// [`AggregateDoc::is_final`] then.
+    #[serde(default, rename = "final", skip_serializing_if = "std::ops::Not::not")]
+    pub is_final: bool,
     /// [`AggregateDoc::version`] then.
     pub version: u64,
 }
@@ -111,6 +144,11 @@ impl AggregateDoc {
             removes: prev.removes,
             net_count: prev.net_count,
             sums: prev.sums.clone(),
+            counts: prev.counts.clone(),
+            mins: prev.mins.clone(),
+            maxs: prev.maxs.clone(),
+            distinct: prev.distinct.clone(),
+            is_final: prev.is_final,
             version: prev.version,
             prev: None,
             ..self.clone()

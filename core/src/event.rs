@@ -181,7 +181,7 @@ fn parse_creation_time(value: Option<&serde_json::Value>) -> Result<i64, Error> 
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (UTC only) into epoch milliseconds.
-fn parse_iso8601_ms(text: &str) -> Option<i64> {
+pub fn parse_iso8601_ms(text: &str) -> Option<i64> {
     let text = text.strip_suffix('Z').unwrap_or(text);
     let (date, time) = text.split_once('T')?;
     let mut d = date.split('-').map(|p| p.parse::<i64>().ok());

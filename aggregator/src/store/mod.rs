@@ -227,8 +227,27 @@ fn merge_group(id: &str, parts: Vec<AggregateDoc>) -> Result<AggregateDoc, Error
             .ok_or_else(|| overflow("net_count"))?;
         merged.version = merged.version.max(doc.version);
         merged.window_end = merged.window_end.max(doc.window_end);
+        merged.is_final &= doc.is_final;
         for (name, value) in doc.sums {
             sums.entry(name).or_default().push(value);
+        }
+        for (name, n) in doc.counts {
+            let total = merged.counts.entry(name.clone()).or_default();
+            *total = total.checked_add(n).ok_or_else(|| overflow(&name))?;
+        }
+        for (name, value) in doc.mins {
+            extreme(&mut merged.mins, name, value, std::cmp::Ordering::Less)
+                .map_err(|e| Error::Merge(format!("{id}: {e}")))?;
+        }
+        for (name, value) in doc.maxs {
+            extreme(&mut merged.maxs, name, value, std::cmp::Ordering::Greater)
+                .map_err(|e| Error::Merge(format!("{id}: {e}")))?;
+        }
+        for (name, values) in doc.distinct {
+            let set = merged.distinct.entry(name).or_default();
+            set.extend(values);
+            set.sort();
+            set.dedup();
         }
     }
     merged.sums = sums
@@ -252,6 +271,29 @@ fn decimal_places(text: &str) -> u32 {
     }
     text.split_once('.')
         .map_or(0, |(_, frac)| frac.trim_end_matches('0').len() as u32)
+}
+
+/// Keeps in `map[name]` the smaller (`Less`) or larger (`Greater`) of it and `value`.
+fn extreme(
+    map: &mut BTreeMap<String, String>,
+    name: String,
+    value: String,
+    keep: std::cmp::Ordering,
+) -> Result<(), String> {
+    match map.get(&name) {
+        Some(current) if compare_decimals(&value, current)? != keep => {}
+        _ => {
+            map.insert(name, value);
+        }
+    }
+    Ok(())
+}
+
+/// Compares two decimal strings exactly.
+pub fn compare_decimals(a: &str, b: &str) -> Result<std::cmp::Ordering, String> {
+    let scale = decimal_places(a).max(decimal_places(b));
+    let parse = |v: &str| parse_plain(v, scale).or_else(|_| parse_scaled(v, scale));
+    Ok(parse(a)?.cmp(&parse(b)?))
 }
 
 /// Adds decimal strings exactly (as `i128` units of the finest scale among them) and formats the

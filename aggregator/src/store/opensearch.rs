@@ -37,7 +37,12 @@ const BULK: usize = 2000;
 fn added_fields() -> Value {
     json!({
         "worker": { "type": "keyword" },
-        "prev": { "type": "object", "enabled": false }
+        "prev": { "type": "object", "enabled": false },
+        "counts": { "type": "object", "enabled": false },
+        "mins": { "type": "object", "enabled": false },
+        "maxs": { "type": "object", "enabled": false },
+        "distinct": { "type": "object", "enabled": false },
+        "final": { "type": "boolean" }
     })
 }
 
@@ -202,7 +207,12 @@ impl OpenSearchStore {
                         "sums": { "type": "object", "enabled": false },
                         "version": { "type": "long" },
                         "worker": { "type": "keyword" },
-                        "prev": { "type": "object", "enabled": false }
+                        "prev": { "type": "object", "enabled": false },
+                        "counts": { "type": "object", "enabled": false },
+                        "mins": { "type": "object", "enabled": false },
+                        "maxs": { "type": "object", "enabled": false },
+                        "distinct": { "type": "object", "enabled": false },
+                        "final": { "type": "boolean" }
                     }
                 }
             }
