@@ -1525,4 +1525,127 @@ mod tests {
             assert_eq!(a, b);
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A valid stream: each item's changes in order with non-decreasing times (as DynamoDB
+        /// gives them within a shard), different items' changes interleaved as `order` says.
+        fn valid_stream(per_item: &[Vec<(i64, u64)>], order: &[usize]) -> Vec<ChangeEvent> {
+            let mut cursors = vec![0usize; per_item.len()];
+            let mut live: Vec<Option<Item>> = vec![None; per_item.len()];
+            let mut out = Vec::new();
+            let mut pick = order.iter().cycle();
+            let total: usize = per_item.iter().map(Vec::len).sum();
+            while out.len() < total {
+                let open: Vec<usize> = (0..per_item.len())
+                    .filter(|i| cursors[*i] < per_item[*i].len())
+                    .collect();
+                let id = open[*pick.next().unwrap_or(&0) % open.len()];
+                let (t, r) = per_item[id][cursors[id]];
+                cursors[id] += 1;
+                let seq = out.len() as u64;
+                let status = ["new", "paid", "sent"][(r % 3) as usize];
+                let amount = format!("{}.{:02}", r % 997, r % 89);
+                let new = item(id as u32, status, &amount, r);
+                let event = match live[id].take() {
+                    None => {
+                        live[id] = Some(new.clone());
+                        event(seq, t, EventKind::Insert, None, Some(new))
+                    }
+                    Some(old) if r % 4 == 0 => event(seq, t, EventKind::Remove, Some(old), None),
+                    Some(old) => {
+                        live[id] = Some(new.clone());
+                        event(seq, t, EventKind::Modify, Some(old), Some(new))
+                    }
+                };
+                out.push(event);
+            }
+            out
+        }
+
+        /// Per item: 1 to 6 changes, at non-decreasing times within ten minutes.
+        fn items() -> impl Strategy<Value = Vec<Vec<(i64, u64)>>> {
+            prop::collection::vec(
+                prop::collection::vec((0i64..90_000, any::<u64>()), 1..6).prop_map(|steps| {
+                    let mut t = 1_700_000_000_000i64;
+                    steps
+                        .into_iter()
+                        .map(|(dt, r)| {
+                            t += dt;
+                            (t, r)
+                        })
+                        .collect()
+                }),
+                1..25,
+            )
+        }
+
+        fn run_in(events: &[ChangeEvent], cuts: &[usize], polars_from: usize) -> Expected {
+            let mut engine = WindowEngine::new(spec(), 0)
+                .unwrap()
+                .with_polars_threshold(polars_from);
+            let mut docs = BTreeMap::new();
+            let mut at = 0;
+            let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (events.len() + 1)).collect();
+            bounds.push(events.len());
+            bounds.sort();
+            for end in bounds {
+                assert_eq!(engine.apply(&events[at..end]).unwrap(), vec![]);
+                at = end;
+                for doc in engine.take_changed() {
+                    docs.insert(doc.id(), doc);
+                }
+            }
+            cells(docs.into_values())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            #[test]
+            fn aggregates_do_not_depend_on_batch_boundaries(
+                per_item in items(),
+                order in prop::collection::vec(any::<usize>(), 1..50),
+                cuts in prop::collection::vec(any::<usize>(), 0..12),
+                polars in any::<bool>(),
+            ) {
+                let events = valid_stream(&per_item, &order);
+                let polars_from = if polars { 0 } else { usize::MAX };
+                prop_assert_eq!(run_in(&events, &cuts, polars_from), reference(&events));
+            }
+
+            #[test]
+            fn aggregates_do_not_depend_on_how_items_interleave(
+                per_item in items(),
+                one in prop::collection::vec(any::<usize>(), 1..50),
+                other in prop::collection::vec(any::<usize>(), 1..50),
+            ) {
+                let a = valid_stream(&per_item, &one);
+                let b = valid_stream(&per_item, &other);
+                prop_assert_eq!(run_in(&a, &[a.len() / 2], usize::MAX), run_in(&b, &[3], 0));
+            }
+
+            #[test]
+            fn net_count_never_goes_negative_over_time(
+                per_item in items(),
+                order in prop::collection::vec(any::<usize>(), 1..50),
+            ) {
+                let events = valid_stream(&per_item, &order);
+                let cells = run_in(&events, &[], usize::MAX);
+                // Live items per group: the running sum of net counts over the 1m windows.
+                let mut running: BTreeMap<(String, String), i64> = BTreeMap::new();
+                for ((window, _, dimension, value), cell) in &cells {
+                    if window != "1m" {
+                        continue;
+                    }
+                    let live = running.entry((dimension.clone(), value.clone())).or_default();
+                    *live += cell.counts[3];
+                    prop_assert!(*live >= 0, "{dimension}={value} went to {live}");
+                }
+            }
+        }
+    }
 }
