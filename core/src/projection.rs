@@ -170,7 +170,10 @@ mod tests {
         let new = p.new.unwrap();
         assert_eq!(new[2].as_ref().unwrap().text.as_ref(), "true");
         assert_eq!(new[3].as_ref().unwrap().kind, ScalarKind::Other);
-        assert_eq!(new[3].as_ref().unwrap().text.as_ref(), r#"{"L":[{"S":"x"}]}"#);
+        assert_eq!(
+            new[3].as_ref().unwrap().text.as_ref(),
+            r#"{"L":[{"S":"x"}]}"#
+        );
         assert_eq!(new[4], None);
     }
 }
