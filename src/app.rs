@@ -1,10 +1,13 @@
 //! The whole process: pipeline, dashboard, metrics, clean shutdown.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::SystemTime,
+};
 
 use anyhow::Context;
 use streamlens_aggregator::{store, WindowEngine};
-use streamlens_core::PipelineInfo;
+use streamlens_core::{PipelineHealth, PipelineInfo};
 use streamlens_dashboard::server::{router, DashboardState};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -77,6 +80,7 @@ pub async fn run(
         .map(streamlens_ingest::archive::ArchiveWriter::create)
         .transpose()?;
     let (updates, _) = broadcast::channel(256);
+    let progress = Arc::new(pipeline::Progress::default());
     let info = PipelineInfo {
         name: config.pipeline.name.clone(),
         windows: config.pipeline.windows.clone(),
@@ -94,27 +98,33 @@ pub async fn run(
         let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
             .install_recorder()
             .ok();
+        // `/api/health` and the page's health strip: the source's shards plus our counters.
+        let health = {
+            let (progress, quarantined) = (progress.clone(), quarantine.counter());
+            Arc::new(move || {
+                PipelineHealth::new(
+                    health.is_some(),
+                    health.as_ref().map(|h| h.snapshot()).unwrap_or_default(),
+                    progress.events.load(Ordering::Relaxed),
+                    quarantined.load(Ordering::Relaxed),
+                    streamlens_ingest::now_ms(),
+                )
+            })
+        };
         let state = DashboardState {
             reader: store.clone(),
             updates: updates.clone(),
             info,
             site_root: config.dashboard.site_root.clone(),
+            health,
         };
-        let app = router(state)
-            .route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let rendered = prometheus.as_ref().map(|h| h.render()).unwrap_or_default();
-                    async move { rendered }
-                }),
-            )
-            .route(
-                "/api/health",
-                axum::routing::get(move || {
-                    let shards = health.as_ref().map(|h| h.snapshot()).unwrap_or_default();
-                    async move { axum::Json(serde_json::json!({ "shards": shards })) }
-                }),
-            );
+        let app = router(state).route(
+            "/metrics",
+            axum::routing::get(move || {
+                let rendered = prometheus.as_ref().map(|h| h.render()).unwrap_or_default();
+                async move { rendered }
+            }),
+        );
         let listener = tokio::net::TcpListener::bind(config.dashboard.listen)
             .await
             .with_context(|| format!("binding the dashboard to {}", config.dashboard.listen))?;
@@ -136,6 +146,7 @@ pub async fn run(
         quarantine,
         archive,
         updates,
+        progress,
         shutdown.clone(),
     )
     .await

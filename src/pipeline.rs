@@ -5,7 +5,13 @@
 //! windows to the store and only then announces them to live subscribers. When the channel is
 //! full the source waits: memory stays bounded however fast the input is.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
 
 use streamlens_aggregator::{store::StoredCheckpoint, Store, WindowEngine};
 use streamlens_core::{AggregateDoc, EventKind, StreamRecord};
@@ -58,6 +64,13 @@ pub struct RunSummary {
     pub gaps: u64,
 }
 
+/// Live counters of a running pipeline, read by the health report.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Changes received from the source.
+    pub events: AtomicU64,
+}
+
 /// Where a run starts and how it commits.
 pub struct Resumed {
     /// Shard → last sequence number whose effects are stored (empty for a fresh start).
@@ -84,6 +97,7 @@ pub async fn run(
     mut quarantine: Quarantine,
     mut archive: Option<ArchiveWriter>,
     updates: Updates,
+    progress: Arc<Progress>,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, PipelineError> {
     let Resumed {
@@ -141,6 +155,9 @@ pub async fn run(
             positions.extend(batch.positions);
             all.extend(batch.events);
         }
+        progress
+            .events
+            .fetch_add(all.len() as u64, Ordering::Relaxed);
         if let Some(archive) = archive.as_mut() {
             for event in &all {
                 archive.write(event)?;

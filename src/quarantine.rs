@@ -7,6 +7,10 @@ use std::{
     fs::{File, OpenOptions},
     io::{BufWriter, Write},
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 use serde::Serialize;
@@ -16,7 +20,7 @@ use streamlens_ingest::Quarantined;
 pub struct Quarantine {
     path: PathBuf,
     out: BufWriter<File>,
-    count: u64,
+    count: Arc<AtomicU64>,
 }
 
 #[derive(Serialize)]
@@ -36,7 +40,7 @@ impl Quarantine {
         Ok(Quarantine {
             path,
             out: BufWriter::new(file),
-            count: 0,
+            count: Arc::default(),
         })
     }
 
@@ -47,7 +51,12 @@ impl Quarantine {
 
     /// Records quarantined by this process.
     pub fn count(&self) -> u64 {
-        self.count
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The live count of [`Self::count`], for the health report.
+    pub fn counter(&self) -> Arc<AtomicU64> {
+        self.count.clone()
     }
 
     /// Appends one entry and flushes it.
@@ -62,7 +71,7 @@ impl Quarantine {
         })?;
         writeln!(self.out, "{line}")?;
         self.out.flush()?;
-        self.count += 1;
+        self.count.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -191,3 +191,27 @@ async fn with_leases_a_split_is_read_parent_first_and_exactly_once() {
     stop.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_clean_shutdown_frees_every_lease_at_its_committed_position() {
+    require("moto", &moto_url()).await;
+    let table = unique("leases-");
+    let x = register(&table, "x").await;
+    for shard in ["s-1", "s-2", "s-3"] {
+        x.create(shard, None).await.unwrap();
+        assert!(x.take(shard, "", Some("5")).await.unwrap());
+    }
+    x.commit(&Commit {
+        version: 3,
+        max_event_time: 0,
+        positions: [("s-1".to_owned(), "40".to_owned())].into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(x.release_all().await.unwrap(), 3);
+    let table = x.read().await.unwrap();
+    assert!(table.shards.values().all(|l| l.owner.is_empty()));
+    // Committed beyond the hand-over position: the commit; never committed: where it started.
+    assert_eq!(table.shards["s-1"].checkpoint.as_deref(), Some("40"));
+    assert_eq!(table.shards["s-2"].checkpoint.as_deref(), Some("5"));
+}

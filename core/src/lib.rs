@@ -8,6 +8,8 @@
 //! * [`projection`] — changes reduced to the attributes a pipeline reads ([`ProjectedChange`]).
 //! * [`aggregate`] — the windowed aggregate documents the aggregator writes, the stores keep and the
 //!   dashboard shows, plus the [`AggregateReader`] the dashboard queries them through.
+//! * [`health`] — the pipeline's health (per shard position, lag, errors, gaps) as `/api/health`
+//!   and the dashboard show it.
 //!
 //! This crate is compiled for the browser too (the dashboard's hydrate build), so it depends on
 //! nothing that needs an OS.
@@ -15,11 +17,13 @@
 pub mod aggregate;
 pub mod attr;
 pub mod event;
+pub mod health;
 pub mod projection;
 
 pub use aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo, PrevValues};
 pub use attr::{AttributeValue, Item};
 pub use event::{ChangeEvent, EventKind, StreamRecord};
+pub use health::{PipelineHealth, ShardStatus};
 pub use projection::{ProjectedChange, ProjectedImage, Projection, Scalar, ScalarKind};
 
 /// Errors of the shared model.

@@ -15,7 +15,10 @@ use std::{
     collections::BTreeMap,
     io::BufRead,
     path::PathBuf,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -196,6 +199,20 @@ async fn main() -> std::io::Result<()> {
     }
 
     let (updates, _) = broadcast::channel::<Arc<Vec<AggregateDoc>>>(256);
+    // The health strip: no shards (like an archive source), the events applied live.
+    let events = Arc::new(AtomicU64::new(0));
+    let health = {
+        let events = events.clone();
+        Arc::new(move || {
+            streamlens_core::PipelineHealth::new(
+                false,
+                Vec::new(),
+                events.load(Ordering::Relaxed),
+                0,
+                now_ms(),
+            )
+        })
+    };
     let app = router(DashboardState {
         reader: store.clone(),
         updates: updates.clone(),
@@ -208,17 +225,19 @@ async fn main() -> std::io::Result<()> {
             store: "memory".into(),
         },
         site_root,
+        health,
     });
 
     // One random change per second.
     {
-        let (store, updates) = (store.clone(), updates.clone());
+        let (store, updates, events) = (store.clone(), updates.clone(), events.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let (status, change, cents) = dice.event();
                 let changed = store.apply(now_ms(), status, change, cents);
+                events.fetch_add(1, Ordering::Relaxed);
                 // No receivers (no page open) is fine.
                 let _ = updates.send(Arc::new(changed));
             }
@@ -228,11 +247,13 @@ async fn main() -> std::io::Result<()> {
     // `push <status>` on stdin: an INSERT with that status, now.
     {
         let (store, updates) = (store.clone(), updates.clone());
+        let events = events.clone();
         std::thread::spawn(move || {
             for line in std::io::stdin().lock().lines() {
                 let Ok(line) = line else { break };
                 if let Some(status) = line.trim().strip_prefix("push ") {
                     let changed = store.apply(now_ms(), status.trim(), Change::Insert, 4_200);
+                    events.fetch_add(1, Ordering::Relaxed);
                     let _ = updates.send(Arc::new(changed));
                     println!("PUSHED {}", status.trim());
                 }

@@ -7,6 +7,7 @@
 //! ?window=&dimension= ─► Resource(load_snapshot) ─► Snapshot ─────────┐
 //! EventSource("/api/stream") ─► live map (id ► doc, higher version) ──┴─► rows (Memo) ─► table
 //! ?metric= ─► chosen metric ─────────────────────────────────────────────► chart ◄─ rows
+//! Resource(load_health) ─► then GET /api/health every 2 s ─► health (Memo) ─► banner, strip
 //! ```
 //!
 //! * The **selection** lives in the URL, read with `use_query_map`, so the server and the
@@ -19,6 +20,9 @@
 //!   page, so hydration reuses it instead of fetching. When the selection changes in the browser
 //!   the resource calls the same function over HTTP (`POST /api/snapshot`), and the `<Transition>`
 //!   keeps the old view until the new one is there.
+//! * The **health** is a [`Resource`] over [`load_health`] (`GET /api/health`), rendered with the
+//!   page and then re-read every [`HEALTH_POLL_MS`] by the `live` module; the banner lists
+//!   [`PipelineHealth::warnings`].
 //! * The **live map** is only filled in the browser, by the `live` module: every Server-Sent
 //!   Event carries the documents that just changed, and each is kept if its `version` is higher
 //!   than the one we have. The visible rows are a memo over snapshot + live map, trimmed to the
@@ -41,10 +45,17 @@
 //! `data-id` (the document id) and `data-version`; cells carry a class naming the column:
 //! `window_start`, `value`, `inserts`, `modifies`, `removes`, `net_count`, and `sum` with
 //! `data-metric="<metric>"` for each metric sum.
+//!
+//! The health strip is a `<dl class="health">` whose items carry `data-health="<key>"` (`shards`,
+//! `behind`, `events`, `quarantined`, `gaps`, `errors`), the value in their `<dd>`. The warning
+//! banner exists only while there is a warning: `<div role="alert" data-health-warning="gap
+//! behind">` (the kinds present), one `<li data-kind data-shard>` per warning. The per-shard table
+//! (inside `<details class="shards">`) has one `<tr data-shard data-state="reading|stopped">` per
+//! shard.
 
 use std::collections::{btree_map::Entry, BTreeMap, BTreeSet};
 
-use leptos::prelude::*;
+use leptos::{prelude::*, server_fn::codec::GetUrl};
 use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::{
     components::{Route, Router, Routes},
@@ -52,7 +63,10 @@ use leptos_router::{
     path, NavigateOptions, SsrMode,
 };
 use serde::{Deserialize, Serialize};
-use streamlens_core::aggregate::{AggregateDoc, PipelineInfo, ALL_DIMENSION};
+use streamlens_core::{
+    aggregate::{AggregateDoc, PipelineInfo, ALL_DIMENSION},
+    health::{format_ms, HealthWarning, PipelineHealth, ShardStatus, BEHIND_WARNING_MS},
+};
 
 /// The name of the browser bundle: `wasm-bindgen --out-name` and `LeptosOptions::output_name`.
 ///
@@ -114,6 +128,29 @@ pub async fn load_snapshot(
         .await
         .map_err(ServerFnError::new)
 }
+
+/// The pipeline's health now: `GET /api/health`.
+///
+/// During server rendering this runs in-process; the page then polls it every
+/// [`HEALTH_POLL_MS`].
+#[server(prefix = "/api", endpoint = "health", input = GetUrl)]
+pub async fn load_health() -> Result<PipelineHealth, ServerFnError> {
+    let Some(context) = use_context::<crate::server::ServerContext>() else {
+        return Err(ServerFnError::new(
+            "the dashboard's server state is missing",
+        ));
+    };
+    Ok(context.health())
+}
+
+/// How often the page re-reads `/api/health` (milliseconds).
+pub const HEALTH_POLL_MS: u64 = 2_000;
+
+/// At most this many warnings are listed in the banner (the rest are counted).
+const MAX_WARNINGS: usize = 5;
+
+/// At most this many shards are listed in the per-shard table (the rest are counted).
+const MAX_SHARD_ROWS: usize = 50;
 
 /// The requested window if the pipeline has it, else its first; `None` if it has none.
 pub fn resolve_window(info: &PipelineInfo, requested: Option<&str>) -> Option<String> {
@@ -361,7 +398,9 @@ fn Dashboard() -> impl IntoView {
         move || (window.get(), dimension.get()),
         |(window, dimension)| load_snapshot(window, dimension),
     );
+    let health = Resource::new(|| (), |_| load_health());
     let live_docs = RwSignal::new(BTreeMap::<String, AggregateDoc>::new());
+    let live_health = RwSignal::new(None::<PipelineHealth>);
     let status = RwSignal::new(StreamStatus::Connecting);
     let hydrated = RwSignal::new(false);
 
@@ -369,12 +408,15 @@ fn Dashboard() -> impl IntoView {
     Effect::new(move |_| {
         hydrated.set(true);
         #[cfg(feature = "hydrate")]
-        live::start(live::Live {
-            docs: live_docs,
-            status,
-            window,
-            dimension,
-        });
+        {
+            live::start(live::Live {
+                docs: live_docs,
+                status,
+                window,
+                dimension,
+            });
+            live::poll_health(live_health);
+        }
     });
 
     view! {
@@ -385,8 +427,18 @@ fn Dashboard() -> impl IntoView {
         >
             <Transition fallback=|| view! { <p class="loading">"loading aggregates…"</p> }>
                 {move || Suspend::new(async move {
-                    match snapshot.await {
-                        Ok(snap) => page(snap, live_docs, status, metric, hydrated).into_any(),
+                    let snap = snapshot.await;
+                    // Without a health report the page still shows the aggregates.
+                    let health = health.await.unwrap_or_default();
+                    match snap {
+                        Ok(snap) => {
+                            let live = Live {
+                                docs: live_docs,
+                                health: live_health,
+                                status,
+                            };
+                            page(snap, health, live, metric, hydrated).into_any()
+                        }
                         Err(e) => {
                             view! {
                                 <p class="error">{format!("could not load the aggregates: {e}")}</p>
@@ -400,14 +452,34 @@ fn Dashboard() -> impl IntoView {
     }
 }
 
+/// What the browser keeps up to date after hydration.
+#[derive(Clone, Copy)]
+struct Live {
+    /// Documents received on the update stream.
+    docs: RwSignal<BTreeMap<String, AggregateDoc>>,
+    /// The newest health report polled (`None` until the first poll answers).
+    health: RwSignal<Option<PipelineHealth>>,
+    /// The update stream's state.
+    status: RwSignal<StreamStatus>,
+}
+
 /// Everything below the root once a snapshot is there.
 fn page(
     snap: Snapshot,
-    live: RwSignal<BTreeMap<String, AggregateDoc>>,
-    status: RwSignal<StreamStatus>,
+    health: PipelineHealth,
+    live: Live,
     metric: Memo<Option<String>>,
     hydrated: RwSignal<bool>,
 ) -> impl IntoView {
+    let Live {
+        docs: live,
+        health: live_health,
+        status,
+    } = live;
+    let health = {
+        let rendered = StoredValue::new(health);
+        Memo::new(move |_| live_health.get().unwrap_or_else(|| rendered.get_value()))
+    };
     let info = snap.info.clone();
     let window = snap.window.clone();
     let dimension = snap.dimension.clone();
@@ -525,6 +597,7 @@ fn page(
                 {move || status.get().label()}
             </span>
         </header>
+        {health_view(health)}
         <form class="controls" method="get">
             <label>
                 "window " <select name="window" on:change=on_window>{window_options}</select>
@@ -562,6 +635,190 @@ fn page(
                 <tbody>{move || rows.with(|docs| table_rows(docs, &metric_names))}</tbody>
             </table>
         </section>
+    }
+}
+
+/// The warning banner, the health strip and the per-shard table.
+fn health_view(health: Memo<PipelineHealth>) -> impl IntoView {
+    let sharded = health.with_untracked(|h| h.sharded);
+    let warnings = Memo::new(move |_| health.with(PipelineHealth::warnings));
+    let stat =
+        move |key: &'static str, label: &'static str, value: Signal<(String, &'static str)>| {
+            view! {
+                <div data-health=key class=move || value.with(|v| v.1)>
+                    <dt>{label}</dt>
+                    <dd>{move || value.with(|v| v.0.clone())}</dd>
+                </div>
+            }
+        };
+    let shards = Signal::derive(move || {
+        health.with(|h| {
+            if !h.sharded {
+                return ("—".to_owned(), "");
+            }
+            (h.shards_reading().to_string(), "")
+        })
+    });
+    let behind = Signal::derive(move || {
+        health.with(|h| match h.max_ms_behind() {
+            None => ("—".to_owned(), ""),
+            Some(0) => ("caught up".to_owned(), ""),
+            Some(ms) if ms > BEHIND_WARNING_MS => (format_ms(ms), "bad"),
+            Some(ms) => (format_ms(ms), ""),
+        })
+    });
+    let events = Signal::derive(move || {
+        health.with(|h| match h.records_per_s() {
+            Some(rate) => (format!("{} · {}/s", h.events, format_rate(rate)), ""),
+            None => (h.events.to_string(), ""),
+        })
+    });
+    let quarantined = Signal::derive(move || {
+        health.with(|h| {
+            (
+                h.quarantined.to_string(),
+                if h.quarantined > 0 { "warn" } else { "" },
+            )
+        })
+    });
+    let gaps = Signal::derive(move || {
+        health.with(|h| (h.gaps.to_string(), if h.gaps > 0 { "bad" } else { "" }))
+    });
+    let errors = Signal::derive(move || health.with(|h| (h.errors.to_string(), "")));
+
+    view! {
+        {move || warnings.with(|w| (!w.is_empty()).then(|| alert(w)))}
+        <dl class="health" aria-label="pipeline health">
+            {stat("shards", "shards reading", shards)}
+            {stat("behind", "max behind", behind)}
+            {stat("events", "events", events)}
+            {stat("quarantined", "quarantined", quarantined)}
+            {stat("gaps", "gaps", gaps)}
+            {sharded.then(|| stat("errors", "stream errors", errors))}
+            <div class="asof">
+                <dt>"as of"</dt>
+                <dd>{move || health.with(|h| utc_time(h.at_ms, true))}" UTC"</dd>
+            </div>
+        </dl>
+        {sharded
+            .then(|| {
+                view! {
+                    <details class="shards">
+                        <summary>
+                            {move || health.with(|h| format!("per shard ({})", h.shards.len()))}
+                        </summary>
+                        <div class="scroll">
+                            <table>
+                                <thead>
+                                    <tr>
+                                        <th>"shard"</th>
+                                        <th>"position"</th>
+                                        <th>"events"</th>
+                                        <th>"records/s"</th>
+                                        <th>"errors"</th>
+                                        <th>"gaps"</th>
+                                        <th>"behind"</th>
+                                    </tr>
+                                </thead>
+                                <tbody>{move || health.with(|h| shard_rows(&h.shards))}</tbody>
+                            </table>
+                        </div>
+                    </details>
+                }
+            })}
+    }
+}
+
+/// The warning banner: `role="alert"`, `data-health-warning` the kinds present (`gap`,
+/// `behind`), one list item per warning with `data-kind` and `data-shard`.
+fn alert(warnings: &[HealthWarning]) -> AnyView {
+    let mut kinds: Vec<&str> = Vec::new();
+    for w in warnings {
+        if !kinds.contains(&w.kind.as_str()) {
+            kinds.push(w.kind.as_str());
+        }
+    }
+    let items = warnings
+        .iter()
+        .take(MAX_WARNINGS)
+        .map(|w| {
+            view! {
+                <li data-kind=w.kind.as_str() data-shard=w.shard_id.clone()>
+                    {w.message.clone()}
+                </li>
+            }
+        })
+        .collect_view();
+    let more = warnings.len().saturating_sub(MAX_WARNINGS);
+    view! {
+        <div class="alert" role="alert" data-health-warning=kinds.join(" ")>
+            <strong>"The pipeline needs attention"</strong>
+            <ul>
+                {items}
+                {(more > 0).then(|| view! { <li class="more">{format!("… and {more} more")}</li> })}
+            </ul>
+        </div>
+    }
+    .into_any()
+}
+
+/// The per-shard table body, in shard order, at most [`MAX_SHARD_ROWS`] rows.
+fn shard_rows(shards: &[ShardStatus]) -> AnyView {
+    if shards.is_empty() {
+        return view! {
+            <tr class="empty">
+                <td colspan="7">"no shards found yet"</td>
+            </tr>
+        }
+        .into_any();
+    }
+    let more = shards.len().saturating_sub(MAX_SHARD_ROWS);
+    let rows = shards
+        .iter()
+        .take(MAX_SHARD_ROWS)
+        .map(|s| {
+            let behind = match s.ms_behind {
+                None => "—".to_owned(),
+                Some(0) => "caught up".to_owned(),
+                Some(ms) => format_ms(ms),
+            };
+            let state = if s.reading { "reading" } else { "stopped" };
+            let gaps_class = if s.gaps > 0 { "gaps bad" } else { "gaps" };
+            view! {
+                <tr data-shard=s.shard_id.clone() data-state=state>
+                    <td class="shard">{s.shard_id.clone()}</td>
+                    <td class="position">{s.position.clone().unwrap_or_else(|| "—".into())}</td>
+                    <td class="events">{s.events.to_string()}</td>
+                    <td class="rate">
+                        {s.records_per_s.map(format_rate).unwrap_or_else(|| "—".into())}
+                    </td>
+                    <td class="errors">{s.errors.to_string()}</td>
+                    <td class=gaps_class>{s.gaps.to_string()}</td>
+                    <td class="behind">{behind}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        {rows}
+        {(more > 0)
+            .then(|| {
+                view! {
+                    <tr class="empty">
+                        <td colspan="7">{format!("… and {more} more shards")}</td>
+                    </tr>
+                }
+            })}
+    }
+    .into_any()
+}
+
+/// Records per second with one decimal below 100, whole above.
+fn format_rate(rate: f64) -> String {
+    if rate < 100.0 {
+        format!("{rate:.1}")
+    } else {
+        format!("{rate:.0}")
     }
 }
 
@@ -872,7 +1129,8 @@ mod live {
     use wasm_bindgen::{closure::Closure, JsCast};
     use web_sys::{Event, EventSource, MessageEvent};
 
-    use super::{load_snapshot, merge_doc, StreamStatus};
+    use super::{load_health, load_snapshot, merge_doc, StreamStatus, HEALTH_POLL_MS};
+    use streamlens_core::health::PipelineHealth;
 
     /// The first reconnect delay; it doubles per failed attempt up to [`MAX_RETRY`].
     const FIRST_RETRY: Duration = Duration::from_millis(500);
@@ -975,6 +1233,26 @@ mod live {
         set_timeout(move || connect(live, slot, failures), delay);
     }
 
+    /// Reads `/api/health` now and then every [`HEALTH_POLL_MS`] (the next read is scheduled once
+    /// the previous one answered, so reads never pile up), until the signal is disposed.
+    pub(super) fn poll_health(health: RwSignal<Option<PipelineHealth>>) {
+        if health.is_disposed() {
+            return;
+        }
+        leptos::task::spawn_local(async move {
+            match load_health().await {
+                Ok(report) => {
+                    health.try_set(Some(report));
+                }
+                Err(e) => leptos::logging::warn!("could not read the pipeline health: {e}"),
+            }
+            set_timeout(
+                move || poll_health(health),
+                Duration::from_millis(HEALTH_POLL_MS),
+            );
+        });
+    }
+
     /// Re-reads the snapshot of the current selection, so changes made before the stream
     /// (re)opened are not missed.
     fn catch_up(live: Live) {
@@ -1059,6 +1337,22 @@ td.value { font-weight: 500; }
 .empty, .loading { color: var(--muted); }
 tr.empty td { text-align: left; }
 .error { color: #b3261e; }
+.alert { margin: 12px 0 0; padding: 8px 12px; border: 1px solid #f0b796; border-left: 4px solid #D55E00;
+  border-radius: 4px; background: #fff4ed; font-size: 14px; }
+.alert strong { color: #9c3a00; }
+.alert ul { margin: 4px 0 0; padding-left: 20px; }
+.alert li { overflow-wrap: anywhere; }
+dl.health { display: flex; flex-wrap: wrap; gap: 4px 22px; margin: 10px 0 0; font-size: 13px; }
+dl.health > div { display: flex; gap: 6px; align-items: baseline; white-space: nowrap; }
+dl.health dt { color: var(--muted); }
+dl.health dd { margin: 0; font-weight: 600; font-variant-numeric: tabular-nums; }
+dl.health .warn dd { color: #9a6700; }
+dl.health .bad dd, td.bad { color: #b3261e; font-weight: 600; }
+dl.health .asof dd { font-weight: 400; color: var(--muted); }
+details.shards { margin: 4px 0 0; font-size: 13px; }
+details.shards summary { cursor: pointer; color: var(--muted); width: max-content; }
+details.shards table { margin-top: 4px; font-size: 13px; }
+.scroll { overflow-x: auto; }
 "#;
 
 #[cfg(test)]

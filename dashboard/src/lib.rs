@@ -30,6 +30,13 @@
 //! (re)opens the page also re-reads the snapshot, so changes made while it was disconnected are
 //! not lost; on errors it reconnects with exponential backoff.
 //!
+//! The pipeline's health (shards being read, the largest lag, events, quarantined records, gaps)
+//! is rendered with the page as a strip under the header, with a warning banner (`role="alert"`)
+//! when a gap was recorded or a shard falls more than a minute behind. After hydration the page
+//! re-reads `GET /api/health` every two seconds. Polling rather than riding on the update stream:
+//! health matters most when the pipeline is stuck and no documents flow, it stays readable while
+//! the stream reconnects, and `/api/stream` keeps carrying documents only.
+//!
 //! The selectors (window size, dimension, metric) live in the query string
 //! (`/?window=5m&dimension=status&metric=sums.amount`): without JavaScript they are a plain GET
 //! form, with it they navigate in place and only the snapshot for the new selection is fetched
@@ -42,6 +49,7 @@
 //! | `GET /` | the page |
 //! | `GET /api/aggregates?window=&from=&to=&dimension=` | JSON array of aggregate documents |
 //! | `GET /api/pipeline` | JSON pipeline description |
+//! | `GET /api/health` | JSON [`PipelineHealth`](streamlens_core::PipelineHealth): per shard position, lag, records/s, errors, gaps; events, quarantined |
 //! | `GET /api/stream` | Server-Sent Events, one JSON array of changed documents per event |
 //! | `POST /api/snapshot` | the page's server function |
 //! | `GET /pkg/*` | the hydrate bundle |

@@ -13,6 +13,7 @@
 //!     updates: updates.clone(), // the aggregator sends changed documents here
 //!     info,
 //!     site_root: PathBuf::from("target/site"), // holds pkg/ from build-client.sh
+//!     health: streamlens_dashboard::server::no_health(), // or the running pipeline's
 //! });
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app).await
@@ -27,6 +28,11 @@
 //!   window; without `dimension` every group is returned. An unknown or malformed parameter is
 //!   a `400` with `{"error": "..."}` naming it.
 //! * `GET /api/pipeline` — the [`PipelineInfo`] as JSON.
+//! * `GET /api/health` — the [`PipelineHealth`] from [`DashboardState::health`] as JSON: per shard
+//!   position, events, records/s, errors, gaps and ms behind the newest write, plus the
+//!   pipeline's events, quarantined records and gaps. It is the page's server function
+//!   [`crate::app::load_health`] (`GetUrl` encoding), so the page renders and polls the same
+//!   answer.
 //! * `GET /api/stream` — Server-Sent Events: each message broadcast on
 //!   [`DashboardState::updates`] becomes one `data:` event holding the JSON array of changed
 //!   documents. A receiver that falls behind skips what it missed (the page re-reads its
@@ -57,7 +63,10 @@ use axum::{
 use futures::StreamExt;
 use leptos::{config::LeptosOptions, context::provide_context};
 use leptos_axum::{generate_route_list, LeptosRoutes};
-use streamlens_core::aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo};
+use streamlens_core::{
+    aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo},
+    health::PipelineHealth,
+};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 use tower_http::services::ServeDir;
@@ -81,6 +90,17 @@ pub struct DashboardState {
     pub info: PipelineInfo,
     /// The directory holding `pkg/` with the browser bundle.
     pub site_root: PathBuf,
+    /// The pipeline's health now, for `/api/health` and the page's health strip (called per
+    /// request: keep it cheap). [`no_health`] when there is nothing to report.
+    pub health: HealthFn,
+}
+
+/// Takes a snapshot of the pipeline's health.
+pub type HealthFn = Arc<dyn Fn() -> PipelineHealth + Send + Sync>;
+
+/// A health provider for a dashboard without a pipeline behind it: no shards, no counters.
+pub fn no_health() -> HealthFn {
+    Arc::new(PipelineHealth::default)
 }
 
 /// The state the page's server function reads through Leptos context.
@@ -91,6 +111,7 @@ struct Shared {
     reader: Arc<dyn AggregateReader>,
     updates: broadcast::WeakSender<Arc<Vec<AggregateDoc>>>,
     info: PipelineInfo,
+    health: HealthFn,
 }
 
 impl ServerContext {
@@ -125,6 +146,11 @@ impl ServerContext {
             dimension,
             docs: newest_windows(docs, MAX_WINDOWS),
         })
+    }
+
+    /// The pipeline's health now.
+    pub(crate) fn health(&self) -> PipelineHealth {
+        (self.0.health)()
     }
 
     fn pipeline(&self) -> Option<String> {
@@ -211,6 +237,7 @@ pub fn router(state: DashboardState) -> Router {
         updates,
         info,
         site_root,
+        health,
     } = state;
     let pkg_dir = site_root.join("pkg");
     warn_if_bundle_missing(&pkg_dir);
@@ -224,6 +251,7 @@ pub fn router(state: DashboardState) -> Router {
         reader,
         updates: updates.downgrade(),
         info,
+        health,
     }));
     let state = AppState {
         leptos_options: leptos_options.clone(),

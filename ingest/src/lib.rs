@@ -130,27 +130,9 @@ pub struct SourceSummary {
     pub quarantined: u64,
 }
 
-/// The health of one shard, as shown on `/api/health`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ShardStatus {
-    /// The shard.
-    pub shard_id: String,
-    /// Sequence number of the last record read.
-    pub position: Option<String>,
-    /// Records decoded.
-    pub events: u64,
-    /// Records quarantined.
-    pub quarantined: u64,
-    /// Failed calls (throttles and retries included).
-    pub errors: u64,
-    /// Times records were trimmed before they could be read (each a recorded gap).
-    pub gaps: u64,
-    /// Creation time of the last record read (epoch ms).
-    pub last_record_ms: Option<i64>,
-    /// Wall clock minus the last record's creation time: how far behind the shard's newest write
-    /// the reader is, while records keep coming.
-    pub ms_behind: Option<i64>,
-}
+/// The health of one shard, as shown on `/api/health` (defined in core, so that the dashboard
+/// can show it without depending on the sources).
+pub use streamlens_core::health::{GapNote, ShardStatus};
 
 /// A handle on a running source's per-shard health.
 #[derive(Debug, Clone, Default)]

@@ -8,8 +8,17 @@
 // line, in order:
 //
 //   EXPECT <text>      wait (at most 15 s, without reloading) until <text> appears in the page's
-//                      table, then print "SEEN <text> <ms>" (ms = time waited)
+//                      aggregates table, then print "SEEN <text> <ms>" (ms = time waited)
 //   SCREENSHOT <path>  save a full-page PNG, then print "SAVED <path>"
+//   VIEWPORT <w> <h>   resize the page (CSS pixels), then print "RESIZED <w> <h>"
+//   NOALERT            print "NOALERT" if the page shows no health warning banner now
+//                      ([data-health-warning]), else fail
+//   ALERT <kind>       wait (at most 15 s, without reloading) for the health warning banner
+//                      ([role="alert"][data-health-warning~="<kind>"], kind = gap | behind),
+//                      then print "ALERTED <kind> <ms> <banner text>"
+//   HEALTH <key> <text>  wait (at most 15 s) until the health strip's item <key> (shards,
+//                      behind, events, quarantined, gaps, errors) reads <text>, then print
+//                      "HEALTHY <key> <text>"
 //
 // On stdin EOF it prints OK and exits 0 if the page logged no console errors, no page errors,
 // no hydration warnings and no failed requests; otherwise it prints "ERROR <what>" lines and
@@ -100,7 +109,16 @@ try {
 } catch {
   await fail(`the update stream did not open within ${WAIT_MS} ms (no [data-stream="open"])`);
 }
+// A reload would drop this marker: the commands that promise "without reloading" check it.
+await page.evaluate(() => {
+  window.__streamlensNoReload = true;
+});
 await say('READY');
+
+async function stillSamePage(what) {
+  const same = await page.evaluate(() => window.__streamlensNoReload === true);
+  if (!same) await fail(`the page was reloaded while waiting for ${what}`);
+}
 
 const input = createInterface({ input: process.stdin, crlfDelay: Infinity });
 for await (const raw of input) {
@@ -114,7 +132,8 @@ for await (const raw of input) {
     try {
       await page.waitForFunction(
         (text) => {
-          const table = document.querySelector('#dashboard table');
+          // the aggregates, not the per-shard health table
+          const table = document.querySelector('#dashboard section.table table');
           // innerText separates cells, so a text never matches across two of them
           return table !== null && table.innerText.includes(text);
         },
@@ -125,6 +144,48 @@ for await (const raw of input) {
       await fail(`"${arg}" did not appear in the table within ${WAIT_MS} ms`);
     }
     await say(`SEEN ${arg} ${Date.now() - started}`);
+  } else if (command === 'NOALERT' && arg === '') {
+    const banner = await page.$('[data-health-warning]');
+    if (banner !== null) {
+      await fail(`unexpected health warning: ${await banner.innerText()}`);
+    }
+    await say('NOALERT');
+  } else if (command === 'ALERT' && arg !== '') {
+    const started = Date.now();
+    const selector = `[role="alert"][data-health-warning~="${arg}"]`;
+    let banner;
+    try {
+      banner = await page.waitForSelector(selector, { state: 'visible', timeout: WAIT_MS });
+    } catch {
+      await fail(`no visible ${selector} within ${WAIT_MS} ms`);
+    }
+    await stillSamePage(selector);
+    const text = (await banner.innerText()).replace(/\s+/g, ' ').trim();
+    await say(`ALERTED ${arg} ${Date.now() - started} ${text}`);
+  } else if (command === 'HEALTH' && arg.includes(' ')) {
+    const key = arg.slice(0, arg.indexOf(' '));
+    const want = arg.slice(arg.indexOf(' ') + 1);
+    try {
+      await page.waitForFunction(
+        ([key, want]) => {
+          const dd = document.querySelector(`[data-health="${key}"] dd`);
+          return dd !== null && dd.innerText.trim() === want;
+        },
+        [key, want],
+        { timeout: WAIT_MS, polling: 50 },
+      );
+    } catch {
+      const now = await page
+        .$eval(`[data-health="${key}"] dd`, (dd) => dd.innerText)
+        .catch(() => '(missing)');
+      await fail(`health "${key}" did not read "${want}" within ${WAIT_MS} ms (it reads "${now}")`);
+    }
+    await stillSamePage(`health ${key}`);
+    await say(`HEALTHY ${key} ${want}`);
+  } else if (command === 'VIEWPORT' && /^\d+ \d+$/.test(arg)) {
+    const [width, height] = arg.split(' ').map(Number);
+    await page.setViewportSize({ width, height });
+    await say(`RESIZED ${width} ${height}`);
   } else if (command === 'SCREENSHOT' && arg !== '') {
     await page.screenshot({ path: arg, fullPage: true });
     await say(`SAVED ${arg}`);

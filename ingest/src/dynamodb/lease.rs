@@ -414,6 +414,25 @@ impl Leases {
         }
     }
 
+    /// Frees every shard this worker owns at its last committed position, for a clean shutdown:
+    /// call it once the pipeline has stopped (nothing more will be committed), so other workers
+    /// take the shards at once instead of after `lease_duration`. Returns how many were freed.
+    pub async fn release_all(&self) -> Result<usize, Error> {
+        let table = self.read().await?;
+        let committed = self.committed();
+        let mut freed = 0;
+        for (shard, lease) in &table.shards {
+            if lease.owner != self.worker || lease.finished {
+                continue;
+            }
+            let at = later(committed.get(shard).cloned(), lease.checkpoint.clone());
+            self.release(shard, at.as_deref(), false).await?;
+            freed += 1;
+        }
+        tracing::info!(worker = %self.worker, freed, "leases released at shutdown");
+        Ok(freed)
+    }
+
     /// Fences a worker seen dead (its counter still `counter`): it can commit nothing more.
     /// Returns its row as of the fence, or None if it moved meanwhile (it is alive).
     pub async fn fence(&self, worker: &str, counter: i64) -> Result<Option<WorkerRow>, Error> {

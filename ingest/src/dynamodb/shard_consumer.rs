@@ -55,6 +55,35 @@ pub struct ShardHealth {
     pub position: std::sync::Mutex<Option<String>>,
     /// The last GetRecords succeeded with no records: the reader has caught up with the shard.
     pub caught_up: std::sync::atomic::AtomicBool,
+    /// A consumer is reading the shard (set by the source around the consumer's task).
+    pub reading: std::sync::atomic::AtomicBool,
+    /// The most recent gap.
+    pub last_gap: std::sync::Mutex<Option<crate::GapNote>>,
+    /// (wall-clock ms, events) at the previous health snapshot, and the rate measured then.
+    pub rate: std::sync::Mutex<RateSample>,
+}
+
+/// The last measurement of a shard's records per second.
+#[derive(Debug, Default)]
+pub struct RateSample {
+    at_ms: i64,
+    events: u64,
+    per_s: Option<f64>,
+}
+
+impl RateSample {
+    /// The rate since the previous sample when at least a second has passed (then this becomes
+    /// the new sample), else the previous rate.
+    pub fn update(&mut self, now_ms: i64, events: u64) -> Option<f64> {
+        if self.at_ms == 0 {
+            (self.at_ms, self.events) = (now_ms, events);
+        } else if now_ms - self.at_ms >= 1_000 {
+            let elapsed = (now_ms - self.at_ms) as f64 / 1_000.0;
+            self.per_s = Some(events.saturating_sub(self.events) as f64 / elapsed);
+            (self.at_ms, self.events) = (now_ms, events);
+        }
+        self.per_s
+    }
 }
 
 /// One shard's read loop.
@@ -209,6 +238,16 @@ impl ShardConsumer {
             ApiError::TrimmedData(reason) => {
                 tracing::error!(shard = %shard, after = ?last_read, %reason, "records were trimmed before they were read: gap recorded, continuing from trim horizon");
                 metrics::counter!("streamlens_gaps_total", "shard" => shard.clone()).increment(1);
+                self.health.gaps.fetch_add(1, Ordering::Relaxed);
+                *self
+                    .health
+                    .last_gap
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(crate::GapNote {
+                    after: last_read.clone(),
+                    at_ms: now_ms(),
+                    reason: reason.clone(),
+                });
                 let gap = Gap {
                     shard_id: shard,
                     after: last_read.take(),
@@ -293,5 +332,21 @@ impl ShardConsumer {
             _ = self.shutdown.cancelled() => false,
             _ = tokio::time::sleep(wait) => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateSample;
+
+    #[test]
+    fn the_rate_is_measured_over_at_least_a_second() {
+        let mut rate = RateSample::default();
+        assert_eq!(rate.update(10_000, 5), None);
+        // too soon: no new measurement
+        assert_eq!(rate.update(10_400, 50), None);
+        assert_eq!(rate.update(12_000, 45), Some(20.0));
+        assert_eq!(rate.update(12_500, 1_000), Some(20.0));
+        assert_eq!(rate.update(14_000, 45), Some(0.0));
     }
 }

@@ -442,6 +442,7 @@ impl Source for DynamoDbSource {
                 };
                 shard.state = State::Running;
                 let health = Arc::new(ShardHealth::default());
+                health.reading.store(true, Ordering::Relaxed);
                 self.health
                     .shards
                     .lock()
@@ -463,7 +464,12 @@ impl Source for DynamoDbSource {
                     health,
                     last_activity: last_activity.clone(),
                 };
-                tasks.spawn(async move { (id, consumer.run().await) });
+                tasks.spawn(async move {
+                    let health = consumer.health.clone();
+                    let end = consumer.run().await;
+                    health.reading.store(false, Ordering::Relaxed);
+                    (id, end)
+                });
             }
             // A disabled stream whose shards are all read: follow the table to its new stream.
             if !enabled
@@ -559,15 +565,26 @@ impl HealthHandle {
             .iter()
             .map(|(id, h)| {
                 let last = h.last_record_ms.load(Ordering::Relaxed);
+                let caught_up = h.caught_up.load(Ordering::Relaxed);
+                let events = h.events.load(Ordering::Relaxed);
                 ShardStatus {
                     shard_id: id.clone(),
                     position: h.position.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-                    events: h.events.load(Ordering::Relaxed),
+                    events,
                     quarantined: h.quarantined.load(Ordering::Relaxed),
                     errors: h.errors.load(Ordering::Relaxed),
                     gaps: h.gaps.load(Ordering::Relaxed),
                     last_record_ms: (last > 0).then_some(last),
-                    ms_behind: (last > 0).then(|| (now - last).max(0)),
+                    // Caught up means nothing newer to read: no lag, however old the last write.
+                    ms_behind: (last > 0).then(|| if caught_up { 0 } else { (now - last).max(0) }),
+                    caught_up,
+                    reading: h.reading.load(Ordering::Relaxed),
+                    records_per_s: h
+                        .rate
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .update(now, events),
+                    last_gap: h.last_gap.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                 }
             })
             .collect()

@@ -1,0 +1,258 @@
+//! Pipeline health on the live page, in a real headless Chromium: a run whose source is the
+//! scripted fault server (`streamlens_infra::fault_server`) hits trimmed data
+//! (TrimmedDataAccessException) while the page is open; the gap shows up in the health strip and
+//! as the warning banner without a reload, the reading goes on after the gap, and the page logs no
+//! console errors.
+//!
+//! Needs `/usr/bin/chromium`, `npm ci` (playwright-core) and the dashboard bundle
+//! (`dashboard/build-client.sh`), like `tests/browser.rs`; no other service. With
+//! `STREAMLENS_SCREENSHOTS=<dir>` it also saves the page with the banner at 1280 px and at phone
+//! width (390 px) into that directory.
+
+mod common;
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use serde_json::{json, Value};
+use streamlens_infra::fault_server::{FaultServer, RecordSpec};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    process::Command,
+};
+use tokio_util::sync::CancellationToken;
+
+fn site_root() -> PathBuf {
+    std::env::var_os("STREAMLENS_SITE_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/site"))
+}
+
+/// An INSERT of `pk` with a `status`, written now.
+fn order(pk: &str, status: &str) -> RecordSpec {
+    let mut spec = RecordSpec::insert(pk, "5.00", streamlens_ingest::now_ms() / 1_000);
+    spec.new_image = Some(json!({
+        "pk": { "S": pk },
+        "status": { "S": status },
+        "amount": { "N": "5.00" },
+    }));
+    spec
+}
+
+async fn health(base: &str) -> Value {
+    reqwest::get(format!("{base}/api/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls `/api/health` until `done` holds, for at most `limit`.
+async fn health_until(base: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let now = health(base).await;
+        if done(&now) || started.elapsed() > limit {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_shows_on_the_hydrated_page_without_reload() {
+    let site = site_root();
+    assert!(
+        site.join("pkg/streamlens_dashboard.js").exists(),
+        "no dashboard bundle in {}: run dashboard/build-client.sh",
+        site.display()
+    );
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("node_modules/playwright-core").exists(),
+        "playwright-core missing: run `npm ci` in {}",
+        root.display()
+    );
+
+    let server = FaultServer::start().await;
+    server.add_shard("s1", None);
+    let first = server.push(
+        "s1",
+        (0..3)
+            .map(|i| order(&format!("order#{i}"), "open"))
+            .collect(),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = common::config(
+        &format!(
+            "kind = \"dynamodb\"\nstream_arn = \"{}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
+             poll_interval = \"50ms\"\ndiscovery_interval = \"200ms\"\nmax_backoff = \"200ms\"",
+            server.stream_arn(),
+            server.url()
+        ),
+        &format!("kind = \"embedded\"\npath = \"{}\"", dir.path().join("s.redb").display()),
+        dir.path(),
+        "",
+    );
+    config.dashboard.enabled = true;
+    config.dashboard.listen = ([127, 0, 0, 1], port).into();
+    config.dashboard.site_root = site;
+    let shutdown = CancellationToken::new();
+    let app = tokio::spawn(streamlens::app::run(config, shutdown.clone()));
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(&base).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The first records are read, and nothing is wrong yet.
+    let before = health_until(&base, Duration::from_secs(20), |h| {
+        h["events"] == 3 && h["shards"][0]["caught_up"] == true
+    })
+    .await;
+    assert_eq!(before["events"], 3, "{before}");
+    assert_eq!(before["sharded"], true, "{before}");
+    assert_eq!(before["gaps"], 0, "{before}");
+    assert_eq!(before["shards"][0]["shard_id"], "s1", "{before}");
+    assert_eq!(
+        before["shards"][0]["position"],
+        first[2].as_str(),
+        "{before}"
+    );
+    assert_eq!(before["shards"][0]["ms_behind"], 0, "{before}");
+
+    let mut browser = Command::new("node")
+        .arg(root.join("tests/browser/live.mjs"))
+        .arg(&base)
+        .current_dir(&root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node is needed for the browser test");
+    let mut stdin = browser.stdin.take().unwrap();
+    let mut lines = BufReader::new(browser.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the browser script answers within 60 s")
+            .unwrap()
+            .unwrap_or_default()
+    };
+    let mut command = async |line: &str| {
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    };
+    assert_eq!(next_line().await, "READY");
+    command("NOALERT").await;
+    assert_eq!(next_line().await, "NOALERT");
+    command("HEALTH gaps 0").await;
+    assert_eq!(next_line().await, "HEALTHY gaps 0");
+
+    // New records arrive and the oldest of them is trimmed before the reader gets to it: its
+    // next read answers TrimmedDataAccessException. The reader polls every 50 ms, so it may
+    // read the records between the push and the trim; then the round has no gap and is repeated.
+    let probe = common::unique("after-gap-");
+    let mut last_read = first[2].clone();
+    let mut read = 3;
+    let mut gapped = None;
+    for round in 0..5 {
+        let seqs = server.push(
+            "s1",
+            (0..3)
+                .map(|i| order(&format!("order#{round}-{i}"), &probe))
+                .collect(),
+        );
+        server.trim_before("s1", &seqs[1]);
+        let now = health_until(&base, Duration::from_secs(10), |h| {
+            h["gaps"] == 1 || h["events"] == read + 3
+        })
+        .await;
+        if now["gaps"] == 1 {
+            gapped = Some((now, seqs));
+            break;
+        }
+        assert_eq!(
+            now["events"],
+            read + 3,
+            "neither a gap nor the records: {now}"
+        );
+        eprintln!("round {round}: the records were read before the trim; again");
+        read += 3;
+        last_read = seqs[2].clone();
+    }
+    let (_, seqs) = gapped.expect("a gap within 5 rounds");
+
+    // The page shows it without a reload: banner and strip.
+    command("ALERT gap").await;
+    let alerted = next_line().await;
+    assert!(alerted.starts_with("ALERTED gap "), "{alerted}");
+    assert!(alerted.contains("Gap on shard s1"), "{alerted}");
+    assert!(
+        alerted.contains(&format!("after sequence number {last_read}")),
+        "{alerted}"
+    );
+    eprintln!("gap → page: {alerted}");
+    command("HEALTH gaps 1").await;
+    assert_eq!(next_line().await, "HEALTHY gaps 1");
+
+    // Reading goes on from the trim horizon: the records after the gap reach the table.
+    command(&format!("EXPECT {probe}")).await;
+    let seen = next_line().await;
+    assert!(seen.starts_with(&format!("SEEN {probe}")), "{seen}");
+    let after = health_until(&base, Duration::from_secs(10), |h| h["events"] == read + 2).await;
+    assert_eq!(after["events"], read + 2, "{after}");
+    assert_eq!(after["gaps"], 1, "{after}");
+    assert_eq!(
+        after["quarantined"], 1,
+        "the gap's quarantine entry: {after}"
+    );
+    let shard = &after["shards"][0];
+    assert_eq!(shard["gaps"], 1, "{after}");
+    assert_eq!(shard["last_gap"]["after"], last_read.as_str(), "{after}");
+    assert_eq!(shard["position"], seqs[2].as_str(), "{after}");
+    command("HEALTH quarantined 1").await;
+    assert_eq!(next_line().await, "HEALTHY quarantined 1");
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("streamlens_gaps_total{shard=\"s1\"} 1"),
+        "{metrics}"
+    );
+
+    if let Some(shots) = std::env::var_os("STREAMLENS_SCREENSHOTS") {
+        let shots = PathBuf::from(shots);
+        std::fs::create_dir_all(&shots).unwrap();
+        for (width, height) in [(1280, 900), (390, 844)] {
+            command(&format!("VIEWPORT {width} {height}")).await;
+            assert_eq!(next_line().await, format!("RESIZED {width} {height}"));
+            let path = shots.join(format!("health-{width}.png"));
+            command(&format!("SCREENSHOT {}", path.display())).await;
+            assert_eq!(next_line().await, format!("SAVED {}", path.display()));
+        }
+    }
+
+    drop(stdin);
+    let done = next_line().await;
+    assert_eq!(done, "OK", "the page logged errors");
+    assert!(browser.wait().await.unwrap().success());
+
+    shutdown.cancel();
+    app.await.unwrap().unwrap();
+    server.shutdown().await;
+}
