@@ -169,6 +169,13 @@ pub async fn run(
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(leases) = &leases {
+        // Nothing more will be committed: hand every shard over now rather than after the lease
+        // times out.
+        if let Err(e) = leases.release_all().await {
+            tracing::warn!(error = %e, "could not release the leases; others take them when they expire");
+        }
+    }
     if let Some(server) = server {
         tracing::info!("source finished; the dashboard keeps serving until interrupted");
         server

@@ -473,7 +473,57 @@ async fn workers_share_the_shards_and_take_over_from_dead_ones_exactly() {
             "{worker}'s committed partial sums are kept"
         );
     }
-    for worker in [&a, &b, &c] {
+
+    // d joins; c is stopped cleanly (SIGTERM): it commits, frees its leases, and d has every
+    // shard long before a lease would have expired.
+    let mut c = c;
+    let d = Worker::start("d", dir.path(), &server, &table, &prefix, None);
+    wait_for(
+        "c to hand two shards to d",
+        Duration::from_secs(30),
+        &|| logs(&[&c, &d]),
+        || async { split_between(&owners(&client, &table).await, "c", "d") },
+    )
+    .await;
+    changes.push(&server, 40);
+    let status = Command::new("kill")
+        .args(["-TERM", &c.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopped = Instant::now();
+    let code = c.child.wait().unwrap();
+    assert!(
+        code.success(),
+        "c exits cleanly on SIGTERM: {code:?}\n{}",
+        c.logs()
+    );
+    wait_for(
+        "d to take c's shards",
+        LEASE_DURATION * 3 + Duration::from_secs(10),
+        &|| logs(&[&c, &d]),
+        || async { owners(&client, &table).await.values().all(|o| o == "d") },
+    )
+    .await;
+    println!(
+        "after c stopped cleanly: d owned every shard {:.1} s later",
+        stopped.elapsed().as_secs_f64()
+    );
+    assert!(
+        c.logs().contains("leases released at shutdown"),
+        "{}",
+        c.logs()
+    );
+    changes.push(&server, 40);
+    let expected = without_empty(changes.totals.clone());
+    exact(
+        "the aggregates after c's clean stop",
+        vec![&c, &d],
+        expected.clone(),
+    )
+    .await;
+    assert_eq!(merged_totals(&store).await, expected);
+    for worker in [&a, &b, &c, &d] {
         print_lease_log(worker);
     }
 }
