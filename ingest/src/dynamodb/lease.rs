@@ -53,6 +53,8 @@ pub struct WorkerRow {
     pub max_event_time: i64,
     /// Shard → last sequence number whose effects the worker stored.
     pub positions: Checkpoint,
+    /// The worker stopped cleanly and freed its leases: it does not count as live.
+    pub stopped: bool,
 }
 
 /// What a shard's row says.
@@ -157,6 +159,11 @@ fn worker_row(item: &HashMap<String, AttributeValue>) -> WorkerRow {
                     .collect()
             })
             .unwrap_or_default(),
+        stopped: item
+            .get("stopped")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
     }
 }
 
@@ -195,11 +202,13 @@ impl Leases {
             .update_expression(
                 "SET epoch = if_not_exists(epoch, :zero) + :one, \
                  #c = if_not_exists(#c, :zero) + :one, \
-                 committed_version = if_not_exists(committed_version, :zero)",
+                 committed_version = if_not_exists(committed_version, :zero), \
+                 stopped = :no",
             )
             .expression_attribute_names("#c", "counter")
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
             .return_values(ReturnValue::AllNew)
             .send()
             .await
@@ -429,6 +438,26 @@ impl Leases {
             self.release(shard, at.as_deref(), false).await?;
             freed += 1;
         }
+        // Others stop counting us as live at once, so they take the shards now.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("scope", s(&self.scope))
+            .key("key", s(format!("worker|{}", self.worker)))
+            .update_expression("SET stopped = :yes, #c = #c + :one")
+            .condition_expression("epoch = :epoch")
+            .expression_attribute_names("#c", "counter")
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":epoch", n(self.epoch))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(e) if conditional_failed(&e) => return Err(self.fenced()),
+            Err(e) => return Err(aws_err("UpdateItem (worker stopped)")(e)),
+        }
         tracing::info!(worker = %self.worker, freed, "leases released at shutdown");
         Ok(freed)
     }
@@ -631,11 +660,18 @@ impl Balancer {
                 *entry = (row.counter, now);
             }
         }
+        let stopped: BTreeSet<&String> = table
+            .workers
+            .iter()
+            .filter(|(_, row)| row.stopped)
+            .map(|(w, _)| w)
+            .collect();
         let live = |w: &str, seen: &HashMap<String, (i64, Instant)>| {
             w == me
-                || seen
-                    .get(w)
-                    .is_some_and(|(_, since)| now.duration_since(*since) < leases.duration)
+                || (!stopped.contains(&w.to_owned())
+                    && seen
+                        .get(w)
+                        .is_some_and(|(_, since)| now.duration_since(*since) < leases.duration))
         };
         let mut plan = Plan::default();
         // Our own leases: adopt after a restart; notice the ones we lost.
