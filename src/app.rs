@@ -61,6 +61,12 @@ pub async fn run(
                 store: store.clone(),
                 pipeline: config.pipeline.name.clone(),
             })),
+            // With an archive to archive to, whole events are needed; else read only what the
+            // engine reads.
+            projection: config
+                .archive_to
+                .is_none()
+                .then(|| engine.projection().clone()),
         },
     )
     .await

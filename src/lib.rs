@@ -12,6 +12,7 @@
 //! orders stream replayed live into the embedded store.
 
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod pipeline;
 pub mod quarantine;

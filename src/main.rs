@@ -28,6 +28,28 @@ enum Command {
         #[arg(long)]
         no_dashboard: bool,
     },
+    /// Measure archive → aggregates throughput on a generated orders stream (events/s, CPU,
+    /// peak RSS).
+    Bench {
+        /// Records to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Generator seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Event times out of order by up to this many seconds.
+        #[arg(long, default_value_t = 5)]
+        disorder: u32,
+        /// The archive to use (generated there when missing).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Gzip the generated archive.
+        #[arg(long)]
+        gzip: bool,
+        /// Two dimensions, a hopping window and every metric kind instead of 1m × one dimension.
+        #[arg(long)]
+        full: bool,
+    },
     /// Check a config file and print what it means.
     Check {
         /// The config file.
@@ -109,6 +131,24 @@ async fn main() -> anyhow::Result<()> {
                 summary.quarantined,
                 summary.docs_written
             );
+        }
+        Command::Bench {
+            records,
+            seed,
+            disorder,
+            file,
+            gzip,
+            full,
+        } => {
+            streamlens::bench::run(streamlens::bench::BenchArgs {
+                records,
+                seed,
+                disorder_secs: disorder,
+                file,
+                gzip,
+                full,
+            })
+            .await?;
         }
         Command::Check { config } => {
             let config = Config::load(&config)?;

@@ -13,7 +13,7 @@ use std::{
     time::Instant,
 };
 
-use streamlens_aggregator::{store::StoredCheckpoint, Store, WindowEngine};
+use streamlens_aggregator::{store::StoredCheckpoint, window::Rejected, Store, WindowEngine};
 use streamlens_core::{AggregateDoc, EventKind, StreamRecord};
 use streamlens_ingest::{
     archive::ArchiveWriter, Batch, Checkpoint, Commit, Committer, Quarantined, Source,
@@ -118,11 +118,11 @@ pub async fn run(
         };
         let Some(first) = first else { break };
         pending.push(first);
-        let mut events = pending[0].events.len();
+        let mut events = pending[0].events.len() + pending[0].projected.len();
         while events < MAX_EVENTS_PER_PASS {
             match rx.try_recv() {
                 Ok(batch) => {
-                    events += batch.events.len();
+                    events += batch.events.len() + batch.projected.len();
                     pending.push(batch);
                 }
                 Err(_) => break,
@@ -130,6 +130,7 @@ pub async fn run(
         }
         let started = Instant::now();
         let mut all = Vec::with_capacity(events);
+        let mut projected = Vec::new();
         let mut moved = false;
         for batch in pending.drain(..) {
             for q in &batch.quarantined {
@@ -154,18 +155,23 @@ pub async fn run(
             moved |= !batch.positions.is_empty();
             positions.extend(batch.positions);
             all.extend(batch.events);
+            projected.extend(batch.projected);
         }
         progress
             .events
-            .fetch_add(all.len() as u64, Ordering::Relaxed);
+            .fetch_add((all.len() + projected.len()) as u64, Ordering::Relaxed);
         if let Some(archive) = archive.as_mut() {
             for event in &all {
                 archive.write(event)?;
             }
         }
         let mut kinds = [0u64; 4];
-        for event in &all {
-            kinds[match event.kind {
+        for kind in all
+            .iter()
+            .map(|e| &e.kind)
+            .chain(projected.iter().map(|p| &p.kind))
+        {
+            kinds[match kind {
                 EventKind::Insert => 0,
                 EventKind::Modify => 1,
                 EventKind::Remove => 2,
@@ -179,26 +185,48 @@ pub async fn run(
             metrics::counter!("streamlens_events_total", "kind" => kind).increment(n);
         }
         // The polars pass is CPU work: keep it off the async workers.
-        let (back, applied, all) = tokio::task::spawn_blocking(move || {
-            let applied = engine.apply(&all);
-            (engine, applied, all)
+        let (back, applied, all, projected) = tokio::task::spawn_blocking(move || {
+            let applied = engine.apply(&all).and_then(|mut rejected| {
+                let offset = all.len();
+                for r in engine.apply_projected(&projected)? {
+                    rejected.push(Rejected {
+                        index: offset + r.index,
+                        ..r
+                    });
+                }
+                Ok(rejected)
+            });
+            (engine, applied, all, projected)
         })
         .await
         .map_err(|e| std::io::Error::other(format!("engine task failed: {e}")))?;
         engine = back;
         for rejected in applied? {
-            let event = &all[rejected.index];
             if rejected.late {
                 metrics::counter!("streamlens_late_total").increment(1);
             }
-            let raw = serde_json::to_string(&StreamRecord::from(event)).unwrap_or_default();
+            let (origin, raw) = match all.get(rejected.index) {
+                Some(event) => (
+                    format!("shard {} seq {}", event.shard_id, event.sequence_number),
+                    serde_json::to_string(&StreamRecord::from(event)).unwrap_or_default(),
+                ),
+                // A projected change keeps no raw record: it is in the archive it was read from.
+                None => {
+                    let p = &projected[rejected.index - all.len()];
+                    (
+                        format!("shard {} seq {}", p.shard_id, p.sequence_number),
+                        String::new(),
+                    )
+                }
+            };
             quarantine.put(&Quarantined {
-                origin: format!("shard {} seq {}", event.shard_id, event.sequence_number),
+                origin,
                 reason: rejected.reason,
                 raw,
             })?;
         }
         drop(all);
+        drop(projected);
         let docs = engine.take_changed();
         let checkpoint = (moved && committer.is_none()).then(|| StoredCheckpoint {
             pipeline: engine.spec().name.clone(),

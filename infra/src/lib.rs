@@ -4,6 +4,8 @@
 //!   old values), against AWS or a local moto server;
 //! * [`sample`] generates the deterministic orders change stream shipped in `data/sample/` for the
 //!   embedded demo;
+//! * [`bench`] measures a benchmark phase from inside the process (CPU time, peak RSS);
+//!   [`sample::write_stream`] writes the long orders stream benchmarks read;
 //! * [`fault_server`] is a scripted DynamoDB Streams endpoint for tests: shard splits and
 //!   rollovers, expired iterators, trimmed data, throttling, 5xx and a deleted stream, on cue,
 //!   served to the real AWS SDK client.
@@ -12,6 +14,7 @@
 //! (`streamlens_aggregator::store::opensearch`), so it always matches the documents written.
 //! The shell scripts that install and start local services live in `infra/scripts/`.
 
+pub mod bench;
 pub mod dynamo;
 pub mod fault_server;
 pub mod sample;

@@ -109,12 +109,16 @@ pub struct Batch {
     pub positions: std::collections::BTreeMap<String, String>,
     /// The stream the positions belong to (DynamoDB sources).
     pub stream: Option<String>,
+    /// Changes already reduced to the attributes the pipeline reads (the fast archive path);
+    /// aggregated after `events`.
+    pub projected: Vec<streamlens_core::ProjectedChange>,
 }
 
 impl Batch {
     /// True when the batch carries nothing.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+            && self.projected.is_empty()
             && self.quarantined.is_empty()
             && self.gaps.is_empty()
             && self.positions.is_empty()
@@ -179,6 +183,8 @@ pub struct Resume {
     pub group: String,
     /// How to undo a dead worker's uncommitted output (needed with `[source.lease]`).
     pub recovery: Option<std::sync::Arc<dyn Recovery>>,
+    /// The attributes the pipeline reads: lets an archive source decode only those.
+    pub projection: Option<streamlens_core::Projection>,
 }
 
 /// A source of change events.
@@ -227,6 +233,8 @@ pub async fn build(config: &SourceConfig, resume: Resume) -> Result<Box<dyn Sour
                 (None, _) => source,
             }))
         }
-        SourceConfig::Archive(c) => Ok(Box::new(archive::ArchiveSource::new(c.clone()))),
+        SourceConfig::Archive(c) => Ok(Box::new(
+            archive::ArchiveSource::new(c.clone()).with_projection(resume.projection),
+        )),
     }
 }

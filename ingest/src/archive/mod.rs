@@ -8,6 +8,10 @@
 //! A line that does not decode is quarantined with its line number and the reason, and reading goes
 //! on with the next line.
 
+pub mod fast;
+#[cfg(test)]
+mod fast_tests;
+pub mod parallel;
 mod writer;
 
 use std::{
@@ -21,6 +25,11 @@ use streamlens_core::{ChangeEvent, StreamRecord};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use fast::{decode_projected, CompiledProjection, ShardInterner};
+pub use parallel::{
+    read_projected, read_projected_map, read_projected_with, ProjectedBatch, ReadOptions,
+    ReadSummary,
+};
 pub use writer::ArchiveWriter;
 
 use crate::{
@@ -31,12 +40,24 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct ArchiveSource {
     config: ArchiveSourceConfig,
+    projection: Option<streamlens_core::Projection>,
 }
 
 impl ArchiveSource {
     /// A source for the configured archive.
     pub fn new(config: ArchiveSourceConfig) -> Self {
-        ArchiveSource { config }
+        ArchiveSource {
+            config,
+            projection: None,
+        }
+    }
+
+    /// Reads on the fast path: lines are decoded (on every core) straight into changes reduced
+    /// to these attributes ([`Batch::projected`]) instead of whole events. Live replays keep
+    /// whole events (they rewrite times).
+    pub fn with_projection(mut self, projection: Option<streamlens_core::Projection>) -> Self {
+        self.projection = projection;
+        self
     }
 }
 
@@ -137,6 +158,38 @@ impl Source for ArchiveSource {
             return live_replay(self.config, out, shutdown).await;
         }
         let config = self.config;
+        if let Some(projection) = self.projection {
+            return tokio::task::spawn_blocking(move || {
+                let mut summary = SourceSummary::default();
+                let mut closed = false;
+                read_projected(
+                    &config.path,
+                    &projection,
+                    config.batch_size.max(1),
+                    |batch| {
+                        if shutdown.is_cancelled() {
+                            return false;
+                        }
+                        summary.events += batch.changes.len() as u64;
+                        summary.quarantined += batch.quarantined.len() as u64;
+                        closed = out
+                            .blocking_send(Batch {
+                                projected: batch.changes,
+                                quarantined: batch.quarantined,
+                                ..Batch::default()
+                            })
+                            .is_err();
+                        !closed
+                    },
+                )?;
+                if closed {
+                    return Err(Error::DownstreamClosed);
+                }
+                Ok(summary)
+            })
+            .await
+            .map_err(|e| Error::Config(format!("archive reader thread failed: {e}")))?;
+        }
         tokio::task::spawn_blocking(move || {
             let mut summary = SourceSummary::default();
             let mut closed = false;

@@ -18,7 +18,7 @@ pub struct ArchiveWriter {
 
 enum Out {
     Plain(BufWriter<File>),
-    Gzip(flate2::write::GzEncoder<BufWriter<File>>),
+    Gzip(Box<flate2::write::GzEncoder<BufWriter<File>>>),
 }
 
 impl ArchiveWriter {
@@ -30,10 +30,10 @@ impl ArchiveWriter {
         };
         let file = BufWriter::new(File::create(path).map_err(err)?);
         let out = if path.extension().is_some_and(|e| e == "gz") {
-            Out::Gzip(flate2::write::GzEncoder::new(
+            Out::Gzip(Box::new(flate2::write::GzEncoder::new(
                 file,
                 flate2::Compression::best(),
-            ))
+            )))
         } else {
             Out::Plain(file)
         };

@@ -1,0 +1,530 @@
+//! The fast decoder against the serde decoder: same change for every line, rejection for every
+//! line serde rejects.
+
+use std::{collections::BTreeMap, io::Read};
+
+use proptest::prelude::*;
+use streamlens_core::{
+    event::{StreamRecordBody, UserIdentity},
+    projection::{ProjectedChange, Projection, ScalarKind},
+    AttributeValue, StreamRecord,
+};
+
+use super::fast::*;
+use crate::archive::{decode_line, fast::valid_base64};
+
+/// The serde decoder; a panic in it (`parse_creation_time` overflows on huge integer times, in
+/// debug builds) counts as a rejection.
+fn slow(line: &str, projection: &CompiledProjection) -> Result<ProjectedChange, String> {
+    std::panic::catch_unwind(|| decode_line(line, String::new))
+        .map_err(|_| "panicked".to_owned())?
+        .map(|e| ProjectedChange::from_event(&e, projection.projection()))
+        .map_err(|q| q.reason)
+}
+
+/// Checks one line both ways; true when the fast path decoded it by itself.
+fn check(line: &str, projection: &CompiledProjection) -> bool {
+    let mut shards = ShardInterner::default();
+    let expected = slow(line, projection);
+    let got = decode_projected(line.as_bytes(), projection, &mut shards);
+    match (&expected, &got) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "{line}"),
+        (Err(_), Err(_)) => {}
+        _ => panic!("serde says {expected:?}, decode_projected says {got:?}: {line}"),
+    }
+    let fast = decode_projected_fast(line.as_bytes(), projection, &mut shards);
+    if let Some(fast) = &fast {
+        assert_eq!(Ok(fast), expected.as_ref(), "fast path: {line}");
+    }
+    fast.is_some()
+}
+
+fn projection() -> CompiledProjection {
+    CompiledProjection::new(&Projection::new([
+        "status", "region", "amount", "items", "a", "a.b", "a.b.c", "é", "x.y", "t", "missing",
+        "q\"k",
+    ]))
+}
+
+fn record(body: &str) -> String {
+    format!(
+        r#"{{"eventID":"1","eventName":"MODIFY","dynamodb":{{"ApproximateCreationDateTime":1700000000,"Keys":{{"pk":{{"S":"k"}}}},{body},"SequenceNumber":"42"}},"shardId":"s-1"}}"#
+    )
+}
+
+#[test]
+fn the_shipped_sample_decodes_the_same_on_the_fast_path() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../data/sample/orders.ndjson.gz"
+    );
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let p = projection();
+    let mut n = 0;
+    for line in text.lines() {
+        assert!(check(line, &p), "fast path gave up on {line}");
+        n += 1;
+    }
+    assert_eq!(n, 3000);
+}
+
+#[test]
+fn attribute_values_of_every_type_are_projected_like_serde() {
+    let p = projection();
+    let images = [
+        r#""NewImage":{"status":{"S":"a\"b\\c\/d\n\u00e9\ud83d\ude00"},"region":{"S":"é€"}}"#,
+        r#""NewImage":{"amount":{"N":"-0.5"},"items":{"N":"1E+3"},"t":{"NULL":false}}"#,
+        r#""NewImage":{"a":{"B":"AQID"},"status":{"BOOL":true},"region":{"BOOL":false}}"#,
+        r#""NewImage":{"a":{"BS":["AQ==","Ag==",""]},"t":{"NULL":true}}"#,
+        r#""NewImage":{"a":{"SS":["x","y\"z"]},"items":{"NS":["1","2.5"]}}"#,
+        r#""NewImage":{"a":{"L":[{"S":"x"},{"N":"1"},{"M":{"k":{"BOOL":true}}}]}}"#,
+        r#""NewImage":{"a":{"M":{"z":{"S":"1"},"b":{"M":{"c":{"N":"7"},"d":{"S":"\u0041"}}}}}}"#,
+        r#""NewImage":{"a":{"M":{"b":{"S":"first"}}},"a":{"M":{"c":{"S":"no b"}}}}"#,
+        r#""NewImage":{"a":{"M":{"b":{"S":"x"},"b":{"N":"2"}}}}"#,
+        r#""NewImage":{"a":{"S":"flat"},"x.y":{"S":"dotted names are not paths"}}"#,
+        r#""NewImage":{"x":{"M":{"y":{"S":"nested"}}},"é":{"N":"1"},"q\"k":{"S":"quoted"}}"#,
+        r#""NewImage":{"\u00e9":{"N":"2"},"st\u0061tus":{"S":"escaped name"}}"#,
+        r#""NewImage":{"a":{"M":{}},"status":{"S":""}}"#,
+        r#""NewImage":{"a":{"L":[]},"region":{"SS":[]}}"#,
+        r#""NewImage":{"a":{"B":"\/w=="}}"#,
+        r#""NewImage":{},"OldImage":{"status":{"S":"old"}}"#,
+        r#""NewImage":null,"OldImage":null"#,
+        r#""OldImage":{"a":{"M":{"b":{"M":{"c":{"NS":["1"]}}}}}}"#,
+    ];
+    for image in images {
+        let line = record(image);
+        assert!(check(&line, &p), "fast path gave up on {line}");
+        let change = decode_projected(line.as_bytes(), &p, &mut ShardInterner::default()).unwrap();
+        assert_eq!(&*change.shard_id, "s-1");
+    }
+    let line = record(images[0]);
+    let change = decode_projected(line.as_bytes(), &p, &mut ShardInterner::default()).unwrap();
+    let new = change.new.unwrap();
+    assert_eq!(new[0].as_ref().unwrap().text.as_ref(), "a\"b\\c/d\né😀");
+    let line = record(images[5]);
+    let change = decode_projected(line.as_bytes(), &p, &mut ShardInterner::default()).unwrap();
+    let a = change.new.unwrap()[4].clone().unwrap();
+    assert_eq!(a.kind, ScalarKind::Other);
+    assert_eq!(
+        &*a.text,
+        r#"{"L":[{"S":"x"},{"N":"1"},{"M":{"k":{"BOOL":true}}}]}"#
+    );
+}
+
+#[test]
+fn times_follow_parse_creation_time() {
+    let p = projection();
+    for (time, fast) in [
+        ("1700000000", true),
+        ("0", true),
+        ("-0.5", true),
+        ("-5", true),
+        ("1E+3", true),
+        ("1e3", true),
+        ("1700000000.5", true),
+        ("1700000000.0004", true),
+        ("1.7e9", true),
+        ("17000000000000000000000", true),
+        ("1234567890123456", true),
+        // (Integers past i64::MAX / 1000 overflow in `parse_creation_time`: a panic in debug.)
+        ("1e400", false),
+        (r#""2024-02-29T23:59:58.5Z""#, true),
+        (r#""2024-02-29T23:59:58Z""#, true),
+        (r#""2024-02-29T23:59:58.123456""#, true),
+        (r#""2024-02-29""#, false),
+        (r#""yesterday""#, false),
+        (r#""""#, false),
+        ("null", false),
+        ("true", false),
+        ("[1]", false),
+        ("{}", false),
+    ] {
+        let line = format!(
+            r#"{{"eventID":"1","eventName":"INSERT","dynamodb":{{"ApproximateCreationDateTime":{time},"SequenceNumber":"1"}}}}"#
+        );
+        assert_eq!(check(&line, &p), fast, "{line}");
+    }
+}
+
+#[test]
+fn field_order_whitespace_and_unknown_fields_do_not_matter() {
+    let p = projection();
+    let lines = [
+        r#"{"shardId":"s","dynamodb":{"SequenceNumber":"9","NewImage":{"status":{"S":"x"}},"ApproximateCreationDateTime":1},"eventName":"INSERT","eventID":"e"}"#,
+        r#" { "eventID" : "e" , "eventName" : "REMOVE" , "dynamodb" : { "ApproximateCreationDateTime" : 1 , "OldImage" : { "status" : { "S" : "x" } , "a" : { "L" : [ { "N" : "1" } , { "NULL" : true } ] } } , "SequenceNumber" : "9" , "SizeBytes" : 12 } }  "#,
+        r#"{"eventID":"e","eventName":"INSERT","extra":{"deep":[1,-2.5e-3,true,false,null,"\u20ac",{"k":[]}]},"dynamodb":{"ApproximateCreationDateTime":1,"SequenceNumber":"9","Other":[{}],"StreamViewType":null},"awsRegion":"eu-west-1","eventSource":null,"eventVersion":"1.1"}"#,
+        r#"{"eventID":"e","eventName":"FUTURE_KIND","dynamodb":{"ApproximateCreationDateTime":1,"SequenceNumber":"9","SizeBytes":0}}"#,
+        r#"{"eventID":"e","eventName":"REMOVE","dynamodb":{"ApproximateCreationDateTime":1,"SequenceNumber":"9"},"userIdentity":{"type":"Service","principalId":"dynamodb.amazonaws.com"}}"#,
+        r#"{"eventID":"e","eventName":"REMOVE","dynamodb":{"ApproximateCreationDateTime":1,"SequenceNumber":"9"},"userIdentity":{"principalId":"someone","type":"User","more":1}}"#,
+        r#"{"eventID":"e","eventName":"REMOVE","dynamodb":{"ApproximateCreationDateTime":1,"SequenceNumber":"9"},"userIdentity":null,"shardId":null}"#,
+        r#"{"eventID":"e","eventName":"INS\u0045RT","dynamodb":{"ApproximateCreationDateTime":1,"SequenceNumber":"\u0039"},"shardId":"sh\u00e9"}"#,
+    ];
+    for line in lines {
+        assert!(check(line, &p), "fast path gave up on {line}");
+    }
+    let ttl = decode_projected(lines[4].as_bytes(), &p, &mut ShardInterner::default()).unwrap();
+    assert!(ttl.ttl_delete);
+}
+
+#[test]
+fn lines_serde_rejects_are_rejected() {
+    let p = projection();
+    let bad = [
+        "",
+        "{",
+        "{}",
+        "[]",
+        "null",
+        "{not json",
+        r#"{"eventID":"1"}"#,
+        &record(r#""NewImage":{"a":{"S":"x"}}"#)
+            .replace(r#""SequenceNumber":"42""#, r#""SequenceNumber":42"#),
+        &record(r#""NewImage":{"a":{"S":"x"}}"#).replace(r#","SequenceNumber":"42""#, ""),
+        &record(r#""NewImage":{"a":{"S":"x"}}"#).replace(r#""eventID":"1""#, r#""eventID":"""#),
+        &record(r#""NewImage":{"a":{"S":"x"}}"#).replace(r#""eventID":"1""#, r#""eventID":null"#),
+        &record(r#""NewImage":{"a":{"S":"x"}}"#).replace(
+            r#""eventName":"MODIFY""#,
+            r#""eventName":"A","eventName":"B""#,
+        ),
+        &record(r#""NewImage":{"a":{"S":"x"}}"#).replace(r#""shardId":"s-1""#, r#""shardId":1"#),
+        &format!("{} x", record(r#""NewImage":{"a":{"S":"x"}}"#)),
+        &format!("{},", record(r#""NewImage":{"a":{"S":"x"}}"#)),
+        &record(r#""NewImage":{"a":{"S":"x","N":"1"}}"#),
+        &record(r#""NewImage":{"a":{"X":"1"}}"#),
+        &record(r#""NewImage":{"a":{}}"#),
+        &record(r#""NewImage":{"a":{"S":null}}"#),
+        &record(r#""NewImage":{"a":{"S":1}}"#),
+        &record(r#""NewImage":{"a":{"N":1.5}}"#),
+        &record(r#""NewImage":{"a":{"BOOL":"true"}}"#),
+        &record(r#""NewImage":{"a":{"NULL":null}}"#),
+        &record(r#""NewImage":{"a":{"B":"AQI"}}"#),
+        &record(r#""NewImage":{"a":{"B":"AQJ="}}"#),
+        &record(r#""NewImage":{"a":{"B":"A==="}}"#),
+        &record(r#""NewImage":{"a":{"B":"AQ-_"}}"#),
+        &record(r#""NewImage":{"a":{"BS":["AQ==","%%"]}}"#),
+        &record(r#""NewImage":{"a":{"SS":["x",1]}}"#),
+        &record(r#""NewImage":{"a":{"L":[{"S":"x"},"y"]}}"#),
+        &record(r#""NewImage":{"a":{"M":[]}}"#),
+        &record(r#""NewImage":{"a":{"L":{}}}"#),
+        &record(r#""NewImage":{"a":"plain"}"#),
+        &record(r#""NewImage":{"a":{"S":"lone \ud800 surrogate"}}"#),
+        &record(r#""NewImage":{"a":{"S":"lone \udc00 surrogate"}}"#),
+        &record(r#""NewImage":{"unprojected":{"S":"\ud800\u0041"}}"#),
+        &record(r#""NewImage":{"unprojected":{"S":"\ud800\ud800"}}"#),
+        &record(r#""NewImage":{"unprojected":{"S":"\ud800"}}"#),
+        &record(r#""NewImage":{"a":{"S":"bad \x escape"}}"#),
+        &record(r#""NewImage":{"a":{"S":"bad \u12 escape"}}"#),
+        &record("\"NewImage\":{\"a\":{\"S\":\"raw\ttab\"}}"),
+        &record(r#""NewImage":[]"#),
+        &record(r#""NewImage":{"a":{"S":"x"}},"NewImage":null"#),
+        &record(r#""Keys":null"#),
+        &record(r#""SizeBytes":-1"#),
+        &record(r#""SizeBytes":1.5"#),
+        &record(r#""SizeBytes":1e2"#),
+        &record(r#""SizeBytes":99999999999999999999999"#),
+        &record(r#""StreamViewType":5"#),
+        &record(r#""Unknown":01"#),
+        &record(r#""Unknown":1."#),
+        &record(r#""Unknown":-"#),
+        &record(r#""Unknown":tru"#),
+        &record(r#""Unknown":[1,]"#),
+        &record(r#""Unknown":{"a":1,}"#),
+        &record(r#""Unknown":"\q""#),
+        &record(r#""NewImage":{"a":{"L":[{"N":"1"}]}},"Unknown":{"k":1 "j":2}"#),
+        &format!(
+            r#"{{"eventID":"1","eventName":"REMOVE","dynamodb":{{"ApproximateCreationDateTime":1,"SequenceNumber":"9"}},"userIdentity":{}}}"#,
+            r#"{"type":"Service"}"#
+        ),
+        &format!(
+            r#"{{"eventID":"1","eventName":"REMOVE","dynamodb":{{"ApproximateCreationDateTime":1,"SequenceNumber":"9"}},"userIdentity":{}}}"#,
+            r#""dynamodb.amazonaws.com""#
+        ),
+    ];
+    for line in bad {
+        let got = decode_projected(line.as_bytes(), &p, &mut ShardInterner::default());
+        assert!(got.is_err(), "accepted {line}: {got:?}");
+        assert!(!check(line, &p), "fast path accepted {line}");
+    }
+    let err = decode_projected(b"{not json", &p, &mut ShardInterner::default()).unwrap_err();
+    assert!(err.contains("invalid json"), "{err}");
+    let err = decode_projected(b"{\"a\":\"\xff\"}", &p, &mut ShardInterner::default()).unwrap_err();
+    assert!(err.contains("UTF-8"), "{err}");
+}
+
+#[test]
+fn unusual_shapes_serde_accepts_are_left_to_serde() {
+    let p = projection();
+    // A struct may be written as an array of its fields in order; tabs are whitespace; escaped
+    // field names are field names.
+    let lines = [
+        r#"["e","INSERT",null,null,null,[1,{},{"status":{"S":"x"}},null,"9",0,null],null,"s"]"#,
+        "{\"eventID\":\t\"e\",\"eventName\":\"INSERT\",\"dynamodb\":{\"ApproximateCreationDateTime\":1,\"SequenceNumber\":\"9\"}}\r",
+        r#"{"event\u0049D":"e","eventName":"INSERT","dynamodb":{"ApproximateCreationDateTime":1,"SequenceNumber":"9"}}"#,
+        r#"{"eventID":"e","eventName":"INSERT","dynamodb":{"ApproximateCreationDateTime":1,"SequenceNumber":"9","NewImage":{"a":{"\u0053":"x"}}}}"#,
+        r#"{"eventID":"e","eventName":"INSERT","dynamodb":{"ApproximateCreationDateTime":1,"SequenceNumber":"9"},"x":"lone \ud800 in a skipped value"}"#,
+    ];
+    for line in lines {
+        assert!(slow(line, &p).is_ok(), "{line}");
+        assert!(!check(line, &p), "{line}");
+    }
+    // Nesting beyond serde_json's limit is an error; a bit less is fine.
+    for depth in [50, 200] {
+        let nested = format!(
+            "{}{{\"S\":\"x\"}}{}",
+            r#"{"L":["#.repeat(depth),
+            "]}".repeat(depth)
+        );
+        check(&record(&format!(r#""NewImage":{{"a":{nested}}}"#)), &p);
+    }
+}
+
+#[test]
+fn a_line_that_makes_serde_panic_is_rejected() {
+    // `parse_iso8601_ms` slices the fraction at byte 3, inside the `é`.
+    let line = r#"{"eventID":"1","eventName":"INSERT","dynamodb":{"ApproximateCreationDateTime":"2024-01-01T00:00:00.aaé","SequenceNumber":"1"}}"#;
+    let err = decode_projected(
+        line.as_bytes(),
+        &projection(),
+        &mut ShardInterner::default(),
+    );
+    assert!(err.unwrap_err().contains("panicked"));
+}
+
+#[test]
+fn base64_validation_matches_the_base64_crate() {
+    use base64::{engine::general_purpose::STANDARD, Engine};
+    let mut cases: Vec<String> = [
+        "", "A", "AA", "AA=", "AA==", "AB==", "AAA=", "AAB=", "AAAA", "=", "====",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for bytes in 0..40u8 {
+        let data: Vec<u8> = (0..bytes).map(|i| i.wrapping_mul(37)).collect();
+        cases.push(STANDARD.encode(&data));
+    }
+    for case in cases {
+        assert_eq!(
+            valid_base64(case.as_bytes()),
+            STANDARD.decode(&case).is_ok(),
+            "{case:?}"
+        );
+    }
+}
+
+#[test]
+fn shards_are_interned() {
+    let mut shards = ShardInterner::default();
+    let a = shards.intern("shard-a");
+    for i in 0..20 {
+        shards.intern(&format!("other-{i}"));
+    }
+    let again = shards.intern("shard-a");
+    assert!(std::sync::Arc::ptr_eq(&a, &again));
+}
+
+// Random records, serialised by serde, compact and with spaces between tokens.
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z]{0,6}",
+        "\\PC{0,8}",
+        any::<String>(),
+        Just("a\"b\\c/\n\t\u{1}é😀".to_owned()),
+    ]
+}
+
+fn name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => prop::sample::select(vec!["status", "region", "amount", "a", "b", "c", "x", "y", "é", "t"]).prop_map(str::to_owned),
+        1 => text(),
+    ]
+}
+
+fn number() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("-0.5".to_owned()),
+        Just("1E+3".to_owned()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>().prop_map(|f| f.to_string()),
+        text(),
+    ]
+}
+
+fn attribute() -> impl Strategy<Value = AttributeValue> {
+    let leaf = prop_oneof![
+        text().prop_map(AttributeValue::S),
+        number().prop_map(AttributeValue::N),
+        prop::collection::vec(any::<u8>(), 0..8).prop_map(AttributeValue::B),
+        any::<bool>().prop_map(AttributeValue::Bool),
+        any::<bool>().prop_map(AttributeValue::Null),
+        prop::collection::vec(text(), 0..3).prop_map(AttributeValue::SS),
+        prop::collection::vec(number(), 0..3).prop_map(AttributeValue::NS),
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..5), 0..3)
+            .prop_map(AttributeValue::BS),
+    ];
+    leaf.prop_recursive(4, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::btree_map(name(), inner.clone(), 0..4).prop_map(AttributeValue::M),
+            prop::collection::vec(inner, 0..3).prop_map(AttributeValue::L),
+        ]
+    })
+}
+
+fn item() -> impl Strategy<Value = BTreeMap<String, AttributeValue>> {
+    prop::collection::btree_map(name(), attribute(), 0..6)
+}
+
+fn time() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        (0i64..4_000_000_000).prop_map(serde_json::Value::from),
+        (-1e10f64..1e10).prop_map(serde_json::Value::from),
+        (0i64..4_000_000_000_000).prop_map(|ms| {
+            let secs = ms / 1000;
+            let (days, rem) = (secs / 86_400, secs % 86_400);
+            // A civil date from days since the epoch (Howard Hinnant's algorithm).
+            let z = days + 719_468;
+            let era = z / 146_097;
+            let doe = z - era * 146_097;
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let d = doy - (153 * mp + 2) / 5 + 1;
+            let m = if mp < 10 { mp + 3 } else { mp - 9 };
+            let y = yoe + era * 400 + i64::from(m <= 2);
+            serde_json::Value::from(format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                rem / 3600,
+                rem / 60 % 60,
+                rem % 60,
+                ms % 1000
+            ))
+        }),
+    ]
+}
+
+fn stream_record() -> impl Strategy<Value = StreamRecord> {
+    (
+        (
+            "[a-z0-9]{1,8}",
+            prop::sample::select(vec!["INSERT", "MODIFY", "REMOVE", "OTHER"]),
+            prop::option::of("[0-9.]{1,4}"),
+            prop::option::of("[a-z-]{1,10}"),
+        ),
+        (
+            time(),
+            item(),
+            prop::option::of(item()),
+            prop::option::of(item()),
+            "[0-9]{1,30}",
+            any::<u64>(),
+            prop::option::of(prop::sample::select(vec![
+                "NEW_IMAGE",
+                "NEW_AND_OLD_IMAGES",
+            ])),
+        ),
+        prop::option::of(prop::sample::select(vec![
+            "dynamodb.amazonaws.com",
+            "someone",
+        ])),
+        prop::option::of(text()),
+    )
+        .prop_map(
+            |((id, name, version, region), (time, keys, new, old, seq, size, view), who, shard)| {
+                StreamRecord {
+                    event_id: id,
+                    event_name: name.to_owned(),
+                    event_version: version,
+                    event_source: Some("aws:dynamodb".to_owned()),
+                    aws_region: region,
+                    dynamodb: StreamRecordBody {
+                        approximate_creation_date_time: Some(time),
+                        keys,
+                        new_image: new,
+                        old_image: old,
+                        sequence_number: seq,
+                        size_bytes: size,
+                        stream_view_type: view.map(str::to_owned),
+                    },
+                    user_identity: who.map(|p| UserIdentity {
+                        kind: "Service".to_owned(),
+                        principal_id: p.to_owned(),
+                    }),
+                    shard_id: shard,
+                }
+            },
+        )
+}
+
+/// serde_json's compact output with a space after every `:` and `,` and inside brackets.
+struct Spaced;
+
+impl serde_json::ser::Formatter for Spaced {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        writer.write_all(if first { b" " } else { b" , " })
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        writer.write_all(if first { b" " } else { b" , " })
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b" : ")
+    }
+}
+
+fn spaced(record: &StreamRecord) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, Spaced);
+    record.serialize(&mut ser).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+use serde::Serialize;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn random_records_decode_the_same(record in stream_record()) {
+        let p = projection();
+        let compact = serde_json::to_string(&record).unwrap();
+        prop_assert!(check(&compact, &p), "fast path gave up on {}", compact);
+        let spaced = spaced(&record);
+        prop_assert!(check(&spaced, &p), "fast path gave up on {}", spaced);
+    }
+
+    #[test]
+    fn damaged_records_are_judged_like_serde(
+        record in stream_record(),
+        at in any::<prop::sample::Index>(),
+        byte in prop::sample::select(b"{}[]\":,\\ 0-.eaSNMLu\x01".to_vec()),
+        cut in any::<bool>(),
+    ) {
+        let p = projection();
+        let mut line = serde_json::to_string(&record).unwrap().into_bytes();
+        let i = at.index(line.len());
+        if cut {
+            line.remove(i);
+        } else {
+            line.insert(i, byte);
+        }
+        if let Ok(line) = String::from_utf8(line) {
+            check(&line, &p);
+        }
+    }
+}

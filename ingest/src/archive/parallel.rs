@@ -1,0 +1,792 @@
+//! Reading an archive into projected changes on several threads, in input order.
+//!
+//! The input (plain, gzip or zstd, through [`open`](super::open)) is cut into chunks of whole
+//! lines. Each worker thread takes the next chunk from the shared reader (reading is serialised:
+//! for compressed input the decompression runs there), decodes it with
+//! [`decode_projected`](super::fast::decode_projected) (and, with [`read_projected_map`], applies
+//! the caller's function to it) and hands the result back; the calling thread puts the chunks back
+//! in input order and calls the callback. A fixed number of chunks is in flight at any time (read,
+//! being decoded, or decoded and waiting for an earlier chunk), so memory stays bounded whatever
+//! the size of the input and however slowly the callback consumes.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, ErrorKind},
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Condvar, Mutex,
+    },
+};
+
+use streamlens_core::projection::{ProjectedChange, Projection};
+
+use super::fast::{decode_projected, CompiledProjection, ShardInterner};
+use crate::{Error, Quarantined};
+
+/// Changes decoded from an archive, and the lines that could not be.
+#[derive(Debug, Default, Clone)]
+pub struct ProjectedBatch {
+    /// Decoded changes, in input order.
+    pub changes: Vec<ProjectedChange>,
+    /// Lines that could not be decoded, with `<file> line N` origins.
+    pub quarantined: Vec<Quarantined>,
+}
+
+impl ProjectedBatch {
+    /// True when the batch carries nothing.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.quarantined.is_empty()
+    }
+}
+
+/// How [`read_projected_with`] and [`read_projected_map`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Changes per batch (the last one may have fewer); not used by [`read_projected_map`],
+    /// whose batches are chunks.
+    pub batch_size: usize,
+    /// Decoding threads; 0 reads, decodes and calls back on the calling thread alone.
+    pub threads: usize,
+    /// Bytes of (decompressed) input per chunk; a chunk always ends at a line end.
+    pub chunk_bytes: usize,
+    /// Chunks read but not yet delivered, at most (at least `threads`).
+    pub chunks_in_flight: usize,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ReadOptions {
+            batch_size: 4096,
+            threads,
+            chunk_bytes: 1 << 20,
+            chunks_in_flight: 2 * threads + 2,
+        }
+    }
+}
+
+/// What a read did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadSummary {
+    /// False when the callback asked to stop.
+    pub completed: bool,
+    /// Lines read (blank ones included).
+    pub lines: u64,
+    /// Bytes of decompressed input read.
+    pub bytes: u64,
+    /// Changes delivered.
+    pub changes: u64,
+    /// Lines quarantined.
+    pub quarantined: u64,
+}
+
+/// Reads an archive into projected changes with the default options (one decoding thread per
+/// core), calling `callback` with up to `batch_size` changes at a time, in input order. Stops
+/// early (with `completed: false`) when `callback` returns false.
+///
+/// Batches are cut as [`read_batches`](super::read_batches) cuts them: `batch_size` changes each
+/// (the last one fewer), and a quarantined line in the batch of the change that follows it.
+pub fn read_projected(
+    path: &Path,
+    projection: &Projection,
+    batch_size: usize,
+    callback: impl FnMut(ProjectedBatch) -> bool,
+) -> Result<ReadSummary, Error> {
+    read_projected_with(
+        path,
+        &CompiledProjection::new(projection),
+        ReadOptions {
+            batch_size,
+            ..ReadOptions::default()
+        },
+        callback,
+    )
+}
+
+/// [`read_projected`] with explicit options.
+pub fn read_projected_with(
+    path: &Path,
+    projection: &CompiledProjection,
+    options: ReadOptions,
+    callback: impl FnMut(ProjectedBatch) -> bool,
+) -> Result<ReadSummary, Error> {
+    let mut out = Collector {
+        batch_size: options.batch_size.max(1),
+        callback,
+        current: ProjectedBatch::default(),
+        summary: ReadSummary::default(),
+    };
+    let go_on = pipeline(path, projection, options, &|chunk| chunk, |chunk| {
+        out.accept(chunk)
+    })?;
+    Ok(if go_on { out.finish() } else { out.summary })
+}
+
+/// Reads an archive chunk by chunk: each chunk's changes (those of about `chunk_bytes` of input)
+/// go through `map` on the decoding thread that decoded them, and the results reach `callback` on
+/// the calling thread in input order. Work that can run per chunk (turning changes into columns,
+/// pre-aggregating, dropping what a filter rejects) thus runs in parallel with the decoding, and
+/// the chunk's memory is freed on the thread that allocated it. Stops early (with
+/// `completed: false`) when `callback` returns false.
+pub fn read_projected_map<T: Send>(
+    path: &Path,
+    projection: &CompiledProjection,
+    options: ReadOptions,
+    map: impl Fn(ProjectedBatch) -> T + Sync,
+    mut callback: impl FnMut(T) -> bool,
+) -> Result<ReadSummary, Error> {
+    let mut summary = ReadSummary::default();
+    let go_on = pipeline(
+        path,
+        projection,
+        options,
+        &|chunk: Chunk| {
+            let counts = (
+                chunk.lines,
+                chunk.bytes,
+                chunk.batch.changes.len() as u64,
+                chunk.batch.quarantined.len() as u64,
+            );
+            (counts, map(chunk.batch))
+        },
+        |((lines, bytes, changes, quarantined), value)| {
+            summary.lines += lines;
+            summary.bytes += bytes;
+            summary.changes += changes;
+            summary.quarantined += quarantined;
+            callback(value)
+        },
+    )?;
+    summary.completed = go_on;
+    Ok(summary)
+}
+
+/// The shared input: a reader, the start of the line the previous chunk cut, and the number of
+/// lines before the next chunk.
+struct Input {
+    reader: Box<dyn BufRead + Send>,
+    carry: Vec<u8>,
+    done: bool,
+    chunk_bytes: usize,
+    path: String,
+    lines: u64,
+}
+
+impl Input {
+    /// Fills `buf` with the next chunk of whole lines (the last chunk may lack its final line
+    /// end) and returns the number of lines before it; empty at the end of the input.
+    fn fill(&mut self, buf: &mut Vec<u8>) -> Result<u64, Error> {
+        buf.clear();
+        buf.append(&mut self.carry);
+        let mut scanned = 0;
+        loop {
+            if buf.len() >= self.chunk_bytes {
+                if let Some(at) = memchr::memrchr(b'\n', &buf[scanned..]) {
+                    let end = scanned + at + 1;
+                    self.carry.extend_from_slice(&buf[end..]);
+                    buf.truncate(end);
+                    return Ok(self.count(buf));
+                }
+                // One line longer than a chunk: read on.
+                scanned = buf.len();
+            }
+            let filled = buf.len();
+            let want = (self.chunk_bytes.saturating_sub(filled)).max(64 * 1024);
+            buf.resize(filled + want, 0);
+            let n = loop {
+                match self.reader.read(&mut buf[filled..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(source) => {
+                        buf.truncate(filled);
+                        self.done = true;
+                        return Err(Error::Archive {
+                            path: self.path.clone(),
+                            source,
+                        });
+                    }
+                }
+            };
+            buf.truncate(filled + n);
+            if n == 0 {
+                self.done = true;
+                return Ok(self.count(buf));
+            }
+        }
+    }
+
+    /// Counts the lines of a chunk; the number of lines before it.
+    fn count(&mut self, chunk: &[u8]) -> u64 {
+        let before = self.lines;
+        let ends = chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.lines += ends + u64::from(chunk.last().is_some_and(|&b| b != b'\n'));
+        before
+    }
+}
+
+/// One decoded chunk.
+struct Chunk {
+    batch: ProjectedBatch,
+    /// For each quarantined line, the number of the chunk's changes before it.
+    bad_at: Vec<usize>,
+    lines: u64,
+    bytes: u64,
+}
+
+/// True for a line `read_batches` skips (`str::trim` is empty).
+fn blank(line: &[u8]) -> bool {
+    match line
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
+    {
+        None => true,
+        Some(at) if line[at] >= 0x80 => {
+            std::str::from_utf8(line).is_ok_and(|s| s.trim().is_empty())
+        }
+        Some(_) => false,
+    }
+}
+
+/// Decodes a chunk whose first line is line `first` (from 1) of the file `name`.
+fn decode_chunk(
+    data: &[u8],
+    first: u64,
+    name: &str,
+    projection: &CompiledProjection,
+    shards: &mut ShardInterner,
+) -> Chunk {
+    let mut out = Chunk {
+        batch: ProjectedBatch {
+            changes: Vec::with_capacity(data.len() / 256),
+            quarantined: Vec::new(),
+        },
+        bad_at: Vec::new(),
+        lines: 0,
+        bytes: data.len() as u64,
+    };
+    let mut start = 0;
+    while start < data.len() {
+        // Like `BufRead::lines`: a `\r` goes with the `\n` after it only.
+        let line = match memchr::memchr(b'\n', &data[start..]) {
+            Some(at) => {
+                let line = &data[start..start + at];
+                start += at + 1;
+                line.strip_suffix(b"\r").unwrap_or(line)
+            }
+            None => {
+                let line = &data[start..];
+                start = data.len();
+                line
+            }
+        };
+        out.lines += 1;
+        if blank(line) {
+            continue;
+        }
+        match decode_projected(line, projection, shards) {
+            Ok(change) => out.batch.changes.push(change),
+            Err(reason) => {
+                out.bad_at.push(out.batch.changes.len());
+                out.batch.quarantined.push(Quarantined {
+                    origin: format!("{name} line {}", first + out.lines - 1),
+                    reason,
+                    raw: String::from_utf8_lossy(line)
+                        .chars()
+                        .take(64 * 1024)
+                        .collect(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Delivers decoded chunks, in order, as batches of `batch_size` changes.
+struct Collector<F> {
+    batch_size: usize,
+    callback: F,
+    current: ProjectedBatch,
+    summary: ReadSummary,
+}
+
+impl<F: FnMut(ProjectedBatch) -> bool> Collector<F> {
+    /// Takes the next chunk; false when the callback asked to stop.
+    fn accept(&mut self, chunk: Chunk) -> bool {
+        let n = chunk.batch.changes.len();
+        self.summary.lines += chunk.lines;
+        self.summary.bytes += chunk.bytes;
+        self.summary.quarantined += chunk.batch.quarantined.len() as u64;
+        if self.current.is_empty() && n == self.batch_size && chunk.bad_at.iter().all(|&at| at < n)
+        {
+            // A chunk that is a batch as it is.
+            self.current = chunk.batch;
+            return self.deliver();
+        }
+        let mut changes = chunk.batch.changes.into_iter();
+        let mut bad = chunk
+            .bad_at
+            .into_iter()
+            .zip(chunk.batch.quarantined)
+            .peekable();
+        let mut offset = 0;
+        loop {
+            let take = (self.batch_size - self.current.changes.len()).min(n - offset);
+            let end = offset + take;
+            let full = self.current.changes.len() + take >= self.batch_size;
+            // A bad line goes where `read_batches` puts it: into the batch of the change after it.
+            while let Some((_, line)) = bad.next_if(|(at, _)| *at < end || (*at == end && !full)) {
+                self.current.quarantined.push(line);
+            }
+            if self.current.changes.capacity() == 0 {
+                self.current
+                    .changes
+                    .reserve_exact(self.batch_size.min(1 << 16));
+            }
+            self.current.changes.extend(changes.by_ref().take(take));
+            offset = end;
+            if full && !self.deliver() {
+                return false;
+            }
+            if offset == n && bad.peek().is_none() {
+                break;
+            }
+        }
+        true
+    }
+
+    fn deliver(&mut self) -> bool {
+        let batch = std::mem::take(&mut self.current);
+        self.summary.changes += batch.changes.len() as u64;
+        let go_on = (self.callback)(batch);
+        self.summary.completed = go_on;
+        go_on
+    }
+
+    fn finish(mut self) -> ReadSummary {
+        self.summary.completed = self.current.is_empty() || self.deliver();
+        self.summary
+    }
+}
+
+/// A counting semaphore that can be closed.
+struct Permits {
+    state: Mutex<(usize, bool)>,
+    ready: Condvar,
+}
+
+impl Permits {
+    fn new(n: usize) -> Self {
+        Permits {
+            state: Mutex::new((n, false)),
+            ready: Condvar::new(),
+        }
+    }
+
+    /// Waits for a permit; false once closed.
+    fn acquire(&self) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if state.1 {
+                return false;
+            }
+            if state.0 > 0 {
+                state.0 -= 1;
+                return true;
+            }
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn release(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.ready.notify_all();
+    }
+}
+
+/// Reads, decodes and maps chunks (on `options.threads` threads, or on this one for 0) and hands
+/// the results to `sink` in input order; false when `sink` asked to stop.
+fn pipeline<T: Send>(
+    path: &Path,
+    projection: &CompiledProjection,
+    options: ReadOptions,
+    map: &(dyn Fn(Chunk) -> T + Sync),
+    mut sink: impl FnMut(T) -> bool,
+) -> Result<bool, Error> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut input = Input {
+        reader: super::open(path)?,
+        carry: Vec::new(),
+        done: false,
+        chunk_bytes: options.chunk_bytes.max(4096),
+        path: path.display().to_string(),
+        lines: 0,
+    };
+    let threads = options.threads;
+    if threads == 0 {
+        let mut shards = ShardInterner::default();
+        let mut buf = Vec::new();
+        while !input.done {
+            let before = input.fill(&mut buf)?;
+            if buf.is_empty() {
+                continue;
+            }
+            let chunk = decode_chunk(&buf, before + 1, &name, projection, &mut shards);
+            if !sink(map(chunk)) {
+                return Ok(false);
+            }
+        }
+        return Ok(true);
+    }
+    let permits = Permits::new(options.chunks_in_flight.max(threads));
+    let stop = AtomicBool::new(false);
+    let path = input.path.clone();
+    let input = Mutex::new((input, 0u64));
+    let (tx, rx) = mpsc::channel::<(u64, Result<T, Error>)>();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (permits, stop, input, path, name) = (&permits, &stop, &input, &path, &name);
+            scope.spawn(move || {
+                let mut shards = ShardInterner::default();
+                let mut buf = Vec::new();
+                while permits.acquire() {
+                    let (seq, read) = {
+                        let mut guard = input.lock().unwrap_or_else(|e| e.into_inner());
+                        let (input, next) = &mut *guard;
+                        if input.done || stop.load(Ordering::Relaxed) {
+                            permits.release();
+                            break;
+                        }
+                        let read = input.fill(&mut buf);
+                        if read.is_ok() && buf.is_empty() {
+                            permits.release();
+                            break;
+                        }
+                        *next += 1;
+                        (*next - 1, read)
+                    };
+                    let result = read.and_then(|before| {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            map(decode_chunk(
+                                &buf,
+                                before + 1,
+                                name,
+                                projection,
+                                &mut shards,
+                            ))
+                        }))
+                        .map_err(|panic| {
+                            let what = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_default();
+                            Error::Archive {
+                                path: path.clone(),
+                                source: std::io::Error::other(format!("decoding panicked: {what}")),
+                            }
+                        })
+                    });
+                    if tx.send((seq, result)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let result = collect(&rx, &permits, &name, &mut sink);
+        stop.store(true, Ordering::Relaxed);
+        permits.close();
+        result
+    })
+}
+
+/// Puts results back in input order and hands them to `sink`; false when it stopped.
+fn collect<T>(
+    rx: &mpsc::Receiver<(u64, Result<T, Error>)>,
+    permits: &Permits,
+    name: &str,
+    sink: &mut impl FnMut(T) -> bool,
+) -> Result<bool, Error> {
+    let mut pending: BTreeMap<u64, Result<T, Error>> = BTreeMap::new();
+    let mut next = 0u64;
+    for (seq, result) in rx {
+        pending.insert(seq, result);
+        while let Some(result) = pending.remove(&next) {
+            next += 1;
+            permits.release();
+            if !sink(result?) {
+                return Ok(false);
+            }
+        }
+    }
+    if pending.is_empty() {
+        Ok(true)
+    } else {
+        Err(Error::Config(format!(
+            "archive reader lost chunk {next} of {name}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::archive::read_batches;
+
+    fn line(id: u32, time: i64) -> String {
+        format!(
+            r#"{{"eventID":"e{id}","eventName":"INSERT","dynamodb":{{"ApproximateCreationDateTime":{time},"Keys":{{"pk":{{"S":"k{id}"}}}},"NewImage":{{"pk":{{"S":"k{id}"}},"n":{{"N":"{id}"}},"pad":{{"S":"{}"}}}},"SequenceNumber":"{id}","SizeBytes":10}},"shardId":"s{}"}}"#,
+            "x".repeat(id as usize % 50),
+            id % 3
+        )
+    }
+
+    /// An archive with good lines, bad ones, blank ones, CRLF ends, a very long line and no final
+    /// line end.
+    fn archive(path: &Path) {
+        let mut f = std::fs::File::create(path).unwrap();
+        for id in 0..3000u32 {
+            match id % 97 {
+                5 => writeln!(f, "{{not json {id}").unwrap(),
+                6 => writeln!(f).unwrap(),
+                7 => write!(f, "  \r\n").unwrap(),
+                8 => write!(f, "{}\r\n", line(id, 1_700_000_000 + id as i64)).unwrap(),
+                9 => writeln!(f, "{}", line(id, 1).replace("\"SequenceNumber\"", "\"X\"")).unwrap(),
+                10 => writeln!(f, "{}", line(id, 1).replace("pad", &"p".repeat(20_000))).unwrap(),
+                _ => writeln!(f, "{}", line(id, 1_700_000_000 + id as i64)).unwrap(),
+            }
+        }
+        write!(f, "{}", line(3000, 1_700_000_000)).unwrap();
+    }
+
+    fn projection() -> CompiledProjection {
+        CompiledProjection::new(&Projection::new(["n", "pk"]))
+    }
+
+    /// Batches: changes and quarantine origins.
+    type Batches = Vec<(Vec<ProjectedChange>, Vec<String>)>;
+
+    /// Batches as `read_batches` cuts them.
+    fn reference(path: &Path, batch_size: usize) -> Batches {
+        let p = projection();
+        let mut out = Vec::new();
+        read_batches(path, batch_size, |b| {
+            out.push((
+                b.events
+                    .iter()
+                    .map(|e| ProjectedChange::from_event(e, p.projection()))
+                    .collect(),
+                b.quarantined.iter().map(|q| q.origin.clone()).collect(),
+            ));
+            true
+        })
+        .unwrap();
+        out
+    }
+
+    fn read(path: &Path, options: ReadOptions) -> (ReadSummary, Batches) {
+        let mut out = Vec::new();
+        let summary = read_projected_with(path, &projection(), options, |b| {
+            out.push((
+                b.changes,
+                b.quarantined
+                    .into_iter()
+                    .map(|q| {
+                        q.origin
+                            .replace("a.gz", "a.ndjson")
+                            .replace("a.zst", "a.ndjson")
+                    })
+                    .collect(),
+            ));
+            true
+        })
+        .unwrap();
+        (summary, out)
+    }
+
+    #[test]
+    fn batches_are_those_of_read_batches_whatever_the_threads_and_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.ndjson");
+        archive(&path);
+        for batch_size in [1, 7, 1000, 100_000] {
+            let expected = reference(&path, batch_size);
+            for threads in [0, 1, 2, 3] {
+                for chunk_bytes in [1, 10_000, 1 << 20] {
+                    let options = ReadOptions {
+                        batch_size,
+                        threads,
+                        chunk_bytes,
+                        chunks_in_flight: threads + 1,
+                    };
+                    let (summary, got) = read(&path, options);
+                    assert!(got == expected, "{options:?}");
+                    assert!(summary.completed);
+                    assert_eq!(summary.lines, 3001);
+                    assert_eq!(summary.quarantined, 2 * 31);
+                    assert_eq!(summary.changes, 3001 - 4 * 31);
+                    assert_eq!(summary.bytes, std::fs::metadata(&path).unwrap().len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn compressed_archives_and_early_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a.ndjson");
+        archive(&plain);
+        let text = std::fs::read(&plain).unwrap();
+        let gz = dir.path().join("a.gz");
+        let mut enc =
+            flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), Default::default());
+        enc.write_all(&text).unwrap();
+        enc.finish().unwrap();
+        let zst = dir.path().join("a.zst");
+        std::fs::write(&zst, zstd::encode_all(&text[..], 3).unwrap()).unwrap();
+        let expected = read(
+            &plain,
+            ReadOptions {
+                chunk_bytes: 5000,
+                ..ReadOptions::default()
+            },
+        )
+        .1;
+        for path in [&gz, &zst] {
+            for threads in [0, 2] {
+                let options = ReadOptions {
+                    threads,
+                    chunk_bytes: 5000,
+                    ..ReadOptions::default()
+                };
+                let got = read(path, options).1;
+                assert!(got == expected);
+                let mut calls = 0;
+                let summary = read_projected_with(
+                    path,
+                    &projection(),
+                    ReadOptions {
+                        batch_size: 10,
+                        ..options
+                    },
+                    |_| {
+                        calls += 1;
+                        calls < 3
+                    },
+                )
+                .unwrap();
+                assert_eq!(calls, 3);
+                assert!(!summary.completed);
+                assert_eq!(summary.changes, 30);
+            }
+        }
+        // A damaged gzip stream is an error once the good part is delivered.
+        let mut damaged = std::fs::read(&gz).unwrap();
+        let n = damaged.len();
+        damaged[n / 2..n / 2 + 64].fill(0xaa);
+        std::fs::write(&gz, damaged).unwrap();
+        for threads in [0, 2] {
+            let options = ReadOptions {
+                threads,
+                chunk_bytes: 5000,
+                ..ReadOptions::default()
+            };
+            assert!(read_projected_with(&gz, &projection(), options, |_| true).is_err());
+        }
+    }
+
+    #[test]
+    fn mapped_chunks_arrive_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.ndjson");
+        archive(&path);
+        let expected: Vec<_> = reference(&path, 100_000).into_iter().next().unwrap().0;
+        let bad: Vec<String> = reference(&path, 100_000).into_iter().next().unwrap().1;
+        for threads in [0, 2] {
+            let options = ReadOptions {
+                threads,
+                chunk_bytes: 20_000,
+                ..ReadOptions::default()
+            };
+            let mut got = Vec::new();
+            let mut origins = Vec::new();
+            let summary = read_projected_map(
+                &path,
+                &projection(),
+                options,
+                |batch| {
+                    let seqs: Vec<Box<str>> = batch
+                        .changes
+                        .iter()
+                        .map(|c| c.sequence_number.clone())
+                        .collect();
+                    let origins: Vec<String> =
+                        batch.quarantined.into_iter().map(|q| q.origin).collect();
+                    (seqs, origins)
+                },
+                |(seqs, bad)| {
+                    got.extend(seqs);
+                    origins.extend(bad);
+                    true
+                },
+            )
+            .unwrap();
+            let want: Vec<Box<str>> = expected.iter().map(|c| c.sequence_number.clone()).collect();
+            assert_eq!(got, want);
+            assert_eq!(origins, bad);
+            assert!(summary.completed);
+            assert_eq!(summary.changes, want.len() as u64);
+            assert_eq!(summary.lines, 3001);
+            let mut calls = 0;
+            let stopped = read_projected_map(
+                &path,
+                &projection(),
+                options,
+                |b| b.changes.len(),
+                |_| {
+                    calls += 1;
+                    calls < 2
+                },
+            )
+            .unwrap();
+            assert!(!stopped.completed);
+            assert_eq!(calls, 2);
+        }
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.ndjson");
+        let mut bytes = format!("{}\n", line(1, 1)).into_bytes();
+        bytes.extend_from_slice(b"{\"eventID\":\"\xff\"}\n");
+        bytes.extend_from_slice(format!("{}\n", line(2, 2)).as_bytes());
+        std::fs::write(&path, bytes).unwrap();
+        let mut quarantined = Vec::new();
+        let summary = read_projected(&path, &Projection::new(["n"]), 10, |b| {
+            quarantined.extend(b.quarantined);
+            true
+        })
+        .unwrap();
+        assert_eq!(summary.changes, 2);
+        assert_eq!(quarantined.len(), 1);
+        assert_eq!(quarantined[0].origin, "b.ndjson line 2");
+        assert!(
+            quarantined[0].reason.contains("UTF-8"),
+            "{}",
+            quarantined[0].reason
+        );
+    }
+}
