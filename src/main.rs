@@ -1,5 +1,10 @@
 //! The `streamlens` command.
 
+/// mimalloc: the fast archive path allocates small strings on several threads and frees them on
+/// another; glibc's allocator is measurably slower at that (see the bench figures in the README).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 
 use anyhow::Context;

@@ -191,18 +191,6 @@ impl Rows {
     }
 }
 
-/// One image's contribution, checked before anything is pushed.
-struct Contribution {
-    sign: i64,
-    insert: i64,
-    modify: i64,
-    remove: i64,
-    dims: Vec<u32>,
-    units: Vec<Option<i128>>,
-    present: Vec<bool>,
-    distinct: Vec<Option<u32>>,
-}
-
 /// Windowed aggregates of one pipeline.
 pub struct WindowEngine {
     spec: PipelineSpec,
@@ -220,6 +208,8 @@ pub struct WindowEngine {
     max_event_time: i64,
     version: u64,
     stats: EngineStats,
+    /// Reused per change: each passing image's metric values.
+    scratch: Vec<(Option<i128>, bool)>,
     /// Batches with at least this many rows go through polars; smaller ones (a live stream's
     /// trickle, where a query plan costs more than the sums) are added up directly.
     polars_from_rows: usize,
@@ -261,6 +251,7 @@ impl WindowEngine {
             version: first_version,
             stats: EngineStats::default(),
             polars_from_rows: POLARS_FROM_ROWS,
+            scratch: Vec::new(),
         })
     }
 
@@ -400,7 +391,8 @@ impl WindowEngine {
     }
 
     /// Checks one change and appends its rows, or says why it is not aggregated (and whether it
-    /// is late).
+    /// is late). Nothing is appended unless the whole change can be; nothing is allocated per
+    /// change (the metric values are parsed into a reused buffer first).
     fn rows_of(&mut self, change: &ProjectedChange, rows: &mut Rows) -> Result<(), (String, bool)> {
         fn need<'a>(
             change: &ProjectedChange,
@@ -417,22 +409,28 @@ impl WindowEngine {
                 )
             })
         }
-        let images: Vec<(&ProjectedImage, i64, [i64; 3])> = match change.kind {
-            EventKind::Insert => {
-                vec![(need(change, change.new.as_ref(), "NewImage")?, 1, [1, 0, 0])]
-            }
-            EventKind::Remove => vec![(
-                need(change, change.old.as_ref(), "OldImage")?,
-                -1,
-                [0, 0, 1],
-            )],
-            EventKind::Modify => vec![
-                (
+        // (image, sign, [insert, modify, remove]); at most two.
+        type Part<'a> = (&'a ProjectedImage, i64, [i64; 3]);
+        let parts: [Option<Part>; 2] = match change.kind {
+            EventKind::Insert => [
+                Some((need(change, change.new.as_ref(), "NewImage")?, 1, [1, 0, 0])),
+                None,
+            ],
+            EventKind::Remove => [
+                Some((
+                    need(change, change.old.as_ref(), "OldImage")?,
+                    -1,
+                    [0, 0, 1],
+                )),
+                None,
+            ],
+            EventKind::Modify => [
+                Some((
                     need(change, change.old.as_ref(), "OldImage")?,
                     -1,
                     [0, 0, 0],
-                ),
-                (need(change, change.new.as_ref(), "NewImage")?, 1, [0, 1, 0]),
+                )),
+                Some((need(change, change.new.as_ref(), "NewImage")?, 1, [0, 1, 0])),
             ],
             EventKind::Unknown(_) => {
                 self.stats.unknown_kind += 1;
@@ -460,110 +458,91 @@ impl WindowEngine {
                 ));
             }
         }
-        let mut contributions = Vec::with_capacity(images.len());
-        for (image, sign, [insert, modify, remove]) in images {
-            if !self.passes(image) {
-                continue;
+        let passing: [Option<Part>; 2] =
+            parts.map(|p| p.filter(|(image, _, _)| self.passes(image)));
+        // Parse every metric value of every passing image before appending anything.
+        let metrics = self.spec.metrics.len();
+        self.scratch.clear();
+        for (image, _, _) in passing.iter().flatten() {
+            for m in 0..metrics {
+                let value = self.metric_value(image, m)?;
+                self.scratch.push(value);
             }
-            contributions.push(self.contribution(image, sign, insert, modify, remove)?);
         }
-        if contributions.is_empty() {
+        if passing.iter().all(Option::is_none) {
             self.stats.filtered += 1;
         } else {
             self.stats.aggregated += 1;
         }
         self.max_event_time = self.max_event_time.max(t);
-        for c in contributions {
+        for (n, (image, sign, [insert, modify, remove])) in passing.iter().flatten().enumerate() {
+            let sign = *sign;
             for (w, column) in self.windows.iter().zip(rows.bases.iter_mut()) {
                 column.push(t.div_euclid(w.slide) * w.slide);
             }
-            for (code, column) in c.dims.into_iter().zip(rows.dims.iter_mut()) {
-                column.push(code);
+            for (d, slot) in self.slots.dimensions.iter().enumerate() {
+                let code = self.dims[d].code(image[*slot].as_ref().map_or(MISSING, |v| &v.text));
+                rows.dims[d].push(code);
             }
-            rows.inserts.push(c.insert);
-            rows.modifies.push(c.modify);
-            rows.removes.push(c.remove);
-            rows.sign.push(c.sign);
+            rows.inserts.push(*insert);
+            rows.modifies.push(*modify);
+            rows.removes.push(*remove);
+            rows.sign.push(sign);
             for (m, spec) in self.spec.metrics.iter().enumerate() {
-                let units = c.units[m];
+                let (units, present) = self.scratch[n * metrics + m];
                 match spec.kind {
-                    MetricKind::Sum | MetricKind::Avg => {
-                        rows.sums[m].push(units.unwrap_or(0) * i128::from(c.sign))
+                    MetricKind::Sum => rows.sums[m].push(units.unwrap_or(0) * i128::from(sign)),
+                    MetricKind::Count => rows.counts[m].push(if present { sign } else { 0 }),
+                    MetricKind::Avg => {
+                        rows.sums[m].push(units.unwrap_or(0) * i128::from(sign));
+                        rows.counts[m].push(if present { sign } else { 0 });
                     }
-                    _ => {}
-                }
-                match spec.kind {
-                    MetricKind::Count | MetricKind::Avg => {
-                        rows.counts[m].push(if c.present[m] { c.sign } else { 0 })
+                    MetricKind::Min | MetricKind::Max => {
+                        rows.values[m].push(units.filter(|_| sign > 0))
                     }
-                    _ => {}
-                }
-                if matches!(spec.kind, MetricKind::Min | MetricKind::Max) {
-                    rows.values[m].push(units.filter(|_| c.sign > 0));
-                }
-                if spec.kind == MetricKind::Distinct {
-                    rows.distinct[m].push(c.distinct[m].filter(|_| c.sign > 0));
+                    MetricKind::Distinct => {
+                        // Only values written (+1 rows) count: retractions add no codes.
+                        let code = (sign > 0 && present)
+                            .then(|| image[self.slots.metrics[m]].as_ref())
+                            .flatten()
+                            .map(|v| self.distinct_dicts[m].code(&v.text));
+                        rows.distinct[m].push(code);
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    fn contribution(
-        &mut self,
+    /// One metric's value in an image: its units (numeric kinds) and whether the attribute is
+    /// there (not NULL).
+    fn metric_value(
+        &self,
         image: &ProjectedImage,
-        sign: i64,
-        insert: i64,
-        modify: i64,
-        remove: i64,
-    ) -> Result<Contribution, (String, bool)> {
-        let mut dims = Vec::with_capacity(self.slots.dimensions.len());
-        for (slot, dict) in self.slots.dimensions.iter().zip(self.dims.iter_mut()) {
-            dims.push(dict.code(image[*slot].as_ref().map_or(MISSING, |v| &v.text)));
+        m: usize,
+    ) -> Result<(Option<i128>, bool), (String, bool)> {
+        let spec = &self.spec.metrics[m];
+        let Some(value) = image[self.slots.metrics[m]]
+            .as_ref()
+            .filter(|v| v.kind != streamlens_core::ScalarKind::Null)
+        else {
+            return Ok((None, false));
+        };
+        if !spec.kind.numeric() {
+            return Ok((None, true));
         }
-        let metrics = self.spec.metrics.len();
-        let mut units = vec![None; metrics];
-        let mut present = vec![false; metrics];
-        let mut distinct = vec![None; metrics];
-        for (m, spec) in self.spec.metrics.iter().enumerate() {
-            let value = image[self.slots.metrics[m]]
-                .as_ref()
-                .filter(|v| v.kind != streamlens_core::ScalarKind::Null);
-            let Some(value) = value else { continue };
-            present[m] = true;
-            if spec.kind == MetricKind::Distinct {
-                // Only +1 rows are kept: do not grow the dictionary for retractions.
-                if sign > 0 {
-                    distinct[m] = Some(self.distinct_dicts[m].code(&value.text));
-                }
-                continue;
-            }
-            if spec.kind.numeric() {
-                let n = value.as_number().ok_or_else(|| {
-                    (
-                        format!(
-                            "metric `{}`: attribute `{}` is of type {:?}, not N",
-                            spec.name, spec.attribute, value.kind
-                        ),
-                        false,
-                    )
-                })?;
-                units[m] = Some(
-                    parse_scaled(n, spec.scale)
-                        .map_err(|e| (format!("metric `{}`: {e}", spec.name), false))?,
-                );
-            }
-        }
-        Ok(Contribution {
-            sign,
-            insert,
-            modify,
-            remove,
-            dims,
-            units,
-            present,
-            distinct,
-        })
+        let n = value.as_number().ok_or_else(|| {
+            (
+                format!(
+                    "metric `{}`: attribute `{}` is of type {:?}, not N",
+                    spec.name, spec.attribute, value.kind
+                ),
+                false,
+            )
+        })?;
+        parse_scaled(n, spec.scale)
+            .map(|units| (Some(units), true))
+            .map_err(|e| (format!("metric `{}`: {e}", spec.name), false))
     }
 
     /// Adds a batch's rows to the state.

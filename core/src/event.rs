@@ -159,11 +159,20 @@ impl StreamRecord {
 fn parse_creation_time(value: Option<&serde_json::Value>) -> Result<i64, Error> {
     match value {
         Some(serde_json::Value::Number(n)) => {
+            let out_of_range = || {
+                Error::InvalidRecord(format!(
+                    "ApproximateCreationDateTime {n} is out of range for epoch seconds"
+                ))
+            };
             if let Some(secs) = n.as_i64() {
-                Ok(secs * 1000)
+                secs.checked_mul(1000).ok_or_else(out_of_range)
             } else {
-                let secs = n.as_f64().unwrap_or_default();
-                Ok((secs * 1000.0).round() as i64)
+                let ms = (n.as_f64().unwrap_or_default() * 1000.0).round();
+                if ms.is_finite() && ms.abs() < 9.0e15 {
+                    Ok(ms as i64)
+                } else {
+                    Err(out_of_range())
+                }
             }
         }
         Some(serde_json::Value::String(text)) => parse_iso8601_ms(text).ok_or_else(|| {
@@ -189,6 +198,9 @@ pub fn parse_iso8601_ms(text: &str) -> Option<i64> {
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
     let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
     let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let millis: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
     Some((days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss) * 1000 + millis)
 }
@@ -287,6 +299,20 @@ mod tests {
         let event = ChangeEvent::try_from(StreamRecord::from_json(line).unwrap()).unwrap();
         assert_eq!(event.event_time_ms, 1_709_251_198_500);
         assert!(event.ttl_delete);
+    }
+
+    #[test]
+    fn absurd_times_are_errors_not_panics() {
+        for time in ["9300000000000000", "1e300", r#""2024-01-01T00:00:00.aaéZ""#] {
+            let line = format!(
+                r#"{{"eventID":"1","eventName":"INSERT","dynamodb":{{"ApproximateCreationDateTime":{time},"SequenceNumber":"1"}}}}"#
+            );
+            let err = ChangeEvent::try_from(StreamRecord::from_json(&line).unwrap()).unwrap_err();
+            assert!(
+                err.to_string().contains("ApproximateCreationDateTime"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
