@@ -411,7 +411,7 @@ impl WindowEngine {
         }
         // (image, sign, [insert, modify, remove]); at most two.
         type Part<'a> = (&'a ProjectedImage, i64, [i64; 3]);
-        let parts: [Option<Part>; 2] = match change.kind {
+        let parts: [Option<Part<'_>>; 2] = match change.kind {
             EventKind::Insert => [
                 Some((need(change, change.new.as_ref(), "NewImage")?, 1, [1, 0, 0])),
                 None,
@@ -458,7 +458,7 @@ impl WindowEngine {
                 ));
             }
         }
-        let passing: [Option<Part>; 2] =
+        let passing: [Option<Part<'_>>; 2] =
             parts.map(|p| p.filter(|(image, _, _)| self.passes(image)));
         // Parse every metric value of every passing image before appending anything.
         let metrics = self.spec.metrics.len();
