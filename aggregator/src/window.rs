@@ -723,8 +723,11 @@ impl WindowEngine {
     /// The state of a group about to change, remembering its values as of the last emission.
     fn touch(&mut self, key: GroupKey) -> &mut Acc {
         let metrics = self.spec.metrics.len();
-        let existing = self.groups.get(&key).cloned();
-        self.changed.entry(key).or_insert(existing);
+        if !self.changed.contains_key(&key) {
+            // First change since the last emission: remember the values to undo to.
+            let existing = self.groups.get(&key).cloned();
+            self.changed.insert(key, existing);
+        }
         self.groups.entry(key).or_insert_with(|| Acc::new(metrics))
     }
 
