@@ -41,8 +41,11 @@ async fn register(table: &str, worker: &str) -> Leases {
     .unwrap()
 }
 
+/// The conditional write is what makes one owner: once one worker took a free shard, the other's
+/// take (conditioned on the shard being free) fails. The two takes are made one after the other,
+/// in both orders: moto does not serialise concurrent conditional writes the way DynamoDB does.
 #[tokio::test]
-async fn of_two_workers_taking_a_free_shard_at_once_exactly_one_gets_it() {
+async fn a_free_shard_taken_by_one_worker_cannot_be_taken_by_another() {
     require("moto", &moto_url()).await;
     let table = unique("leases-");
     let x = register(&table, "x").await;
@@ -51,8 +54,13 @@ async fn of_two_workers_taking_a_free_shard_at_once_exactly_one_gets_it() {
         let shard = format!("shard-{n}");
         x.create(&shard, None).await.unwrap();
         y.create(&shard, None).await.unwrap(); // a second create changes nothing
-        let (tx, ty) = tokio::join!(x.take(&shard, "", None), y.take(&shard, "", None));
-        let (tx, ty) = (tx.unwrap(), ty.unwrap());
+        let (tx, ty) = if n % 2 == 0 {
+            let tx = x.take(&shard, "", None).await.unwrap();
+            (tx, y.take(&shard, "", None).await.unwrap())
+        } else {
+            let ty = y.take(&shard, "", None).await.unwrap();
+            (x.take(&shard, "", None).await.unwrap(), ty)
+        };
         assert!(tx ^ ty, "{shard}: x took it: {tx}, y took it: {ty}");
         let owner = x.read().await.unwrap().shards[&shard].owner.clone();
         assert_eq!(owner, if tx { "x" } else { "y" });

@@ -187,34 +187,28 @@ impl OpenSearchStore {
     }
 
     async fn install(&self, prefix: &str) -> Result<(), Error> {
+        let mut properties = json!({
+            "pipeline": { "type": "keyword" },
+            "window": { "type": "keyword" },
+            "window_start": { "type": "date", "format": "epoch_millis" },
+            "window_end": { "type": "date", "format": "epoch_millis" },
+            "dimension": { "type": "keyword" },
+            "value": { "type": "keyword" },
+            "inserts": { "type": "long" },
+            "modifies": { "type": "long" },
+            "removes": { "type": "long" },
+            "net_count": { "type": "long" },
+            "sums": { "type": "object", "enabled": false },
+            "version": { "type": "long" }
+        });
+        if let (Some(all), Value::Object(added)) = (properties.as_object_mut(), added_fields()) {
+            all.extend(added);
+        }
         let template = json!({
             "index_patterns": [format!("{prefix}-aggregates*")],
             "template": {
                 "settings": { "number_of_shards": 1 },
-                "mappings": {
-                    "dynamic": false,
-                    "properties": {
-                        "pipeline": { "type": "keyword" },
-                        "window": { "type": "keyword" },
-                        "window_start": { "type": "date", "format": "epoch_millis" },
-                        "window_end": { "type": "date", "format": "epoch_millis" },
-                        "dimension": { "type": "keyword" },
-                        "value": { "type": "keyword" },
-                        "inserts": { "type": "long" },
-                        "modifies": { "type": "long" },
-                        "removes": { "type": "long" },
-                        "net_count": { "type": "long" },
-                        "sums": { "type": "object", "enabled": false },
-                        "version": { "type": "long" },
-                        "worker": { "type": "keyword" },
-                        "prev": { "type": "object", "enabled": false },
-                        "counts": { "type": "object", "enabled": false },
-                        "mins": { "type": "object", "enabled": false },
-                        "maxs": { "type": "object", "enabled": false },
-                        "distinct": { "type": "object", "enabled": false },
-                        "final": { "type": "boolean" }
-                    }
-                }
+                "mappings": { "dynamic": false, "properties": properties }
             }
         });
         let response = self

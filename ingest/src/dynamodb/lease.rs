@@ -270,26 +270,41 @@ impl Leases {
         ))
     }
 
-    /// Bumps our counter; fails with [`Error::Fenced`] if we were fenced.
-    pub async fn heartbeat(&self) -> Result<(), Error> {
-        let result = self
-            .client
+    /// An update of our own row that bumps the counter (`#c = #c + :one` belongs in
+    /// `expression`) and only applies while our epoch stands.
+    fn own_row(
+        &self,
+        expression: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
             .update_item()
             .table_name(&self.table)
             .key("scope", s(&self.scope))
             .key("key", s(format!("worker|{}", self.worker)))
-            .update_expression("SET #c = #c + :one")
+            .update_expression(expression)
             .condition_expression("epoch = :epoch")
             .expression_attribute_names("#c", "counter")
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":epoch", n(self.epoch))
-            .send()
-            .await;
-        match result {
+    }
+
+    /// Sends an [`Self::own_row`] update: [`Error::Fenced`] when our epoch was bumped.
+    async fn send_own(
+        &self,
+        update: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+        operation: &'static str,
+    ) -> Result<(), Error> {
+        match update.send().await {
             Ok(_) => Ok(()),
             Err(e) if conditional_failed(&e) => Err(self.fenced()),
-            Err(e) => Err(aws_err("UpdateItem (heartbeat)")(e)),
+            Err(e) => Err(aws_err(operation)(e)),
         }
+    }
+
+    /// Bumps our counter; fails with [`Error::Fenced`] if we were fenced.
+    pub async fn heartbeat(&self) -> Result<(), Error> {
+        self.send_own(self.own_row("SET #c = #c + :one"), "UpdateItem (heartbeat)")
+            .await
     }
 
     /// Reads the whole lease group.
@@ -439,25 +454,12 @@ impl Leases {
             freed += 1;
         }
         // Others stop counting us as live at once, so they take the shards now.
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("scope", s(&self.scope))
-            .key("key", s(format!("worker|{}", self.worker)))
-            .update_expression("SET stopped = :yes, #c = #c + :one")
-            .condition_expression("epoch = :epoch")
-            .expression_attribute_names("#c", "counter")
-            .expression_attribute_values(":yes", AttributeValue::Bool(true))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":epoch", n(self.epoch))
-            .send()
-            .await;
-        match result {
-            Ok(_) => {}
-            Err(e) if conditional_failed(&e) => return Err(self.fenced()),
-            Err(e) => return Err(aws_err("UpdateItem (worker stopped)")(e)),
-        }
+        self.send_own(
+            self.own_row("SET stopped = :yes, #c = #c + :one")
+                .expression_attribute_values(":yes", AttributeValue::Bool(true)),
+            "UpdateItem (worker stopped)",
+        )
+        .await?;
         tracing::info!(worker = %self.worker, freed, "leases released at shutdown");
         Ok(freed)
     }
@@ -495,34 +497,20 @@ impl Committer for Leases {
             .iter()
             .map(|(k, v)| (k.clone(), s(v)))
             .collect();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("scope", s(&self.scope))
-            .key("key", s(format!("worker|{}", self.worker)))
-            .update_expression(
+        self.send_own(
+            self.own_row(
                 "SET positions = :p, committed_version = :v, max_event_time = :t, #c = #c + :one",
             )
-            .condition_expression("epoch = :epoch")
-            .expression_attribute_names("#c", "counter")
             .expression_attribute_values(":p", AttributeValue::M(positions))
             .expression_attribute_values(":v", n(commit.version))
-            .expression_attribute_values(":t", n(commit.max_event_time))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":epoch", n(self.epoch))
-            .send()
-            .await;
-        match result {
-            Ok(_) => {
-                let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-                shared.committed.clone_from(&commit.positions);
-                shared.committed_version = commit.version;
-                Ok(())
-            }
-            Err(e) if conditional_failed(&e) => Err(self.fenced()),
-            Err(e) => Err(aws_err("UpdateItem (commit)")(e)),
-        }
+            .expression_attribute_values(":t", n(commit.max_event_time)),
+            "UpdateItem (commit)",
+        )
+        .await?;
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.committed.clone_from(&commit.positions);
+        shared.committed_version = commit.version;
+        Ok(())
     }
 }
 
