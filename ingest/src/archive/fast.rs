@@ -821,8 +821,13 @@ impl<'a> Scanner<'a> {
                     serde_json::Value::Number(n) => match n.as_i64() {
                         Some(secs) => secs.checked_mul(1000).map(Some).ok_or(Bail),
                         None => {
-                            let secs = n.as_f64().ok_or(Bail)?;
-                            Ok(Some((secs * 1000.0).round() as i64))
+                            // Out of range: the exact path gives the error.
+                            let ms = (n.as_f64().ok_or(Bail)? * 1000.0).round();
+                            if ms.is_finite() && ms.abs() < 9.0e15 {
+                                Ok(Some(ms as i64))
+                            } else {
+                                Err(Bail)
+                            }
                         }
                     },
                     _ => Err(Bail),
