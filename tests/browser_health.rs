@@ -9,23 +9,14 @@
 //! `STREAMLENS_SCREENSHOTS=<dir>` it also saves the page with the banner at 1280 px and at phone
 //! width (390 px) into that directory.
 
+mod browser_harness;
 mod common;
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
+use browser_harness::{prerequisites, Page, Served};
 use serde_json::{json, Value};
 use streamlens_infra::fault_server::{FaultServer, RecordSpec};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    process::Command,
-};
-use tokio_util::sync::CancellationToken;
-
-fn site_root() -> PathBuf {
-    std::env::var_os("STREAMLENS_SITE_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/site"))
-}
 
 /// An INSERT of `pk` with a `status`, written now.
 fn order(pk: &str, status: &str) -> RecordSpec {
@@ -61,18 +52,7 @@ async fn health_until(base: &str, limit: Duration, done: impl Fn(&Value) -> bool
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_shows_on_the_hydrated_page_without_reload() {
-    let site = site_root();
-    assert!(
-        site.join("pkg/streamlens_dashboard.js").exists(),
-        "no dashboard bundle in {}: run dashboard/build-client.sh",
-        site.display()
-    );
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        root.join("node_modules/playwright-core").exists(),
-        "playwright-core missing: run `npm ci` in {}",
-        root.display()
-    );
+    prerequisites();
 
     let server = FaultServer::start().await;
     server.add_shard("s1", None);
@@ -84,12 +64,7 @@ async fn a_gap_shows_on_the_hydrated_page_without_reload() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut config = common::config(
+    let config = common::config(
         &format!(
             "kind = \"dynamodb\"\nstream_arn = \"{}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
              poll_interval = \"50ms\"\ndiscovery_interval = \"200ms\"\nmax_backoff = \"200ms\"",
@@ -100,18 +75,8 @@ async fn a_gap_shows_on_the_hydrated_page_without_reload() {
         dir.path(),
         "",
     );
-    config.dashboard.enabled = true;
-    config.dashboard.listen = ([127, 0, 0, 1], port).into();
-    config.dashboard.site_root = site;
-    let shutdown = CancellationToken::new();
-    let app = tokio::spawn(streamlens::app::run(config, shutdown.clone()));
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if reqwest::get(&base).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served = Served::start(config).await;
+    let base = served.base.clone();
 
     // The first records are read, and nothing is wrong yet.
     let before = health_until(&base, Duration::from_secs(20), |h| {
@@ -129,36 +94,9 @@ async fn a_gap_shows_on_the_hydrated_page_without_reload() {
     );
     assert_eq!(before["shards"][0]["ms_behind"], 0, "{before}");
 
-    let mut browser = Command::new("node")
-        .arg(root.join("tests/browser/live.mjs"))
-        .arg(&base)
-        .current_dir(&root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node is needed for the browser test");
-    let mut stdin = browser.stdin.take().unwrap();
-    let mut lines = BufReader::new(browser.stdout.take().unwrap()).lines();
-    let mut next_line = async || {
-        tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("the browser script answers within 60 s")
-            .unwrap()
-            .unwrap_or_default()
-    };
-    let mut command = async |line: &str| {
-        stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .unwrap();
-    };
-    assert_eq!(next_line().await, "READY");
-    command("NOALERT").await;
-    assert_eq!(next_line().await, "NOALERT");
-    command("HEALTH gaps 0").await;
-    assert_eq!(next_line().await, "HEALTHY gaps 0");
+    let mut page = Page::open(&base).await;
+    assert_eq!(page.ask("NOALERT").await, "NOALERT");
+    assert_eq!(page.ask("HEALTH gaps 0").await, "HEALTHY gaps 0");
 
     // New records arrive and the oldest of them is trimmed before the reader gets to it: its
     // next read answers TrimmedDataAccessException. The reader polls every 50 ms, so it may
@@ -195,8 +133,8 @@ async fn a_gap_shows_on_the_hydrated_page_without_reload() {
     let (_, seqs) = gapped.expect("a gap within 5 rounds");
 
     // The page shows it without a reload: banner and strip.
-    command("ALERT gap").await;
-    let alerted = next_line().await;
+    page.command("ALERT gap").await;
+    let alerted = page.next_line().await;
     assert!(alerted.starts_with("ALERTED gap "), "{alerted}");
     assert!(alerted.contains("Gap on shard s1"), "{alerted}");
     assert!(
@@ -204,12 +142,11 @@ async fn a_gap_shows_on_the_hydrated_page_without_reload() {
         "{alerted}"
     );
     eprintln!("gap → page: {alerted}");
-    command("HEALTH gaps 1").await;
-    assert_eq!(next_line().await, "HEALTHY gaps 1");
+    assert_eq!(page.ask("HEALTH gaps 1").await, "HEALTHY gaps 1");
 
     // Reading goes on from the trim horizon: the records after the gap reach the table.
-    command(&format!("EXPECT {probe}")).await;
-    let seen = next_line().await;
+    page.command(&format!("EXPECT {probe}")).await;
+    let seen = page.next_line().await;
     assert!(seen.starts_with(&format!("SEEN {probe}")), "{seen}");
     let after = health_until(&base, Duration::from_secs(10), |h| h["events"] == read + 2).await;
     assert_eq!(after["events"], read + 2, "{after}");
@@ -222,8 +159,10 @@ async fn a_gap_shows_on_the_hydrated_page_without_reload() {
     assert_eq!(shard["gaps"], 1, "{after}");
     assert_eq!(shard["last_gap"]["after"], last_read.as_str(), "{after}");
     assert_eq!(shard["position"], seqs[2].as_str(), "{after}");
-    command("HEALTH quarantined 1").await;
-    assert_eq!(next_line().await, "HEALTHY quarantined 1");
+    assert_eq!(
+        page.ask("HEALTH quarantined 1").await,
+        "HEALTHY quarantined 1"
+    );
     let metrics = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
@@ -239,20 +178,19 @@ async fn a_gap_shows_on_the_hydrated_page_without_reload() {
         let shots = PathBuf::from(shots);
         std::fs::create_dir_all(&shots).unwrap();
         for (width, height) in [(1280, 900), (390, 844)] {
-            command(&format!("VIEWPORT {width} {height}")).await;
-            assert_eq!(next_line().await, format!("RESIZED {width} {height}"));
+            assert_eq!(
+                page.ask(&format!("VIEWPORT {width} {height}")).await,
+                format!("RESIZED {width} {height}")
+            );
             let path = shots.join(format!("health-{width}.png"));
-            command(&format!("SCREENSHOT {}", path.display())).await;
-            assert_eq!(next_line().await, format!("SAVED {}", path.display()));
+            assert_eq!(
+                page.ask(&format!("SCREENSHOT {}", path.display())).await,
+                format!("SAVED {}", path.display())
+            );
         }
     }
 
-    drop(stdin);
-    let done = next_line().await;
-    assert_eq!(done, "OK", "the page logged errors");
-    assert!(browser.wait().await.unwrap().success());
-
-    shutdown.cancel();
-    app.await.unwrap().unwrap();
+    page.close_without_console_errors().await;
+    served.stop().await;
     server.shutdown().await;
 }
