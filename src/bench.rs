@@ -167,5 +167,9 @@ enabled = false
         "  aggregated {}, quarantined {}, {} aggregate documents written",
         summary.aggregated, summary.quarantined, summary.docs_written
     );
+    println!(
+        "  {} engine passes, the longest {} ms (a change waits at most one pass to be written)",
+        summary.passes, summary.max_pass_ms
+    );
     Ok(())
 }

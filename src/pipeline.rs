@@ -62,6 +62,10 @@ pub struct RunSummary {
     pub docs_written: u64,
     /// Gaps: records the stream trimmed before they could be read.
     pub gaps: u64,
+    /// Engine passes (each ends with its changed windows written).
+    pub passes: u64,
+    /// The longest pass, milliseconds: how long a change can wait to be written and announced.
+    pub max_pass_ms: u64,
 }
 
 /// Live counters of a running pipeline, read by the health report.
@@ -265,7 +269,10 @@ pub async fn run(
             // Nobody listening is fine.
             let _ = updates.send(Arc::new(live));
         }
-        metrics::histogram!("streamlens_pass_seconds").record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics::histogram!("streamlens_pass_seconds").record(took.as_secs_f64());
+        summary.passes += 1;
+        summary.max_pass_ms = summary.max_pass_ms.max(took.as_millis() as u64);
     }
     summary.source = match source_task.await {
         Ok(result) => result?,
