@@ -208,23 +208,15 @@ fn merge_group(id: &str, parts: Vec<AggregateDoc>) -> Result<AggregateDoc, Error
     for (name, value) in std::mem::take(&mut merged.sums) {
         sums.entry(name).or_default().push(value);
     }
+    let add = |total: &mut i64, n: i64, what: &str| -> Result<(), Error> {
+        *total = total.checked_add(n).ok_or_else(|| overflow(what))?;
+        Ok(())
+    };
     for doc in rest {
-        merged.inserts = merged
-            .inserts
-            .checked_add(doc.inserts)
-            .ok_or_else(|| overflow("inserts"))?;
-        merged.modifies = merged
-            .modifies
-            .checked_add(doc.modifies)
-            .ok_or_else(|| overflow("modifies"))?;
-        merged.removes = merged
-            .removes
-            .checked_add(doc.removes)
-            .ok_or_else(|| overflow("removes"))?;
-        merged.net_count = merged
-            .net_count
-            .checked_add(doc.net_count)
-            .ok_or_else(|| overflow("net_count"))?;
+        add(&mut merged.inserts, doc.inserts, "inserts")?;
+        add(&mut merged.modifies, doc.modifies, "modifies")?;
+        add(&mut merged.removes, doc.removes, "removes")?;
+        add(&mut merged.net_count, doc.net_count, "net_count")?;
         merged.version = merged.version.max(doc.version);
         merged.window_end = merged.window_end.max(doc.window_end);
         merged.is_final &= doc.is_final;
@@ -232,8 +224,7 @@ fn merge_group(id: &str, parts: Vec<AggregateDoc>) -> Result<AggregateDoc, Error
             sums.entry(name).or_default().push(value);
         }
         for (name, n) in doc.counts {
-            let total = merged.counts.entry(name.clone()).or_default();
-            *total = total.checked_add(n).ok_or_else(|| overflow(&name))?;
+            add(merged.counts.entry(name.clone()).or_default(), n, &name)?;
         }
         for (name, value) in doc.mins {
             extreme(&mut merged.mins, name, value, std::cmp::Ordering::Less)

@@ -376,6 +376,19 @@ impl Leases {
         }
     }
 
+    /// An update of a shard's row (`#o` names its owner attribute).
+    fn shard_row(
+        &self,
+        shard: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("scope", s(&self.scope))
+            .key("key", s(format!("shard|{shard}")))
+            .expression_attribute_names("#o", "owner")
+    }
+
     /// Takes a shard from `from` (empty: free); false if someone else changed it first.
     pub async fn take(
         &self,
@@ -384,13 +397,8 @@ impl Leases {
         checkpoint: Option<&str>,
     ) -> Result<bool, Error> {
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("scope", s(&self.scope))
-            .key("key", s(format!("shard|{shard}")))
+            .shard_row(shard)
             .condition_expression("#o = :from AND finished = :no")
-            .expression_attribute_names("#o", "owner")
             .expression_attribute_values(":from", s(from))
             .expression_attribute_values(":me", s(&self.worker))
             .expression_attribute_values(":no", AttributeValue::Bool(false));
@@ -415,13 +423,8 @@ impl Leases {
         finished: bool,
     ) -> Result<(), Error> {
         let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("scope", s(&self.scope))
-            .key("key", s(format!("shard|{shard}")))
+            .shard_row(shard)
             .condition_expression("#o = :me")
-            .expression_attribute_names("#o", "owner")
             .expression_attribute_values(":me", s(&self.worker))
             .expression_attribute_values(":free", s(""))
             .expression_attribute_values(":fin", AttributeValue::Bool(finished));
