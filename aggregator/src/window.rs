@@ -43,7 +43,12 @@
 //! given and tags its documents with the worker's name: they are partial aggregates, which stores
 //! add together with the other workers' at query time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+/// Hash maps keyed by the engine's own codes and by dimension values: foldhash (randomly seeded
+/// per map) instead of SipHash, which was a measurable part of a pass.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 use polars::prelude::*;
 use streamlens_core::{
@@ -100,7 +105,7 @@ impl Acc {
             counts: vec![0; metrics],
             mins: vec![None; metrics],
             maxs: vec![None; metrics],
-            distinct: vec![HashSet::new(); metrics],
+            distinct: vec![HashSet::default(); metrics],
             ..Acc::default()
         }
     }
@@ -245,7 +250,7 @@ impl WindowEngine {
             projection,
             slots,
             worker: String::new(),
-            groups: HashMap::new(),
+            groups: HashMap::default(),
             changed: BTreeMap::new(),
             max_event_time: i64::MIN,
             version: first_version,

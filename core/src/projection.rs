@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
+
 use crate::{
     attr::{lookup, AttributeValue, Item},
     event::{ChangeEvent, EventKind},
@@ -69,8 +71,9 @@ pub enum ScalarKind {
 pub struct Scalar {
     /// The DynamoDB type.
     pub kind: ScalarKind,
-    /// The label: strings and numbers as written, `true`/`false`, `null`, or compact JSON.
-    pub text: Box<str>,
+    /// The label: strings and numbers as written, `true`/`false`, `null`, or compact JSON
+    /// (inline up to 24 bytes: most values need no allocation).
+    pub text: CompactString,
 }
 
 impl Scalar {
@@ -122,8 +125,9 @@ pub struct ProjectedChange {
     pub kind: EventKind,
     /// `ApproximateCreationDateTime`, epoch milliseconds.
     pub event_time_ms: i64,
-    /// Ordered within the shard.
-    pub sequence_number: Box<str>,
+    /// Ordered within the shard (inline: sequence numbers are up to 21 digits long in practice
+    /// and never allocate).
+    pub sequence_number: CompactString,
     /// The shard (shared between the changes of one shard).
     pub shard_id: Arc<str>,
     /// The image before the change, projected.
@@ -168,10 +172,10 @@ mod tests {
         assert_eq!(old[1], Some(Scalar::s("eu")));
         assert_eq!(old[2], None);
         let new = p.new.unwrap();
-        assert_eq!(new[2].as_ref().unwrap().text.as_ref(), "true");
+        assert_eq!(new[2].as_ref().unwrap().text.as_str(), "true");
         assert_eq!(new[3].as_ref().unwrap().kind, ScalarKind::Other);
         assert_eq!(
-            new[3].as_ref().unwrap().text.as_ref(),
+            new[3].as_ref().unwrap().text.as_str(),
             r#"{"L":[{"S":"x"}]}"#
         );
         assert_eq!(new[4], None);

@@ -103,7 +103,7 @@ fn attribute_values_of_every_type_are_projected_like_serde() {
     let line = record(images[0]);
     let change = decode_projected(line.as_bytes(), &p, &mut ShardInterner::default()).unwrap();
     let new = change.new.unwrap();
-    assert_eq!(new[0].as_ref().unwrap().text.as_ref(), "a\"b\\c/d\né😀");
+    assert_eq!(new[0].as_ref().unwrap().text.as_str(), "a\"b\\c/d\né😀");
     let line = record(images[5]);
     let change = decode_projected(line.as_bytes(), &p, &mut ShardInterner::default()).unwrap();
     let a = change.new.unwrap()[4].clone().unwrap();

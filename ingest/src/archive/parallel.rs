@@ -219,7 +219,7 @@ impl Input {
     /// Counts the lines of a chunk; the number of lines before it.
     fn count(&mut self, chunk: &[u8]) -> u64 {
         let before = self.lines;
-        let ends = chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        let ends = memchr::memchr_iter(b'\n', chunk).count() as u64;
         self.lines += ends + u64::from(chunk.last().is_some_and(|&b| b != b'\n'));
         before
     }
@@ -727,7 +727,7 @@ mod tests {
                 &projection(),
                 options,
                 |batch| {
-                    let seqs: Vec<Box<str>> = batch
+                    let seqs: Vec<compact_str::CompactString> = batch
                         .changes
                         .iter()
                         .map(|c| c.sequence_number.clone())
@@ -743,7 +743,8 @@ mod tests {
                 },
             )
             .unwrap();
-            let want: Vec<Box<str>> = expected.iter().map(|c| c.sequence_number.clone()).collect();
+            let want: Vec<compact_str::CompactString> =
+                expected.iter().map(|c| c.sequence_number.clone()).collect();
             assert_eq!(got, want);
             assert_eq!(origins, bad);
             assert!(summary.completed);
