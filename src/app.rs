@@ -60,6 +60,7 @@ pub async fn run(
             recovery: Some(Arc::new(StoreRecovery {
                 store: store.clone(),
                 pipeline: config.pipeline.name.clone(),
+                stamp: version_seed,
             })),
             // With an archive to archive to, whole events are needed; else read only what the
             // engine reads.
@@ -167,6 +168,7 @@ pub async fn run(
                         &config.pipeline.name,
                         leases.worker(),
                         leases.committed_version(),
+                        version_seed,
                     )
                     .await?;
                 tracing::error!(reason = %why, undone, "fenced: uncommitted documents rolled back, stopping");
@@ -196,6 +198,8 @@ pub async fn run(
 struct StoreRecovery {
     store: Arc<dyn streamlens_aggregator::Store>,
     pipeline: String,
+    /// This process's first engine version: above every version the worker rolled back wrote.
+    stamp: u64,
 }
 
 #[async_trait::async_trait]
@@ -203,7 +207,7 @@ impl streamlens_ingest::Recovery for StoreRecovery {
     async fn roll_back(&self, worker: &str, committed_version: u64) -> Result<(), String> {
         let undone = self
             .store
-            .roll_back(&self.pipeline, worker, committed_version)
+            .roll_back(&self.pipeline, worker, committed_version, self.stamp)
             .await
             .map_err(|e| e.to_string())?;
         tracing::info!(
@@ -244,7 +248,12 @@ async fn resume(
         return Ok(fresh);
     };
     let undone = store
-        .roll_back(&config.pipeline.name, "", checkpoint.version)
+        .roll_back(
+            &config.pipeline.name,
+            "",
+            checkpoint.version,
+            engine.version(),
+        )
         .await?;
     if undone > 0 {
         tracing::warn!(
@@ -292,7 +301,12 @@ async fn resume_worker(
     let worker = leases.worker().to_owned();
     let row = leases.registered();
     let undone = store
-        .roll_back(&config.pipeline.name, &worker, row.committed_version)
+        .roll_back(
+            &config.pipeline.name,
+            &worker,
+            row.committed_version,
+            engine.version(),
+        )
         .await?;
     let mut engine = engine.with_worker(worker.clone());
     if row.committed_version == 0 {

@@ -980,20 +980,10 @@ impl WindowEngine {
             let acc = acc.clone();
             let mut doc = self.doc_of(&key, &acc);
             doc.prev = prev.map(|p| {
-                let before = self.doc_of(&key, &p);
-                PrevValues {
-                    inserts: before.inserts,
-                    modifies: before.modifies,
-                    removes: before.removes,
-                    net_count: before.net_count,
-                    sums: before.sums,
-                    counts: before.counts,
-                    mins: before.mins,
-                    maxs: before.maxs,
-                    distinct: before.distinct,
-                    is_final: before.is_final,
+                PrevValues::from(AggregateDoc {
                     version: p.version,
-                }
+                    ..self.doc_of(&key, &p)
+                })
             });
             docs.push(doc);
         }

@@ -216,15 +216,6 @@ fn values(doc: &AggregateDoc) -> AggregateDoc {
     }
 }
 
-fn without_prev(docs: &[AggregateDoc]) -> Vec<AggregateDoc> {
-    docs.iter()
-        .map(|d| AggregateDoc {
-            prev: None,
-            ..d.clone()
-        })
-        .collect()
-}
-
 /// One worker (or a single process, `""`) running passes and writing each to a store.
 struct Worker {
     engine: WindowEngine,
@@ -235,8 +226,13 @@ struct Worker {
 
 impl Worker {
     fn new(name: &str) -> Self {
+        Self::started_at(name, 0)
+    }
+
+    /// A worker whose engine versions start above `seed` (a process started later).
+    fn started_at(name: &str, seed: u64) -> Self {
         Worker {
-            engine: WindowEngine::new(spec(), 0).unwrap().with_worker(name),
+            engine: WindowEngine::new(spec(), seed).unwrap().with_worker(name),
             name: name.to_owned(),
             latest: BTreeMap::new(),
         }
@@ -422,18 +418,23 @@ async fn roll_back_restores_the_committed_pass(store: &dyn Store) {
     let crashed = store.query(&all()).await.unwrap();
     assert_ne!(crashed, committed_merged);
 
+    // The process that takes over starts later: its versions are above every earlier one, and
+    // its first version stamps the undo.
+    let mut resumed = Worker::started_at("w1", 1_000_000);
+    let stamp = resumed.engine.version();
     // Nothing of a single process (worker "") to undo, whatever w1 wrote.
-    assert_eq!(store.roll_back(PIPELINE, "", 0).await.unwrap(), 0);
+    assert_eq!(store.roll_back(PIPELINE, "", 0, stamp).await.unwrap(), 0);
     let checkpoint = store.checkpoint_of(PIPELINE, "w1").await.unwrap().unwrap();
     let changed = store
-        .roll_back(PIPELINE, "w1", checkpoint.version)
+        .roll_back(PIPELINE, "w1", checkpoint.version, stamp)
         .await
         .unwrap();
     assert_eq!(changed, written.len() as u64);
     store.flush().await.unwrap();
     let rolled_back = store.query(&of_worker("w1")).await.unwrap();
-    // Rolled back documents lose their own prev (the write before it is not kept).
-    assert_eq!(without_prev(&rolled_back), without_prev(&committed_w1));
+    // Rolled back documents have the committed values under the new version.
+    let all_values = |docs: &[AggregateDoc]| docs.iter().map(values).collect::<Vec<_>>();
+    assert_eq!(all_values(&rolled_back), all_values(&committed_w1));
     let untouched: Vec<_> = committed_w1
         .iter()
         .filter(|d| !written.iter().any(|w| w.id() == d.id()))
@@ -442,19 +443,36 @@ async fn roll_back_restores_the_committed_pass(store: &dyn Store) {
     for doc in untouched {
         assert!(rolled_back.contains(doc), "{} changed", doc.id());
     }
+    for doc in rolled_back.iter().filter(|d| !committed_w1.contains(d)) {
+        assert_eq!(doc.version, stamp, "{}", doc.id());
+    }
     assert!(rolled_back.iter().all(|d| d.window_start < late - 300_000));
     assert_eq!(store.query(&of_worker("w2")).await.unwrap(), committed_w2);
-    assert_eq!(store.query(&all()).await.unwrap(), committed_merged);
+    assert_eq!(
+        all_values(&store.query(&all()).await.unwrap()),
+        all_values(&committed_merged)
+    );
+    // Rolling back again changes nothing.
     assert_eq!(
         store
-            .roll_back(PIPELINE, "w1", checkpoint.version)
+            .roll_back(PIPELINE, "w1", checkpoint.version, stamp + 1)
             .await
             .unwrap(),
         0
     );
+    // A late write of the crashed worker to a restored document is refused as stale: the undo
+    // stands. (A deleted group has no document left to compare with: OpenSearch keeps its
+    // tombstone for `index.gc_deletes`; the embedded store has a single writer.)
+    let restored: Vec<AggregateDoc> = written
+        .iter()
+        .filter(|d| d.prev.is_some())
+        .cloned()
+        .collect();
+    store.write(&restored, None).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.query(&of_worker("w1")).await.unwrap(), rolled_back);
 
-    // A worker resumed from the checkpoint redoes the pass and ends where the crashed one was.
-    let mut resumed = Worker::new("w1");
+    // The resumed worker redoes the pass and ends where the crashed one was.
     resumed
         .engine
         .restore(&rolled_back, checkpoint.max_event_time, checkpoint.version)
@@ -497,7 +515,7 @@ async fn roll_back_restores_the_committed_pass(store: &dyn Store) {
         .await;
     let twice = store.query(&of_worker("w1")).await.unwrap();
     let err = store
-        .roll_back(PIPELINE, "w1", committed.version)
+        .roll_back(PIPELINE, "w1", committed.version, stamp + 10)
         .await
         .unwrap_err();
     assert!(
@@ -506,6 +524,45 @@ async fn roll_back_restores_the_committed_pass(store: &dyn Store) {
     );
     store.flush().await.unwrap();
     assert_eq!(store.query(&of_worker("w1")).await.unwrap(), twice);
+}
+
+/// A write whose version is not above the stored document's (stale, or repeated) is refused;
+/// a newer one replaces it.
+async fn stale_rewrites_are_ignored(store: &dyn Store) {
+    let doc = |version: u64, inserts: i64| AggregateDoc {
+        pipeline: PIPELINE.into(),
+        window: "1m".into(),
+        window_start: 60_000,
+        window_end: 120_000,
+        dimension: "status".into(),
+        value: "paid".into(),
+        inserts,
+        net_count: inserts,
+        sums: [("amount".to_owned(), format!("{inserts}.5"))].into(),
+        version,
+        ..AggregateDoc::default()
+    };
+    let read = || async {
+        let docs = store.query(&all()).await.unwrap();
+        assert_eq!(docs.len(), 1, "{docs:?}");
+        (
+            docs[0].version,
+            docs[0].inserts,
+            docs[0].sums["amount"].clone(),
+        )
+    };
+    store.write(&[doc(5, 50)], None).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(read().await, (5, 50, "50.5".to_owned()));
+    // An older version, then the same version again with other values: both refused.
+    store.write(&[doc(3, 30)], None).await.unwrap();
+    store.write(&[doc(5, 55)], None).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(read().await, (5, 50, "50.5".to_owned()));
+    // Refused and accepted writes in one request: each on its own.
+    store.write(&[doc(4, 40), doc(6, 60)], None).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(read().await, (6, 60, "60.5".to_owned()));
 }
 
 fn embedded() -> (tempfile::TempDir, EmbeddedStore) {
@@ -659,5 +716,18 @@ async fn opensearch_writes_no_checkpoint_after_a_failed_document() {
         Some(checkpoint)
     );
     assert_eq!(search.store.checkpoint(PIPELINE).await.unwrap(), None);
+    search.clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_refuses_stale_rewrites() {
+    let (_dir, store) = embedded();
+    stale_rewrites_are_ignored(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_refuses_stale_rewrites() {
+    let search = opensearch().await;
+    stale_rewrites_are_ignored(&search.store).await;
     search.clean().await;
 }

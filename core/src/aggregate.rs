@@ -108,6 +108,25 @@ pub struct PrevValues {
     pub version: u64,
 }
 
+impl From<AggregateDoc> for PrevValues {
+    /// The values of a document (its own `prev` is dropped).
+    fn from(doc: AggregateDoc) -> Self {
+        PrevValues {
+            inserts: doc.inserts,
+            modifies: doc.modifies,
+            removes: doc.removes,
+            net_count: doc.net_count,
+            sums: doc.sums,
+            counts: doc.counts,
+            mins: doc.mins,
+            maxs: doc.maxs,
+            distinct: doc.distinct,
+            is_final: doc.is_final,
+            version: doc.version,
+        }
+    }
+}
+
 impl AggregateDoc {
     /// The deterministic document id: a rewrite of the same window, group and worker replaces it.
     /// Partial documents of a worker end in `|@<worker>`; single-process ids have no suffix.

@@ -17,6 +17,12 @@ use crate::Error;
 const AGGREGATES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("aggregates");
 const CHECKPOINTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("checkpoints");
 
+/// The version of a stored document, read without decoding the rest.
+#[derive(serde::Deserialize)]
+struct Versioned {
+    version: u64,
+}
+
 /// Aggregates in a local redb file.
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -69,9 +75,23 @@ impl EmbeddedStore {
         {
             let mut table = tx.open_table(AGGREGATES).map_err(|e| self.err(e))?;
             for doc in docs {
+                let id = doc.id();
+                // A stale or repeated write (not above the stored version) is refused, as
+                // OpenSearch's external versioning refuses it.
+                let stored = table
+                    .get(id.as_str())
+                    .map_err(|e| self.err(e))?
+                    .map(|v| serde_json::from_slice::<Versioned>(v.value()))
+                    .transpose()
+                    .map_err(|e| self.err(format!("bad stored document {id}: {e}")))?;
+                if stored.is_some_and(|s| s.version >= doc.version) {
+                    metrics::counter!("streamlens_stale_writes_total").increment(1);
+                    tracing::debug!(id, version = doc.version, "stale write refused");
+                    continue;
+                }
                 let json = serde_json::to_vec(doc).map_err(|e| self.err(e))?;
                 table
-                    .insert(doc.id().as_str(), json.as_slice())
+                    .insert(id.as_str(), json.as_slice())
                     .map_err(|e| self.err(e))?;
             }
         }
@@ -101,6 +121,7 @@ impl EmbeddedStore {
         pipeline: &str,
         worker: &str,
         committed_version: u64,
+        stamp: u64,
     ) -> Result<u64, Error> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         let changed = {
@@ -117,7 +138,7 @@ impl EmbeddedStore {
                 if doc.pipeline != pipeline || doc.worker != worker {
                     continue;
                 }
-                if let Some(step) = undo(&doc, committed_version)? {
+                if let Some(step) = undo(&doc, committed_version, stamp)? {
                     plan.push((key.value().to_owned(), step));
                 }
             }
@@ -218,11 +239,12 @@ impl Store for EmbeddedStore {
         pipeline: &str,
         worker: &str,
         committed_version: u64,
+        stamp: u64,
     ) -> Result<u64, Error> {
         let store = self.clone();
         let (pipeline, worker) = (pipeline.to_owned(), worker.to_owned());
         tokio::task::spawn_blocking(move || {
-            store.roll_back_blocking(&pipeline, &worker, committed_version)
+            store.roll_back_blocking(&pipeline, &worker, committed_version, stamp)
         })
         .await
         .map_err(|e| self.err(e))?

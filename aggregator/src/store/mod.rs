@@ -15,7 +15,7 @@ pub mod opensearch;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use streamlens_core::{AggQuery, AggregateDoc, AggregateReader};
+use streamlens_core::{AggQuery, AggregateDoc, AggregateReader, PrevValues};
 
 use crate::{
     config::StoreConfig,
@@ -113,11 +113,18 @@ pub trait Store: AggregateReader {
     /// back to its [`AggregateDoc::prev`] values, or deleted when it has none. Returns how many
     /// documents changed. Fails without changing anything when a document's previous write is
     /// itself newer than `committed_version` (more than one uncommitted write cannot be undone).
+    ///
+    /// Stores refuse a write whose version is not above the stored one, so the undo is itself a
+    /// write under version `stamp` (the caller's engine version, above every version written
+    /// before it started): a late write of the worker rolled back is then refused as stale. A
+    /// restored document keeps its committed values as `prev`, so rolling back again restores
+    /// the same values.
     async fn roll_back(
         &self,
         pipeline: &str,
         worker: &str,
         committed_version: u64,
+        stamp: u64,
     ) -> Result<u64, Error>;
 
     /// Makes everything written visible to queries.
@@ -341,13 +348,32 @@ pub(crate) enum Undo {
 
 /// What rolling back one stored document to `committed_version` does to it: `None` when its
 /// version is committed. Fails when its previous write is not committed either.
-pub(crate) fn undo(doc: &AggregateDoc, committed_version: u64) -> Result<Option<Undo>, Error> {
+pub(crate) fn undo(
+    doc: &AggregateDoc,
+    committed_version: u64,
+    stamp: u64,
+) -> Result<Option<Undo>, Error> {
     if doc.version <= committed_version {
         return Ok(None);
     }
     match doc.previous() {
         None => Ok(Some(Undo::Delete)),
-        Some(prev) if prev.version <= committed_version => Ok(Some(Undo::Restore(Box::new(prev)))),
+        Some(prev) if prev.version <= committed_version => {
+            let current = PrevValues {
+                version: prev.version,
+                ..PrevValues::from(doc.clone())
+            };
+            if current == PrevValues::from(prev.clone()) {
+                // Rolled back already (or the write changed nothing).
+                return Ok(None);
+            }
+            let restored = AggregateDoc {
+                version: stamp.max(doc.version + 1),
+                prev: Some(PrevValues::from(prev.clone())),
+                ..prev
+            };
+            Ok(Some(Undo::Restore(Box::new(restored))))
+        }
         Some(prev) => Err(Error::RollBack(format!(
             "document {} (version {}) cannot be rolled back to version {committed_version}: its \
              previous write (version {}) is not covered by the checkpoint either",

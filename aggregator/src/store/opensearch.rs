@@ -20,6 +20,7 @@ use opensearch::{
         IndicesCreateParts, IndicesPutIndexTemplateParts, IndicesPutMappingParts,
         IndicesRefreshParts,
     },
+    params::VersionType,
     BulkOperation, BulkParts, IndexParts, OpenSearch, SearchParts,
 };
 use serde_json::{json, Value};
@@ -80,7 +81,13 @@ fn check_bulk(result: &Value, sent: usize) -> Result<(), Error> {
         let status = outcome["status"].as_u64().unwrap_or(0);
         let gone = kind == "delete" && status == 404;
         let done = (200..300).contains(&status) && outcome.get("error").is_none();
-        if !(done || gone) {
+        // A version conflict: the stored document is as new or newer; nothing to do.
+        let stale = status == 409;
+        if stale {
+            metrics::counter!("streamlens_stale_writes_total").increment(1);
+            tracing::debug!(id = %outcome["_id"], "stale write refused");
+        }
+        if !(done || gone || stale) {
             failures.push(format!(
                 "{kind} {}: status {status}: {}",
                 outcome["_id"], outcome["error"]
@@ -101,6 +108,14 @@ fn check_bulk(result: &Value, sent: usize) -> Result<(), Error> {
                 .join("; ")
         )))
     }
+}
+
+/// A document version as OpenSearch's external versions take it (a signed 64-bit number).
+fn external(version: u64) -> Result<i64, Error> {
+    i64::try_from(version).map_err(|_| Error::OpenSearch {
+        operation: "bulk",
+        message: format!("version {version} is beyond OpenSearch's external versions"),
+    })
 }
 
 /// Aggregates in an OpenSearch index.
@@ -376,7 +391,13 @@ impl Store for OpenSearchStore {
                     operation: "bulk",
                     message: e.to_string(),
                 })?;
-                Ok(BulkOperation::index(source).id(doc.id()).into())
+                // External versioning: OpenSearch itself refuses a write whose version is not
+                // above the stored one (a stale or repeated write), atomically per document.
+                Ok(BulkOperation::index(source)
+                    .id(doc.id())
+                    .version(external(doc.version)?)
+                    .version_type(VersionType::External)
+                    .into())
             })
             .collect::<Result<Vec<BulkOperation<Value>>, Error>>()?;
         self.bulk(ops).await?;
@@ -428,6 +449,7 @@ impl Store for OpenSearchStore {
         pipeline: &str,
         worker: &str,
         committed_version: u64,
+        stamp: u64,
     ) -> Result<u64, Error> {
         // Searches see only refreshed writes: make the last ones visible first.
         self.flush().await?;
@@ -452,12 +474,25 @@ impl Store for OpenSearchStore {
             if doc.pipeline != pipeline || doc.worker != worker {
                 continue;
             }
-            match undo(&doc, committed_version)? {
+            match undo(&doc, committed_version, stamp)? {
                 None => {}
-                Some(Undo::Delete) => ops.push(BulkOperation::delete(id).into()),
-                Some(Undo::Restore(prev)) => {
-                    let source = serde_json::to_value(&*prev).map_err(|e| bad(e.to_string()))?;
-                    ops.push(BulkOperation::index(source).id(id).into());
+                Some(Undo::Delete) => ops.push(
+                    BulkOperation::delete(id)
+                        .version(external(stamp.max(doc.version + 1))?)
+                        .version_type(VersionType::External)
+                        .into(),
+                ),
+                Some(Undo::Restore(restored)) => {
+                    let version = external(restored.version)?;
+                    let source =
+                        serde_json::to_value(&*restored).map_err(|e| bad(e.to_string()))?;
+                    ops.push(
+                        BulkOperation::index(source)
+                            .id(id)
+                            .version(version)
+                            .version_type(VersionType::External)
+                            .into(),
+                    );
                 }
             }
         }
