@@ -12,10 +12,12 @@
 
 mod common;
 
+use common::{golden, golden_config as config, golden_input as read_input};
+
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{Read, Write},
-    path::{Path, PathBuf},
+    io::Write,
+    path::Path,
     str::FromStr,
 };
 
@@ -24,12 +26,6 @@ use serde_json::{json, Value};
 use streamlens_aggregator::{store::embedded::EmbeddedStore, Store, WindowEngine};
 use streamlens_core::{AggQuery, AggregateDoc, AggregateReader, ChangeEvent, StreamRecord};
 use tokio_util::sync::CancellationToken;
-
-fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name)
-}
 
 /// The input, generated once: items change status, region, amount and channel; times drift
 /// forward with up to 40 s of disorder between different items (never within one item).
@@ -237,18 +233,6 @@ fn cells_of(docs: &[AggregateDoc]) -> Cells {
         .collect()
 }
 
-fn read_input() -> (Vec<Value>, String) {
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(golden("orders.ndjson.gz")).unwrap())
-        .read_to_string(&mut text)
-        .unwrap();
-    let records = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (records, text)
-}
-
 fn expected() -> Cells {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         let records = generate();
@@ -277,30 +261,6 @@ fn expected() -> Cells {
         "expected.json is not the plain computation of orders.ndjson.gz"
     );
     expected
-}
-
-fn config(dir: &Path, batch_size: usize) -> streamlens::config::Config {
-    let pipeline = std::fs::read_to_string(golden("pipeline.toml")).unwrap();
-    let text = format!(
-        r#"data_dir = "{dir}"
-
-[source]
-kind = "archive"
-path = "{input}"
-batch_size = {batch_size}
-
-[store]
-kind = "embedded"
-path = "{dir}/golden.redb"
-
-{pipeline}
-[dashboard]
-enabled = false
-"#,
-        dir = dir.display(),
-        input = golden("orders.ndjson.gz").display(),
-    );
-    streamlens::config::Config::parse(&text, "golden.toml").unwrap()
 }
 
 async fn stored(path: &Path) -> Vec<AggregateDoc> {

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod decimal;
+pub mod query;
 pub mod store;
 pub mod window;
 

@@ -19,12 +19,14 @@ pub mod attr;
 pub mod event;
 pub mod health;
 pub mod projection;
+pub mod query;
 
 pub use aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo, PrevValues};
 pub use attr::{AttributeValue, Item};
 pub use event::{ChangeEvent, EventKind, StreamRecord};
 pub use health::{PipelineHealth, ShardStatus};
 pub use projection::{ProjectedChange, ProjectedImage, Projection, Scalar, ScalarKind};
+pub use query::{MetricQuery, QueryError, QueryResult};
 
 /// Errors of the shared model.
 #[derive(Debug, thiserror::Error)]

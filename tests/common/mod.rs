@@ -308,3 +308,49 @@ pub fn archived_sequences(path: &Path) -> Vec<String> {
     .unwrap();
     seqs
 }
+
+/// A file of the golden test set (`tests/golden/`).
+pub fn golden(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name)
+}
+
+/// The golden input: its records and its text.
+pub fn golden_input() -> (Vec<Value>, String) {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(golden("orders.ndjson.gz")).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let records = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (records, text)
+}
+
+/// The golden pipeline over the golden input, into an embedded store at `dir/golden.redb`.
+pub fn golden_config(dir: &Path, batch_size: usize) -> streamlens::config::Config {
+    let pipeline = std::fs::read_to_string(golden("pipeline.toml")).unwrap();
+    let text = format!(
+        r#"data_dir = "{dir}"
+
+[source]
+kind = "archive"
+path = "{input}"
+batch_size = {batch_size}
+
+[store]
+kind = "embedded"
+path = "{dir}/golden.redb"
+
+{pipeline}
+[dashboard]
+enabled = false
+"#,
+        dir = dir.display(),
+        input = golden("orders.ndjson.gz").display(),
+    );
+    streamlens::config::Config::parse(&text, "golden.toml").unwrap()
+}

@@ -195,11 +195,11 @@ pub fn merge_docs(
     }
     groups
         .into_iter()
-        .map(|(id, parts)| merge_group(&id, parts))
+        .map(|(id, parts)| merge_parts(&id, parts))
         .collect()
 }
 
-fn merge_group(id: &str, parts: Vec<AggregateDoc>) -> Result<AggregateDoc, Error> {
+pub(crate) fn merge_parts(id: &str, parts: Vec<AggregateDoc>) -> Result<AggregateDoc, Error> {
     let mut parts = parts.into_iter();
     let Some(mut merged) = parts.next() else {
         return Err(Error::Merge(format!("{id}: no documents")));

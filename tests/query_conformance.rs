@@ -1,0 +1,426 @@
+//! The query API's conformance suite: the same data in both stores, the same queries, identical
+//! answers — and the answers equal a plain computation straight from the input records.
+//!
+//! The golden input (`tests/golden/`: 4000 changes over ~67 minutes, two dimensions, a filter,
+//! every metric kind) runs through the pipeline into the embedded store; the stored documents
+//! are then written to OpenSearch (osmem-server, `infra/scripts/services.sh start`) through its
+//! store writer. Every query of [`queries`] — re-bucketing 1-minute windows into 2m … 1h, group
+//! by, value filters, top N, sub-ranges, event counts — is answered from both stores and from
+//! [`reference`], which buckets the raw records by event time with `rust_decimal` and knows
+//! nothing of windows or stores.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    str::FromStr,
+};
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde_json::Value;
+use streamlens_aggregator::{
+    config::OpenSearchStoreConfig,
+    query,
+    store::{embedded::EmbeddedStore, opensearch::OpenSearchStore},
+    PipelineSpec, Store,
+};
+use streamlens_core::{
+    query::{DimensionFilter, MetricQuery, Point, QueryError, QueryResult, Series, TimeArg},
+    AggQuery, AggregateReader,
+};
+use tokio_util::sync::CancellationToken;
+
+/// 2026-01-01T00:00:00Z, where the golden input starts.
+const START: i64 = 1_767_225_600_000;
+const MINUTE: i64 = 60_000;
+
+fn q(metric: &str, interval: &str) -> MetricQuery {
+    MetricQuery {
+        from: Some(TimeArg::Millis(START)),
+        to: Some(TimeArg::Text("2026-01-01T02:00:00Z".into())),
+        interval: Some(interval.into()),
+        ..MetricQuery::new(metric)
+    }
+}
+
+fn grouped(mut query: MetricQuery, by: &str) -> MetricQuery {
+    query.group_by = Some(by.into());
+    query
+}
+
+fn filtered(mut query: MetricQuery, dimension: &str, values: &[&str]) -> MetricQuery {
+    query.filters.push(DimensionFilter {
+        dimension: dimension.into(),
+        values: values.iter().map(|v| v.to_string()).collect(),
+    });
+    query
+}
+
+/// The queries every store must answer alike.
+fn queries() -> Vec<MetricQuery> {
+    let top = |mut query: MetricQuery, n| {
+        query.top = Some(n);
+        query
+    };
+    let sub_range = |mut query: MetricQuery| {
+        // Not aligned to the interval: rounded out to 00:12 .. 00:44.
+        query.from = Some(TimeArg::Millis(START + 13 * MINUTE + 5_000));
+        query.to = Some(TimeArg::Millis(START + 41 * MINUTE));
+        query
+    };
+    vec![
+        q("amount", "1m"),
+        q("amount", "1h"),
+        grouped(q("amount", "5m"), "status"),
+        grouped(q("avg_amount", "10m"), "region"),
+        grouped(q("items", "15m"), "status"),
+        top(grouped(q("customers", "1h"), "region"), 2),
+        top(grouped(q("amount", "20m"), "status"), 3),
+        filtered(
+            grouped(q("min_amount", "15m"), "status"),
+            "status",
+            &["paid", "shipped"],
+        ),
+        filtered(
+            grouped(q("max_amount", "15m"), "region"),
+            "region",
+            &["(missing)", "eu-west"],
+        ),
+        filtered(q("events", "1h"), "region", &["us-east", "ap-south"]),
+        filtered(
+            filtered(
+                q("net_count", "30m"),
+                "status",
+                &["paid", "pending", "returned"],
+            ),
+            "status",
+            &["paid", "returned"],
+        ),
+        sub_range(grouped(q("net_count", "2m"), "status")),
+        sub_range(q("inserts", "4m")),
+        sub_range(grouped(q("modifies", "8m"), "region")),
+        grouped(q("removes", "1h"), "status"),
+        q("avg_amount", "3m"),
+        grouped(q("customers", "1m"), "status"),
+    ]
+}
+
+/// What one bucket of one group accumulates in the plain computation.
+#[derive(Default, Clone)]
+struct Acc {
+    kinds: [i64; 3],
+    net: i64,
+    sum: Decimal,
+    items: i64,
+    min: Option<Decimal>,
+    max: Option<Decimal>,
+    customers: BTreeSet<String>,
+}
+
+impl Acc {
+    fn add(&mut self, other: &Acc) {
+        for k in 0..3 {
+            self.kinds[k] += other.kinds[k];
+        }
+        self.net += other.net;
+        self.sum += other.sum;
+        self.items += other.items;
+        self.min = [self.min, other.min].into_iter().flatten().min();
+        self.max = [self.max, other.max].into_iter().flatten().max();
+        self.customers.extend(other.customers.iter().cloned());
+    }
+
+    fn value(&self, metric: &str) -> Option<String> {
+        let text = |d: Decimal| d.normalize().to_string();
+        match metric {
+            "amount" => Some(text(self.sum)),
+            "items" => Some(self.items.to_string()),
+            "avg_amount" => (self.net != 0).then(|| {
+                text(
+                    (self.sum / Decimal::from(self.net))
+                        .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero),
+                )
+            }),
+            "min_amount" => self.min.map(text),
+            "max_amount" => self.max.map(text),
+            "customers" => Some(self.customers.len().to_string()),
+            "events" => Some(self.kinds.iter().sum::<i64>().to_string()),
+            "inserts" => Some(self.kinds[0].to_string()),
+            "modifies" => Some(self.kinds[1].to_string()),
+            "removes" => Some(self.kinds[2].to_string()),
+            "net_count" => Some(self.net.to_string()),
+            other => panic!("no reference for {other}"),
+        }
+    }
+}
+
+/// The plain computation of a query from the input records: each change's images are put in the
+/// bucket of its event time and the group of their dimension value (the pipeline's filter:
+/// `channel` not `test`), added up, and reduced by the metric.
+fn reference(
+    records: &[Value],
+    query: &MetricQuery,
+    from: i64,
+    to: i64,
+    interval: i64,
+) -> Vec<Series> {
+    let s = |image: &Value, name: &str| image[name]["S"].as_str().map(str::to_owned);
+    let dimension = query
+        .group_by
+        .clone()
+        .or_else(|| query.filters.first().map(|f| f.dimension.clone()));
+    let mut values: Option<BTreeSet<String>> = None;
+    for f in &query.filters {
+        let these: BTreeSet<String> = f.values.iter().cloned().collect();
+        values = Some(match values {
+            None => these,
+            Some(v) => v.intersection(&these).cloned().collect(),
+        });
+    }
+    let label = match (&query.group_by, &values) {
+        (None, Some(v)) => v.iter().cloned().collect::<Vec<_>>().join(","),
+        _ => "_all".to_owned(),
+    };
+    let mut cells: BTreeMap<String, BTreeMap<i64, Acc>> = BTreeMap::new();
+    for record in records {
+        let t = record["dynamodb"]["ApproximateCreationDateTime"]
+            .as_i64()
+            .unwrap()
+            * 1000;
+        let bucket = t - (t - from).rem_euclid(interval);
+        if !(from..to).contains(&bucket) {
+            continue;
+        }
+        let mut add = |image: &Value, sign: i64, kind: Option<usize>| {
+            if s(image, "channel").as_deref() == Some("test") {
+                return;
+            }
+            let value = dimension
+                .as_ref()
+                .map(|d| s(image, d).unwrap_or_else(|| "(missing)".into()));
+            if let (Some(v), Some(keep)) = (&value, &values) {
+                if !keep.contains(v) {
+                    return;
+                }
+            }
+            let group = match &query.group_by {
+                Some(_) => value.unwrap(),
+                None => label.clone(),
+            };
+            let acc = cells.entry(group).or_default().entry(bucket).or_default();
+            if let Some(kind) = kind {
+                acc.kinds[kind] += 1;
+            }
+            let amount = Decimal::from_str(image["amount"]["N"].as_str().unwrap()).unwrap();
+            acc.net += sign;
+            acc.sum += amount * Decimal::from(sign);
+            if image.get("items").is_some() {
+                acc.items += sign;
+            }
+            if sign > 0 {
+                acc.min = Some(acc.min.map_or(amount, |m| m.min(amount)));
+                acc.max = Some(acc.max.map_or(amount, |m| m.max(amount)));
+                acc.customers.insert(s(image, "customer").unwrap());
+            }
+        };
+        let body = &record["dynamodb"];
+        match record["eventName"].as_str().unwrap() {
+            "INSERT" => add(&body["NewImage"], 1, Some(0)),
+            "MODIFY" => {
+                add(&body["OldImage"], -1, None);
+                add(&body["NewImage"], 1, Some(1));
+            }
+            "REMOVE" => add(&body["OldImage"], -1, Some(2)),
+            other => panic!("{other}"),
+        }
+    }
+    let mut series: Vec<(Series, Option<Decimal>)> = cells
+        .into_iter()
+        .map(|(group, buckets)| {
+            let mut total = Acc::default();
+            let points = buckets
+                .into_iter()
+                .map(|(start, acc)| {
+                    total.add(&acc);
+                    Point {
+                        start,
+                        value: acc.value(&query.metric),
+                        // Ignored in the comparison: the reference knows nothing of finality.
+                        is_final: false,
+                    }
+                })
+                .collect();
+            let total = total.value(&query.metric);
+            let order = total.as_deref().map(|t| Decimal::from_str(t).unwrap());
+            (
+                Series {
+                    group,
+                    total,
+                    points,
+                },
+                order,
+            )
+        })
+        .collect();
+    if let Some(n) = query.top {
+        series.sort_by(|(a, x), (b, y)| match (x, y) {
+            (Some(x), Some(y)) => y.cmp(x).then_with(|| a.group.cmp(&b.group)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.group.cmp(&b.group),
+        });
+        series.truncate(n);
+    }
+    series.into_iter().map(|(s, _)| s).collect()
+}
+
+fn without_finality(result: &QueryResult) -> Vec<Series> {
+    result
+        .series
+        .iter()
+        .map(|s| Series {
+            points: s
+                .points
+                .iter()
+                .map(|p| Point {
+                    is_final: false,
+                    ..p.clone()
+                })
+                .collect(),
+            ..s.clone()
+        })
+        .collect()
+}
+
+/// Both stores hold the golden pipeline's documents.
+async fn stores(dir: &std::path::Path) -> (PipelineSpec, EmbeddedStore, OpenSearchStore, String) {
+    let config = common::golden_config(dir, 1000);
+    let spec = config.pipeline.clone();
+    streamlens::app::run(config, CancellationToken::new())
+        .await
+        .unwrap();
+    let embedded = EmbeddedStore::open(&dir.join("golden.redb")).unwrap();
+    let docs = embedded.query(&AggQuery::default()).await.unwrap();
+    assert!(docs.len() > 1000, "{} documents", docs.len());
+    let url = common::opensearch_url();
+    common::require("OpenSearch", &url).await;
+    let prefix = common::unique("conformance-");
+    let search = OpenSearchStore::connect(&OpenSearchStoreConfig {
+        url,
+        index_prefix: prefix.clone(),
+        username: None,
+        password: None,
+    })
+    .await
+    .unwrap();
+    search.write(&docs, None).await.unwrap();
+    search.flush().await.unwrap();
+    (spec, embedded, search, prefix)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_stores_answer_every_query_alike_and_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, embedded, search, prefix) = stores(dir.path()).await;
+    let (records, _) = common::golden_input();
+    let now = START + 10 * 3_600_000;
+    for query in queries() {
+        let a = query::run(&embedded, &spec, &query, now).await.unwrap();
+        let b = query::run(&search, &spec, &query, now).await.unwrap();
+        assert_eq!(a, b, "the stores disagree on {query:?}");
+        let expected = reference(&records, &query, a.from, a.to, a.interval_ms);
+        assert!(!expected.is_empty() && expected.iter().all(|s| !s.points.is_empty()));
+        assert_eq!(
+            without_finality(&a),
+            expected,
+            "{query:?} differs from the plain computation"
+        );
+        assert_eq!(a.window, "1m", "{query:?}");
+    }
+    drop(search);
+    let _ = reqwest::Client::new()
+        .delete(format!("{}/{prefix}*", common::opensearch_url()))
+        .send()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_queries_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::golden_config(dir.path(), 1000);
+    let spec = config.pipeline.clone();
+    let store = EmbeddedStore::open(&dir.path().join("golden.redb")).unwrap();
+    let now = START;
+    let cases: Vec<(MetricQuery, &str)> = vec![
+        (q("revenue", "1m"), "unknown metric `revenue`"),
+        (
+            grouped(q("amount", "1m"), "country"),
+            "unknown dimension `country`",
+        ),
+        (q("amount", "90s"), "not a multiple of a window size"),
+        (q("amount", "soon"), "`interval`: `soon` is not a duration"),
+        (
+            MetricQuery {
+                from: Some(TimeArg::Text("yesterday".into())),
+                ..q("amount", "1m")
+            },
+            "`from`: `yesterday` is not a time",
+        ),
+        (
+            MetricQuery {
+                to: Some(TimeArg::Millis(START - 1)),
+                ..q("amount", "1m")
+            },
+            "must be before",
+        ),
+        (
+            MetricQuery {
+                from: Some(TimeArg::Text("now-30d".into())),
+                to: Some(TimeArg::Text("now".into())),
+                ..q("amount", "1m")
+            },
+            "more than 10000",
+        ),
+        (
+            filtered(grouped(q("amount", "1m"), "status"), "region", &["eu-west"]),
+            "filters must be on the group-by dimension",
+        ),
+        (
+            filtered(
+                filtered(q("amount", "1m"), "status", &["paid"]),
+                "region",
+                &["x"],
+            ),
+            "all filters must be on one dimension",
+        ),
+        (
+            filtered(q("amount", "1m"), "status", &[]),
+            "lists no values",
+        ),
+        (
+            MetricQuery {
+                top: Some(3),
+                ..q("amount", "1m")
+            },
+            "`top` needs `group_by`",
+        ),
+        (
+            MetricQuery {
+                pipeline: Some("other".into()),
+                ..q("amount", "1m")
+            },
+            "unknown pipeline `other`",
+        ),
+    ];
+    for (query, message) in cases {
+        match query::run(&store, &spec, &query, now).await {
+            Err(QueryError::Invalid(got)) => {
+                assert!(
+                    got.contains(message),
+                    "{query:?}: {got:?} lacks {message:?}"
+                )
+            }
+            other => panic!("{query:?}: {other:?}"),
+        }
+    }
+}
