@@ -124,6 +124,7 @@ pub async fn run(
             info,
             site_root: config.dashboard.site_root.clone(),
             health,
+            query: query_engine(store.clone(), config.pipeline.clone()),
         };
         let app = router(state).route(
             "/metrics",
@@ -192,6 +193,23 @@ pub async fn run(
             .context("dashboard server")?;
     }
     Ok(summary)
+}
+
+/// `POST /api/query`: the pipeline's queries answered from its store.
+fn query_engine(
+    store: Arc<dyn streamlens_aggregator::Store>,
+    spec: streamlens_aggregator::PipelineSpec,
+) -> streamlens_dashboard::server::QueryFn {
+    let spec = Arc::new(spec);
+    Arc::new(move |query| {
+        let (store, spec) = (store.clone(), spec.clone());
+        Box::pin(async move {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            streamlens_aggregator::query::run(store.as_ref(), &spec, &query, now).await
+        })
+    })
 }
 
 /// Rolls a worker's documents back to what the lease table says it committed.

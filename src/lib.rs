@@ -7,7 +7,8 @@
 //!
 //! This crate wires the stages together: [`config`] reads the one TOML file that describes a
 //! deployment, [`pipeline`] runs source → window engine → store with a bounded channel between
-//! source and engine (backpressure), and [`app`] adds the dashboard and the Prometheus metrics.
+//! source and engine (backpressure), and [`app`] adds the dashboard and the Prometheus metrics;
+//! [`query_cli`] is `streamlens query`.
 //! With no config file at all, [`config::Config::demo`] runs the embedded demo: the shipped sample
 //! orders stream replayed live into the embedded store.
 
@@ -16,3 +17,4 @@ pub mod bench;
 pub mod config;
 pub mod pipeline;
 pub mod quarantine;
+pub mod query_cli;

@@ -55,6 +55,9 @@ enum Command {
         #[arg(long)]
         full: bool,
     },
+    /// Query a metric over time (re-bucketed, grouped, filtered, top N) from a config's store or
+    /// a running dashboard.
+    Query(streamlens::query_cli::QueryArgs),
     /// Check a config file and print what it means.
     Check {
         /// The config file.
@@ -108,7 +111,9 @@ fn no_transparent_huge_pages() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     no_transparent_huge_pages();
+    // Logs go to stderr: stdout is for what a command prints (`query --format json`, `bench`).
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
@@ -172,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
         }
+        Command::Query(args) => streamlens::query_cli::run(args).await?,
         Command::Check { config } => {
             let config = Config::load(&config)?;
             println!("{config:#?}");

@@ -69,3 +69,102 @@ fn the_shipped_sample_is_what_the_generator_makes() {
     assert_eq!(shipped.len(), 3000);
     assert_eq!(read(&fresh), shipped);
 }
+
+/// `streamlens query` reads a config's store and prints the same answer as the query API, as a
+/// table, JSON or CSV; a bad query fails naming the problem.
+#[test]
+fn query_prints_the_api_answer_as_table_json_and_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pipeline.toml"),
+    )
+    .unwrap();
+    let config = dir.path().join("golden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{dir}\"\n\n[source]\nkind = \"archive\"\npath = \"{input}\"\n\n[store]\nkind = \"embedded\"\npath = \"{dir}/golden.redb\"\n\n{pipeline}\n[dashboard]\nenabled = false\n",
+            dir = dir.path().display(),
+            input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/golden/orders.ndjson.gz")
+                .display(),
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (ok, _, stderr) = streamlens(&["run", "--config", config, "--no-dashboard"]);
+    assert!(ok, "{stderr}");
+    let query = [
+        "query",
+        "--config",
+        config,
+        "--metric",
+        "amount",
+        "--from",
+        "2026-01-01T00:00:00Z",
+        "--to",
+        "2026-01-01T02:00:00Z",
+        "--interval",
+        "20m",
+        "--group-by",
+        "status",
+        "--filter",
+        "status=paid,shipped",
+    ];
+    let with = |format: &str| {
+        let mut args = query.to_vec();
+        args.extend(["--format", format]);
+        let (ok, stdout, stderr) = streamlens(&args);
+        assert!(ok, "{stderr}");
+        stdout
+    };
+    let json: serde_json::Value = serde_json::from_str(&with("json")).unwrap();
+    let series = json["series"].as_array().unwrap();
+    assert_eq!(
+        series
+            .iter()
+            .map(|s| s["group"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["paid", "shipped"]
+    );
+    // 00:00 .. 01:07 in 20-minute buckets.
+    assert!(series
+        .iter()
+        .all(|s| s["points"].as_array().unwrap().len() == 4));
+    let csv = with("csv");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("group,start,start_time,value,final"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 8);
+    for (row, point) in rows.iter().zip(
+        series
+            .iter()
+            .flat_map(|s| s["points"].as_array().unwrap().iter().map(move |p| (s, p))),
+    ) {
+        assert_eq!(row[0], point.0["group"].as_str().unwrap());
+        assert_eq!(row[1], point.1["start"].to_string());
+        assert_eq!(row[3], point.1["value"].as_str().unwrap());
+    }
+    assert_eq!(rows[0][2], "2026-01-01T00:00:00Z");
+    let table = with("table");
+    let total = table.lines().last().unwrap();
+    assert!(total.starts_with("total"), "{table}");
+    for s in series {
+        assert!(total.contains(s["total"].as_str().unwrap()), "{table}");
+    }
+
+    let (ok, _, stderr) = streamlens(&["query", "--config", config, "--metric", "revenue"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("bad query: `metric`: unknown metric `revenue`"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = streamlens(&[
+        "query", "--config", config, "--metric", "amount", "--filter", "status",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--filter `status` is not `dimension=value1,value2`"),
+        "{stderr}"
+    );
+}

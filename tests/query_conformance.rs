@@ -9,6 +9,7 @@
 //! [`reference`], which buckets the raw records by event time with `rust_decimal` and knows
 //! nothing of windows or stores.
 
+mod browser_harness;
 mod common;
 
 use std::{
@@ -56,12 +57,13 @@ fn filtered(mut query: MetricQuery, dimension: &str, values: &[&str]) -> MetricQ
     query
 }
 
+fn top(mut query: MetricQuery, n: usize) -> MetricQuery {
+    query.top = Some(n);
+    query
+}
+
 /// The queries every store must answer alike.
 fn queries() -> Vec<MetricQuery> {
-    let top = |mut query: MetricQuery, n| {
-        query.top = Some(n);
-        query
-    };
     let sub_range = |mut query: MetricQuery| {
         // Not aligned to the interval: rounded out to 00:12 .. 00:44.
         query.from = Some(TimeArg::Millis(START + 13 * MINUTE + 5_000));
@@ -423,4 +425,99 @@ async fn bad_queries_are_refused_with_the_reason() {
             other => panic!("{query:?}: {other:?}"),
         }
     }
+}
+
+/// `POST /api/query` on a served run: the answer is the plain computation's; a body that is not a
+/// query and a query the pipeline cannot answer are 400s naming the problem; the OpenAPI
+/// description lists exactly the request's fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_answers_and_refuses_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = browser_harness::Served::start(common::golden_config(dir.path(), 1000)).await;
+    let url = format!("{}/api/query", served.base);
+    let client = reqwest::Client::new();
+    let (records, _) = common::golden_input();
+    let query = top(grouped(q("amount", "10m"), "status"), 3);
+    let mut last = None;
+    for _ in 0..100 {
+        let response = client.post(&url).json(&query).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let result: QueryResult = response.json().await.unwrap();
+        let expected = reference(&records, &query, result.from, result.to, result.interval_ms);
+        if without_finality(&result) == expected {
+            last = None;
+            break;
+        }
+        last = Some((result, expected));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(last.is_none(), "the served answer never matched: {last:?}");
+
+    let refused = |body: String| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let response = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let error: Value = response.json().await.unwrap();
+            (
+                status,
+                error["error"].as_str().unwrap_or_default().to_owned(),
+            )
+        }
+    };
+    for (body, message) in [
+        (r#"{"metric": "amount""#.to_owned(), "invalid query"),
+        (r#"{"metrc": "amount"}"#.to_owned(), "unknown field `metrc`"),
+        (r#"{"metric": 5}"#.to_owned(), "invalid type"),
+        (r#"{"metric": "revenue"}"#.to_owned(), "unknown metric `revenue`"),
+        (
+            r#"{"metric": "amount", "group_by": "status", "filters": [{"dimension": "region", "values": ["x"]}]}"#.to_owned(),
+            "filters must be on the group-by dimension",
+        ),
+    ] {
+        let (status, error) = refused(body.clone()).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(error.contains(message), "{body}: {error:?} lacks {message:?}");
+    }
+
+    let openapi: Value = reqwest::get(format!("{}/api/openapi.json", served.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schema = &openapi["components"]["schemas"]["MetricQuery"]["properties"];
+    let documented: BTreeSet<&str> = schema
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let full = serde_json::to_value(MetricQuery {
+        pipeline: Some("p".into()),
+        from: Some(TimeArg::Millis(0)),
+        to: Some(TimeArg::Millis(1)),
+        interval: Some("1m".into()),
+        group_by: Some("status".into()),
+        filters: Vec::new(),
+        top: Some(1),
+        ..MetricQuery::new("amount")
+    })
+    .unwrap();
+    let fields: BTreeSet<&str> = full
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(documented, fields);
+    assert!(openapi["paths"]["/api/query"]["post"].is_object());
+    served.stop().await;
 }

@@ -26,7 +26,7 @@ use streamlens_core::{
     aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo, ALL_DIMENSION},
     Error,
 };
-use streamlens_dashboard::server::{router, DashboardState};
+use streamlens_dashboard::server::{no_query, router, DashboardState};
 use tokio::sync::broadcast;
 
 const PIPELINE: &str = "orders";
@@ -226,6 +226,7 @@ async fn main() -> std::io::Result<()> {
         },
         site_root,
         health,
+        query: no_query(),
     });
 
     // One random change per second.

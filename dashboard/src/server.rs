@@ -14,6 +14,7 @@
 //!     info,
 //!     site_root: PathBuf::from("target/site"), // holds pkg/ from build-client.sh
 //!     health: streamlens_dashboard::server::no_health(), // or the running pipeline's
+//!     query: streamlens_dashboard::server::no_query(), // or the pipeline's query engine
 //! });
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app).await
@@ -38,6 +39,12 @@
 //!   documents. A receiver that falls behind skips what it missed (the page re-reads its
 //!   snapshot whenever it reconnects); a comment line every 15 s keeps proxies from closing
 //!   idle connections.
+//! * `POST /api/query` — a [`MetricQuery`] as JSON in, a [`QueryResult`] out, answered by
+//!   [`DashboardState::query`]. A body that is not a query (bad JSON, an unknown field, a wrong
+//!   type) and a query the pipeline cannot answer (unknown metric or dimension, bad time or
+//!   interval, …) are a `400` with `{"error": "..."}` naming the problem; a store that cannot
+//!   answer is a `503`.
+//! * `GET /api/openapi.json` — the OpenAPI 3.1 description of these routes.
 //! * `POST /api/snapshot` — the page's server function ([`crate::app::load_snapshot`]).
 //! * `GET /pkg/*` — files under `<site_root>/pkg`: `streamlens_dashboard.js` and
 //!   `streamlens_dashboard_bg.wasm`, built by `dashboard/build-client.sh`.
@@ -51,21 +58,25 @@
 use std::{convert::Infallible, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
-    extract::{rejection::QueryRejection, FromRef, Query, State},
+    extract::{
+        rejection::{JsonRejection, QueryRejection},
+        FromRef, Query, State,
+    },
     http::StatusCode,
     response::{
         sse::{Event, KeepAlive, Sse},
         IntoResponse, Response,
     },
-    routing::get,
+    routing::{get, post},
     Json, Router,
 };
-use futures::StreamExt;
+use futures::{future::BoxFuture, StreamExt};
 use leptos::{config::LeptosOptions, context::provide_context};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use streamlens_core::{
     aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo},
     health::PipelineHealth,
+    query::{MetricQuery, QueryError, QueryResult},
 };
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
@@ -93,7 +104,27 @@ pub struct DashboardState {
     /// The pipeline's health now, for `/api/health` and the page's health strip (called per
     /// request: keep it cheap). [`no_health`] when there is nothing to report.
     pub health: HealthFn,
+    /// Answers `POST /api/query`. [`no_query`] when there is no query engine behind the page.
+    pub query: QueryFn,
 }
+
+/// Answers a metric query.
+pub type QueryFn =
+    Arc<dyn Fn(MetricQuery) -> BoxFuture<'static, Result<QueryResult, QueryError>> + Send + Sync>;
+
+/// A query engine for a dashboard without a pipeline spec behind it: every query is refused.
+pub fn no_query() -> QueryFn {
+    Arc::new(|_| {
+        Box::pin(async {
+            Err(QueryError::Invalid(
+                "this dashboard has no pipeline to query".to_owned(),
+            ))
+        })
+    })
+}
+
+/// The OpenAPI description of the JSON routes.
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// Takes a snapshot of the pipeline's health.
 pub type HealthFn = Arc<dyn Fn() -> PipelineHealth + Send + Sync>;
@@ -112,6 +143,7 @@ struct Shared {
     updates: broadcast::WeakSender<Arc<Vec<AggregateDoc>>>,
     info: PipelineInfo,
     health: HealthFn,
+    query: QueryFn,
 }
 
 impl ServerContext {
@@ -238,6 +270,7 @@ pub fn router(state: DashboardState) -> Router {
         info,
         site_root,
         health,
+        query,
     } = state;
     let pkg_dir = site_root.join("pkg");
     warn_if_bundle_missing(&pkg_dir);
@@ -252,6 +285,7 @@ pub fn router(state: DashboardState) -> Router {
         updates: updates.downgrade(),
         info,
         health,
+        query,
     }));
     let state = AppState {
         leptos_options: leptos_options.clone(),
@@ -262,6 +296,8 @@ pub fn router(state: DashboardState) -> Router {
     Router::new()
         .route("/api/aggregates", get(aggregates))
         .route("/api/pipeline", get(pipeline))
+        .route("/api/query", post(metric_query))
+        .route("/api/openapi.json", get(openapi))
         .route("/api/stream", get(stream))
         .nest_service("/pkg", ServeDir::new(pkg_dir))
         .leptos_routes_with_context(
@@ -324,6 +360,37 @@ async fn aggregates(
             )
         }
     }
+}
+
+async fn metric_query(
+    State(context): State<ServerContext>,
+    body: Result<Json<MetricQuery>, JsonRejection>,
+) -> Response {
+    let query = match body {
+        Ok(Json(query)) => query,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid query: {}", e.body_text()),
+            )
+        }
+    };
+    match (context.0.query)(query).await {
+        Ok(result) => Json(result).into_response(),
+        Err(QueryError::Invalid(message)) => error(StatusCode::BAD_REQUEST, message),
+        Err(e @ QueryError::Store(_)) => {
+            tracing::warn!(error = %e, "metric query failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
+}
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 async fn pipeline(State(context): State<ServerContext>) -> Json<PipelineInfo> {

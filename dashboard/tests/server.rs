@@ -22,7 +22,7 @@ use streamlens_core::{
     health::{GapNote, PipelineHealth, ShardStatus},
     Error,
 };
-use streamlens_dashboard::server::{no_health, router, DashboardState, HealthFn};
+use streamlens_dashboard::server::{no_health, no_query, router, DashboardState, HealthFn};
 use tokio::sync::broadcast;
 use tower::ServiceExt;
 
@@ -90,6 +90,7 @@ fn app_with(health: HealthFn) -> (Router, broadcast::Sender<Arc<Vec<AggregateDoc
         info: info(),
         site_root: PathBuf::from("/nonexistent/site"),
         health,
+        query: no_query(),
     });
     (app, updates)
 }
