@@ -243,7 +243,16 @@ pub async fn run(
             ..Default::default()
         });
         if !docs.is_empty() || checkpoint.is_some() {
-            store.write(&docs, checkpoint.as_ref()).await?;
+            let written = store.write(&docs, checkpoint.as_ref()).await?;
+            for refused in written.rejected {
+                // The store refused the document itself (a mapping error): kept with its reason.
+                quarantine.put(&Quarantined {
+                    origin: format!("aggregate {}", refused.id),
+                    reason: format!("the store refused the document: {}", refused.reason),
+                    raw: refused.json,
+                })?;
+                metrics::counter!("streamlens_docs_refused_total").increment(1);
+            }
             summary.docs_written += docs.len() as u64;
             metrics::counter!("streamlens_docs_written_total").increment(docs.len() as u64);
         }

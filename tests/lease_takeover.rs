@@ -324,10 +324,8 @@ async fn workers_share_the_shards_and_take_over_from_dead_ones_exactly() {
     };
     let client = common::dynamodb().await;
     let store = OpenSearchStore::connect(&OpenSearchStoreConfig {
-        url: opensearch_url(),
         index_prefix: prefix.clone(),
-        username: None,
-        password: None,
+        ..OpenSearchStoreConfig::new(opensearch_url())
     })
     .await
     .unwrap();

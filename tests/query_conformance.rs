@@ -308,10 +308,8 @@ async fn stores(dir: &std::path::Path) -> (PipelineSpec, EmbeddedStore, OpenSear
     common::require("OpenSearch", &url).await;
     let prefix = common::unique("conformance-");
     let search = OpenSearchStore::connect(&OpenSearchStoreConfig {
-        url,
         index_prefix: prefix.clone(),
-        username: None,
-        password: None,
+        ..OpenSearchStoreConfig::new(url)
     })
     .await
     .unwrap();

@@ -382,6 +382,27 @@ pub struct OpenSearchStoreConfig {
     /// Basic-auth password.
     #[serde(default)]
     pub password: Option<String>,
+    /// How long a request answered `429`/`5xx` (or lost on the way) is retried, with backoff,
+    /// before the pipeline stops with an error; meanwhile it waits and nothing is acknowledged.
+    #[serde(default = "default_retry_for")]
+    pub retry_for: String,
+}
+
+fn default_retry_for() -> String {
+    "10m".to_owned()
+}
+
+impl OpenSearchStoreConfig {
+    /// A store at `url` with the default prefix and no authentication.
+    pub fn new(url: impl Into<String>) -> Self {
+        OpenSearchStoreConfig {
+            url: url.into(),
+            index_prefix: default_prefix(),
+            username: None,
+            password: None,
+            retry_for: default_retry_for(),
+        }
+    }
 }
 
 fn default_prefix() -> String {

@@ -610,10 +610,8 @@ async fn opensearch() -> Search {
 async fn connect(prefix: String) -> Search {
     let url = opensearch_url();
     let config = OpenSearchStoreConfig {
-        url: url.clone(),
         index_prefix: prefix.clone(),
-        username: None,
-        password: None,
+        ..OpenSearchStoreConfig::new(url.clone())
     };
     let store = OpenSearchStore::connect(&config).await.unwrap_or_else(|e| {
         panic!("OpenSearch is not usable at {url}: {e}; start it with `infra/scripts/services.sh start`")
@@ -663,7 +661,7 @@ async fn opensearch_rolls_back_to_the_checkpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn opensearch_writes_no_checkpoint_after_a_failed_document() {
+async fn opensearch_quarantines_a_refused_document_and_writes_the_rest() {
     use opensearch::{http::transport::Transport, indices::IndicesCreateParts, OpenSearch};
     // An index whose `value` is a number: a document whose value is not one is refused alone.
     let prefix = unique_prefix();
@@ -695,22 +693,31 @@ async fn opensearch_writes_no_checkpoint_after_a_failed_document() {
         version: 1,
         ..StoredCheckpoint::default()
     };
-    let err = search
+    let written = search
         .store
         .write(&[doc("17"), doc("paid")], Some(&checkpoint))
         .await
-        .unwrap_err();
-    assert!(err.to_string().contains("1 of 2 items failed"), "{err}");
-    assert_eq!(
-        search.store.checkpoint_of(PIPELINE, "w1").await.unwrap(),
-        None
-    );
-    // Once every document is in, the checkpoint follows, under the worker's own key.
-    search
-        .store
-        .write(&[doc("18")], Some(&checkpoint))
+        .unwrap();
+    // The refused document comes back with OpenSearch's reason; the other one is stored and the
+    // checkpoint follows, under the worker's own key.
+    assert_eq!(written.rejected.len(), 1, "{written:?}");
+    let refused = &written.rejected[0];
+    assert!(refused.id.contains("paid"), "{refused:?}");
+    assert!(refused.reason.contains("status 400"), "{refused:?}");
+    assert!(refused.json.contains(r#""value":"paid""#), "{refused:?}");
+    // (This index maps only `value`, so it is read by id.)
+    let found = client
+        .get(opensearch::GetParts::IndexId(
+            search.store.index(),
+            &doc("17").id(),
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
         .await
         .unwrap();
+    assert_eq!(found["_source"]["value"], "17", "{found}");
     assert_eq!(
         search.store.checkpoint_of(PIPELINE, "w1").await.unwrap(),
         Some(checkpoint)

@@ -16,6 +16,7 @@
 
 pub mod bench;
 pub mod dynamo;
+pub mod fault_proxy;
 pub mod fault_server;
 pub mod sample;
 

@@ -11,7 +11,9 @@ use std::{path::Path, sync::Arc};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use streamlens_core::{AggQuery, AggregateDoc, AggregateReader};
 
-use super::{check_checkpoint, checkpoint_id, filter_docs, undo, Store, StoredCheckpoint, Undo};
+use super::{
+    check_checkpoint, checkpoint_id, filter_docs, undo, Store, StoredCheckpoint, Undo, Written,
+};
 use crate::Error;
 
 const AGGREGATES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("aggregates");
@@ -63,7 +65,8 @@ impl EmbeddedStore {
         &self,
         docs: &[AggregateDoc],
         checkpoint: Option<&StoredCheckpoint>,
-    ) -> Result<(), Error> {
+    ) -> Result<Written, Error> {
+        let mut written = Written::default();
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         if let Some(checkpoint) = checkpoint {
             let mut table = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
@@ -85,6 +88,7 @@ impl EmbeddedStore {
                     .transpose()
                     .map_err(|e| self.err(format!("bad stored document {id}: {e}")))?;
                 if stored.is_some_and(|s| s.version >= doc.version) {
+                    written.stale += 1;
                     metrics::counter!("streamlens_stale_writes_total").increment(1);
                     tracing::debug!(id, version = doc.version, "stale write refused");
                     continue;
@@ -95,7 +99,8 @@ impl EmbeddedStore {
                     .map_err(|e| self.err(e))?;
             }
         }
-        tx.commit().map_err(|e| self.err(e))
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(written)
     }
 
     fn checkpoint_blocking(
@@ -213,7 +218,7 @@ impl Store for EmbeddedStore {
         &self,
         docs: &[AggregateDoc],
         checkpoint: Option<&StoredCheckpoint>,
-    ) -> Result<(), Error> {
+    ) -> Result<Written, Error> {
         let store = self.clone();
         let docs = docs.to_vec();
         let checkpoint = checkpoint.cloned();

@@ -12,6 +12,7 @@
 
 pub mod embedded;
 pub mod opensearch;
+pub mod retry;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -83,18 +84,41 @@ pub(crate) fn check_checkpoint(
     }
 }
 
+/// What a [`Store::write`] did besides storing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Documents the store refused, each with the reason (to be quarantined).
+    pub rejected: Vec<RejectedDoc>,
+    /// Writes refused because the store holds the same or a newer version.
+    pub stale: u64,
+}
+
+/// A document a store refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedDoc {
+    /// Its id.
+    pub id: String,
+    /// Why, as the store said it.
+    pub reason: String,
+    /// The document as JSON.
+    pub json: String,
+}
+
 /// A place aggregates are written to and read from.
 #[async_trait::async_trait]
 pub trait Store: AggregateReader {
     /// Writes (creates or replaces) documents and, after them, the checkpoint they cover (under
     /// the checkpoint's pipeline and worker); returns once both are durable. The embedded store
     /// commits both in one transaction; OpenSearch writes the checkpoint only once every document
-    /// is written, so a checkpoint is never ahead of its documents.
+    /// is written or refused, so a checkpoint is never ahead of its documents. A write whose
+    /// version is not above the stored document's is refused as stale (and counted). A document
+    /// the store refuses for itself (OpenSearch: a mapping error) is returned in
+    /// [`Written::rejected`] for the caller to quarantine; the others proceed.
     async fn write(
         &self,
         docs: &[AggregateDoc],
         checkpoint: Option<&StoredCheckpoint>,
-    ) -> Result<(), Error>;
+    ) -> Result<Written, Error>;
 
     /// The last checkpoint written for a single-process pipeline (worker `""`).
     async fn checkpoint(&self, pipeline: &str) -> Result<Option<StoredCheckpoint>, Error> {

@@ -9,9 +9,17 @@
 //! `<prefix>-checkpoints`. Queries are bool filters sorted by window start, dimension, value,
 //! pipeline, window and worker, paged with `search_after`; the partial documents of several
 //! workers are merged after reading.
+//!
+//! Every document is written with its version as an *external* version, so OpenSearch itself
+//! refuses a stale or repeated write (`409`, counted and otherwise ignored). Requests answered
+//! `429`/`5xx` or lost on the way are sent again with backoff ([`super::retry`]) for up to the
+//! configured `retry_for`, and so are the single items of a bulk request answered that way. An
+//! item refused for itself (a mapping error) is returned to the caller to quarantine; the rest
+//! proceed.
 
 use opensearch::{
     auth::Credentials,
+    http::{request::JsonBody, response::Response},
     http::{
         transport::{SingleNodeConnectionPool, TransportBuilder},
         StatusCode,
@@ -20,19 +28,24 @@ use opensearch::{
         IndicesCreateParts, IndicesPutIndexTemplateParts, IndicesPutMappingParts,
         IndicesRefreshParts,
     },
-    params::VersionType,
-    BulkOperation, BulkParts, IndexParts, OpenSearch, SearchParts,
+    BulkParts, IndexParts, OpenSearch, SearchParts,
 };
 use serde_json::{json, Value};
 use streamlens_core::{AggQuery, AggregateDoc, AggregateReader};
 
-use super::{check_checkpoint, checkpoint_id, filter_docs, undo, Store, StoredCheckpoint, Undo};
+use super::{
+    check_checkpoint, checkpoint_id, filter_docs,
+    retry::{self, Backoff},
+    undo, RejectedDoc, Store, StoredCheckpoint, Undo, Written,
+};
 use crate::{config::OpenSearchStoreConfig, Error};
 
 const PAGE: usize = 1000;
 
 /// Documents per bulk request.
 const BULK: usize = 2000;
+/// Bytes per bulk request, at most (a request always holds at least one item).
+const BULK_BYTES: usize = 5 << 20;
 
 /// Fields added to the mapping since the first release: put on existing indices at start.
 fn added_fields() -> Value {
@@ -56,9 +69,54 @@ fn sort_order() -> Value {
     ])
 }
 
-/// Checks every item of a bulk response: each operation sent must have succeeded (a delete of a
-/// document already gone counts as done).
-fn check_bulk(result: &Value, sent: usize) -> Result<(), Error> {
+/// One operation of a bulk request: its action line and, for an index, its document.
+#[derive(Debug, Clone)]
+struct BulkItem {
+    id: String,
+    action: Value,
+    source: Option<Value>,
+}
+
+impl BulkItem {
+    /// Index `source` under `id` with an external version.
+    fn index(id: String, version: u64, source: Value) -> Result<Self, Error> {
+        Ok(BulkItem {
+            action: json!({ "index": { "_id": id, "version": external(version)?, "version_type": "external" } }),
+            id,
+            source: Some(source),
+        })
+    }
+
+    /// Delete `id`, leaving a tombstone at an external version.
+    fn delete(id: String, version: u64) -> Result<Self, Error> {
+        Ok(BulkItem {
+            action: json!({ "delete": { "_id": id, "version": external(version)?, "version_type": "external" } }),
+            id,
+            source: None,
+        })
+    }
+
+    /// About its size in a request.
+    fn bytes(&self) -> usize {
+        self.action.to_string().len() + self.source.as_ref().map_or(0, |s| s.to_string().len())
+    }
+}
+
+/// What the items of one bulk response say.
+#[derive(Debug, Default)]
+struct Sorted {
+    /// Items to send again (answered `429`/`5xx`).
+    again: Vec<BulkItem>,
+    /// The last reason an item is sent again.
+    again_why: String,
+    /// Items refused for themselves.
+    rejected: Vec<RejectedDoc>,
+    /// Items refused as stale.
+    stale: u64,
+}
+
+/// Sorts the items of a bulk response: done, stale, to send again, or refused.
+fn sort_items(result: &Value, sent: Vec<BulkItem>) -> Result<Sorted, Error> {
     let fail = |message: String| Error::OpenSearch {
         operation: "bulk",
         message,
@@ -66,48 +124,67 @@ fn check_bulk(result: &Value, sent: usize) -> Result<(), Error> {
     let items = result["items"]
         .as_array()
         .ok_or_else(|| fail("the response has no items".to_owned()))?;
-    if items.len() != sent {
+    if items.len() != sent.len() {
         return Err(fail(format!(
-            "{sent} operations sent, {} answered",
+            "{} operations sent, {} answered",
+            sent.len(),
             items.len()
         )));
     }
-    let mut failures = Vec::new();
-    for item in items {
+    let mut sorted = Sorted::default();
+    for (item, op) in items.iter().zip(sent) {
         let Some((kind, outcome)) = item.as_object().and_then(|o| o.iter().next()) else {
-            failures.push(format!("unreadable item {item}"));
-            continue;
+            return Err(fail(format!("unreadable item {item}")));
         };
-        let status = outcome["status"].as_u64().unwrap_or(0);
-        let gone = kind == "delete" && status == 404;
+        let status = outcome["status"].as_u64().unwrap_or(0) as u16;
         let done = (200..300).contains(&status) && outcome.get("error").is_none();
-        // A version conflict: the stored document is as new or newer; nothing to do.
-        let stale = status == 409;
-        if stale {
+        let gone = kind == "delete" && status == 404;
+        if done || gone {
+            continue;
+        }
+        let error = &outcome["error"];
+        let why = format!(
+            "{kind} {}: status {status}: {}: {}",
+            op.id,
+            error["type"].as_str().unwrap_or("error"),
+            error["reason"].as_str().unwrap_or("no reason given")
+        );
+        if status == 409 {
+            sorted.stale += 1;
             metrics::counter!("streamlens_stale_writes_total").increment(1);
-            tracing::debug!(id = %outcome["_id"], "stale write refused");
-        }
-        if !(done || gone || stale) {
-            failures.push(format!(
-                "{kind} {}: status {status}: {}",
-                outcome["_id"], outcome["error"]
-            ));
+            tracing::debug!(id = %op.id, "stale write refused");
+        } else if retry::retryable(status) {
+            sorted.again_why = why;
+            sorted.again.push(op);
+        } else {
+            sorted.rejected.push(RejectedDoc {
+                id: op.id,
+                reason: why,
+                json: op.source.map(|s| s.to_string()).unwrap_or_default(),
+            });
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(fail(format!(
-            "{} of {sent} items failed: {}",
-            failures.len(),
-            failures
-                .iter()
-                .take(3)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; ")
-        )))
+    Ok(sorted)
+}
+
+/// Cuts items into requests of at most [`BULK`] items and [`BULK_BYTES`] bytes.
+fn requests(items: Vec<BulkItem>) -> Vec<Vec<BulkItem>> {
+    let mut out: Vec<Vec<BulkItem>> = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let size = item.bytes();
+        match out.last_mut() {
+            Some(last) if last.len() < BULK && bytes + size <= BULK_BYTES => {
+                bytes += size;
+                last.push(item);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![item]);
+            }
+        }
     }
+    out
 }
 
 /// A document version as OpenSearch's external versions take it (a signed 64-bit number).
@@ -124,6 +201,8 @@ pub struct OpenSearchStore {
     index: String,
     checkpoints: String,
     url: String,
+    /// How long a request is retried for.
+    retry_for: std::time::Duration,
 }
 
 fn os_err(operation: &'static str) -> impl Fn(opensearch::Error) -> Error {
@@ -191,6 +270,12 @@ impl OpenSearchStore {
             index: format!("{}-aggregates", config.index_prefix),
             checkpoints: format!("{}-checkpoints", config.index_prefix),
             url: config.url.clone(),
+            retry_for: humantime::parse_duration(&config.retry_for).map_err(|e| {
+                Error::StoreConfig(format!(
+                    "store.retry_for `{}` is not a duration: {e}",
+                    config.retry_for
+                ))
+            })?,
         };
         store.install(&config.index_prefix).await?;
         Ok(store)
@@ -268,12 +353,14 @@ impl OpenSearchStore {
 
     async fn search_page(&self, body: Value) -> Result<Vec<Value>, Error> {
         let response = self
-            .client
-            .search(SearchParts::Index(&[&self.index]))
-            .body(body)
-            .send()
-            .await
-            .map_err(os_err("search"))?;
+            .send("search", || async {
+                self.client
+                    .search(SearchParts::Index(&[&self.index]))
+                    .body(&body)
+                    .send()
+                    .await
+            })
+            .await?;
         if response.status_code() == StatusCode::NOT_FOUND {
             return Ok(Vec::new());
         }
@@ -307,23 +394,97 @@ impl OpenSearchStore {
         }
     }
 
-    /// Sends bulk operations on the aggregates index in requests of [`BULK`], checking every item.
-    async fn bulk(&self, ops: Vec<BulkOperation<Value>>) -> Result<(), Error> {
-        let mut ops = ops.into_iter().peekable();
-        while ops.peek().is_some() {
-            let chunk: Vec<BulkOperation<Value>> = ops.by_ref().take(BULK).collect();
-            let sent = chunk.len();
-            let response = self
-                .client
-                .bulk(BulkParts::Index(&self.index))
-                .body(chunk)
-                .send()
-                .await
-                .map_err(os_err("bulk"))?;
-            let result = json_ok("bulk", response).await?;
-            check_bulk(&result, sent)?;
+    /// Sends a request (built anew by `request` for every attempt) until it is answered with
+    /// something other than `429`/`5xx`, retrying transport failures too, for up to
+    /// `retry_for`.
+    async fn send<F, Fut>(&self, operation: &'static str, request: F) -> Result<Response, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Response, opensearch::Error>>,
+    {
+        let mut backoff = Backoff::new(self.retry_for);
+        loop {
+            let failure = match request().await {
+                Ok(response) if !retry::retryable(response.status_code().as_u16()) => {
+                    return Ok(response)
+                }
+                Ok(response) => format!("status {}", response.status_code()),
+                Err(e) => e.to_string(),
+            };
+            self.wait(operation, &failure, &mut backoff).await?;
         }
-        Ok(())
+    }
+
+    /// Waits before the next attempt, or gives up once `retry_for` is spent.
+    async fn wait(
+        &self,
+        operation: &'static str,
+        failure: &str,
+        backoff: &mut Backoff,
+    ) -> Result<(), Error> {
+        metrics::counter!("streamlens_opensearch_retries_total", "operation" => operation)
+            .increment(1);
+        match backoff.next_wait() {
+            Some(wait) => {
+                tracing::warn!(
+                    operation,
+                    error = failure,
+                    attempt = backoff.attempts(),
+                    wait_ms = wait.as_millis() as u64,
+                    "opensearch request failed, retrying"
+                );
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            None => Err(Error::OpenSearch {
+                operation,
+                message: format!(
+                    "gave up after {} attempts in {:.1} s (store.retry_for): {failure}",
+                    backoff.attempts(),
+                    backoff.elapsed().as_secs_f64()
+                ),
+            }),
+        }
+    }
+
+    /// Sends bulk items on the aggregates index in requests of at most [`BULK`] items and
+    /// [`BULK_BYTES`] bytes; items answered `429`/`5xx` are sent again alone.
+    async fn bulk(&self, items: Vec<BulkItem>) -> Result<Written, Error> {
+        let mut written = Written::default();
+        for mut todo in requests(items) {
+            let mut backoff = Backoff::new(self.retry_for);
+            loop {
+                let response = self
+                    .send("bulk", || {
+                        let mut lines: Vec<JsonBody<Value>> = Vec::with_capacity(2 * todo.len());
+                        for item in &todo {
+                            lines.push(item.action.clone().into());
+                            if let Some(source) = &item.source {
+                                lines.push(source.clone().into());
+                            }
+                        }
+                        self.client
+                            .bulk(BulkParts::Index(&self.index))
+                            .body(lines)
+                            .send()
+                    })
+                    .await?;
+                let result = json_ok("bulk", response).await?;
+                let sorted = sort_items(&result, todo)?;
+                written.stale += sorted.stale;
+                written.rejected.extend(sorted.rejected);
+                if sorted.again.is_empty() {
+                    break;
+                }
+                let why = format!("{} items: {}", sorted.again.len(), sorted.again_why);
+                self.wait("bulk items", &why, &mut backoff).await?;
+                todo = sorted.again;
+            }
+        }
+        for rejected in &written.rejected {
+            tracing::warn!(id = %rejected.id, reason = %rejected.reason, "opensearch refused a document");
+        }
+        Ok(written)
     }
 }
 
@@ -383,36 +544,33 @@ impl Store for OpenSearchStore {
         &self,
         docs: &[AggregateDoc],
         checkpoint: Option<&StoredCheckpoint>,
-    ) -> Result<(), Error> {
-        let ops = docs
+    ) -> Result<Written, Error> {
+        let items = docs
             .iter()
             .map(|doc| {
                 let source = serde_json::to_value(doc).map_err(|e| Error::OpenSearch {
                     operation: "bulk",
                     message: e.to_string(),
                 })?;
-                // External versioning: OpenSearch itself refuses a write whose version is not
-                // above the stored one (a stale or repeated write), atomically per document.
-                Ok(BulkOperation::index(source)
-                    .id(doc.id())
-                    .version(external(doc.version)?)
-                    .version_type(VersionType::External)
-                    .into())
+                BulkItem::index(doc.id(), doc.version, source)
             })
-            .collect::<Result<Vec<BulkOperation<Value>>, Error>>()?;
-        self.bulk(ops).await?;
-        // Only once every document is in: the checkpoint is never ahead of what it covers.
+            .collect::<Result<Vec<_>, Error>>()?;
+        let written = self.bulk(items).await?;
+        // Only once every document is in (or refused): the checkpoint is never ahead of what it
+        // covers.
         if let Some(checkpoint) = checkpoint {
+            let id = checkpoint.id();
             let response = self
-                .client
-                .index(IndexParts::IndexId(&self.checkpoints, &checkpoint.id()))
-                .body(checkpoint)
-                .send()
-                .await
-                .map_err(os_err("write checkpoint"))?;
+                .send("write checkpoint", || {
+                    self.client
+                        .index(IndexParts::IndexId(&self.checkpoints, &id))
+                        .body(checkpoint)
+                        .send()
+                })
+                .await?;
             json_ok("write checkpoint", response).await?;
         }
-        Ok(())
+        Ok(written)
     }
 
     async fn checkpoint_of(
@@ -422,11 +580,12 @@ impl Store for OpenSearchStore {
     ) -> Result<Option<StoredCheckpoint>, Error> {
         let id = checkpoint_id(pipeline, worker);
         let response = self
-            .client
-            .get(opensearch::GetParts::IndexId(&self.checkpoints, &id))
-            .send()
-            .await
-            .map_err(os_err("get checkpoint"))?;
+            .send("get checkpoint", || {
+                self.client
+                    .get(opensearch::GetParts::IndexId(&self.checkpoints, &id))
+                    .send()
+            })
+            .await?;
         if response.status_code() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -463,7 +622,7 @@ impl Store for OpenSearchStore {
             operation: "roll back",
             message,
         };
-        let mut ops: Vec<BulkOperation<Value>> = Vec::new();
+        let mut items = Vec::new();
         for hit in self.search_all(&filter, &must_not).await? {
             let id = hit["_id"]
                 .as_str()
@@ -476,29 +635,24 @@ impl Store for OpenSearchStore {
             }
             match undo(&doc, committed_version, stamp)? {
                 None => {}
-                Some(Undo::Delete) => ops.push(
-                    BulkOperation::delete(id)
-                        .version(external(stamp.max(doc.version + 1))?)
-                        .version_type(VersionType::External)
-                        .into(),
-                ),
+                Some(Undo::Delete) => items.push(BulkItem::delete(id, stamp.max(doc.version + 1))?),
                 Some(Undo::Restore(restored)) => {
-                    let version = external(restored.version)?;
                     let source =
                         serde_json::to_value(&*restored).map_err(|e| bad(e.to_string()))?;
-                    ops.push(
-                        BulkOperation::index(source)
-                            .id(id)
-                            .version(version)
-                            .version_type(VersionType::External)
-                            .into(),
-                    );
+                    items.push(BulkItem::index(id, restored.version, source)?);
                 }
             }
         }
-        let changed = ops.len() as u64;
+        let changed = items.len() as u64;
         if changed > 0 {
-            self.bulk(ops).await?;
+            let written = self.bulk(items).await?;
+            if let Some(refused) = written.rejected.first() {
+                return Err(bad(format!(
+                    "{} documents could not be rolled back: {}",
+                    written.rejected.len(),
+                    refused.reason
+                )));
+            }
             self.flush().await?;
         }
         Ok(changed)
@@ -506,12 +660,14 @@ impl Store for OpenSearchStore {
 
     async fn flush(&self) -> Result<(), Error> {
         let response = self
-            .client
-            .indices()
-            .refresh(IndicesRefreshParts::Index(&[&self.index]))
-            .send()
-            .await
-            .map_err(os_err("refresh"))?;
+            .send("refresh", || async {
+                self.client
+                    .indices()
+                    .refresh(IndicesRefreshParts::Index(&[&self.index]))
+                    .send()
+                    .await
+            })
+            .await?;
         json_ok("refresh", response).await.map(|_| ())
     }
 
