@@ -337,6 +337,23 @@ async fn both_stores_answer_every_query_alike_and_exactly() {
         );
         assert_eq!(a.window, "1m", "{query:?}");
     }
+    // The hourly queries above were answered from the embedded store's rollups.
+    let hours = embedded
+        .query_buckets(
+            &AggQuery {
+                pipeline: Some(spec.name.clone()),
+                window: Some("1m".into()),
+                from: Some(START),
+                to: Some(START + 2 * 3_600_000),
+                dimension: Some("status".into()),
+                worker: None,
+            },
+            3_600_000,
+        )
+        .await
+        .unwrap();
+    assert!(!hours.is_empty());
+    assert!(hours.iter().all(|d| d.window_end - d.window_start == 3_600_000));
     drop(search);
     let _ = reqwest::Client::new()
         .delete(format!("{}/{prefix}*", common::opensearch_url()))

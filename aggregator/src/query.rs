@@ -432,7 +432,7 @@ pub async fn run(
 ) -> Result<QueryResult, QueryError> {
     let plan = plan(spec, query, now_ms)?;
     let docs = reader
-        .query(&plan.store_query())
+        .query_buckets(&plan.store_query(), plan.interval_ms)
         .await
         .map_err(|e| QueryError::Store(e.to_string()))?;
     evaluate(&plan, docs)

@@ -281,6 +281,19 @@ pub trait AggregateReader: Send + Sync + 'static {
     /// The documents answering `query`, ordered by window start, dimension and value; merged
     /// across workers unless the query names one.
     async fn query(&self, query: &AggQuery) -> Result<Vec<AggregateDoc>, Error>;
+
+    /// What a query that adds windows up into buckets of `bucket_ms` (aligned to the epoch, and
+    /// `query.from`/`query.to` aligned to them) needs: the documents of `query`, or documents
+    /// already added up into buckets of any size dividing `bucket_ms` (rollups), merged across
+    /// workers. Stores without rollups answer [`AggregateReader::query`].
+    async fn query_buckets(
+        &self,
+        query: &AggQuery,
+        bucket_ms: i64,
+    ) -> Result<Vec<AggregateDoc>, Error> {
+        let _ = bucket_ms;
+        self.query(query).await
+    }
 }
 
 #[cfg(test)]

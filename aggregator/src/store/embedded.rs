@@ -4,25 +4,91 @@
 //! leaves the last committed state readable. Documents are kept as JSON under their id, which
 //! starts with `pipeline|window|window start (13 digits)`, so a query for one pipeline and window
 //! is a key-range scan. Checkpoints are kept under [`super::checkpoint_id`], in the same
-//! transaction as the documents they cover.
+//! transaction as the documents they cover. [Rollups](super::rollup) of every tumbling window
+//! into 5-minute, hourly and daily buckets are kept in their own table, updated in the same
+//! transaction as the documents, and answer [`AggregateReader::query_buckets`] when a query's
+//! buckets are a multiple of theirs. A store written before rollups existed gets them built when
+//! it is opened.
 
 use std::{path::Path, sync::Arc};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use streamlens_core::{AggQuery, AggregateDoc, AggregateReader};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use streamlens_core::{aggregate::doc_id_prefix, AggQuery, AggregateDoc, AggregateReader};
 
 use super::{
-    check_checkpoint, checkpoint_id, filter_docs, undo, Store, StoredCheckpoint, Undo, Written,
+    check_checkpoint, checkpoint_id, filter_docs,
+    rollup::{self, Rollup},
+    sort_docs, undo, Store, StoredCheckpoint, Undo, Written,
 };
 use crate::Error;
 
 const AGGREGATES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("aggregates");
 const CHECKPOINTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("checkpoints");
+const ROLLUPS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("rollups");
+const META: TableDefinition<'_, &str, &str> = TableDefinition::new("meta");
 
-/// The version of a stored document, read without decoding the rest.
-#[derive(serde::Deserialize)]
-struct Versioned {
-    version: u64,
+/// One rollup bucket of one group: what [`rebuild_bucket`] needs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Bucket {
+    pipeline: String,
+    window: String,
+    dimension: String,
+    value: String,
+    level: (&'static str, i64),
+    start: i64,
+}
+
+impl Bucket {
+    fn of(doc: &AggregateDoc, level: (&'static str, i64)) -> Self {
+        Bucket {
+            pipeline: doc.pipeline.clone(),
+            window: doc.window.clone(),
+            dimension: doc.dimension.clone(),
+            value: doc.value.clone(),
+            level,
+            start: rollup::bucket(doc.window_start, level.1),
+        }
+    }
+}
+
+/// Rebuilds one rollup bucket from the window documents under it.
+fn rebuild_bucket(
+    aggregates: &impl ReadableTable<&'static str, &'static [u8]>,
+    rollups: &mut Table<'_, &'static str, &'static [u8]>,
+    b: &Bucket,
+) -> Result<(), String> {
+    let low = doc_id_prefix(&b.pipeline, &b.window, b.start);
+    let high = doc_id_prefix(&b.pipeline, &b.window, b.start + b.level.1);
+    let mut docs = Vec::new();
+    for entry in aggregates
+        .range(low.as_str()..high.as_str())
+        .map_err(|e| e.to_string())?
+    {
+        let (_, value) = entry.map_err(|e| e.to_string())?;
+        let doc: AggregateDoc = serde_json::from_slice(value.value()).map_err(|e| e.to_string())?;
+        if doc.dimension == b.dimension && doc.value == b.value && doc.window == b.window {
+            docs.push(doc);
+        }
+    }
+    let key = streamlens_core::aggregate::doc_id(
+        &b.pipeline,
+        &rollup::label(&b.window, b.level.0),
+        b.start,
+        &b.dimension,
+        &b.value,
+    );
+    match rollup::rebuild(docs, b.start, b.level.1).map_err(|e| e.to_string())? {
+        Some(r) => {
+            let json = serde_json::to_vec(&r).map_err(|e| e.to_string())?;
+            rollups
+                .insert(key.as_str(), json.as_slice())
+                .map_err(|e| e.to_string())?;
+        }
+        None => {
+            rollups.remove(key.as_str()).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
 }
 
 /// Aggregates in a local redb file.
@@ -45,8 +111,30 @@ impl EmbeddedStore {
         }
         let db = Database::create(path).map_err(|e| err(&e))?;
         let tx = db.begin_write().map_err(|e| err(&e))?;
-        tx.open_table(AGGREGATES).map_err(|e| err(&e))?;
-        tx.open_table(CHECKPOINTS).map_err(|e| err(&e))?;
+        {
+            let aggregates = tx.open_table(AGGREGATES).map_err(|e| err(&e))?;
+            tx.open_table(CHECKPOINTS).map_err(|e| err(&e))?;
+            let mut rollups = tx.open_table(ROLLUPS).map_err(|e| err(&e))?;
+            let mut meta = tx.open_table(META).map_err(|e| err(&e))?;
+            let built = meta.get("rollups").map_err(|e| err(&e))?.is_some();
+            if !built {
+                // Written before rollups existed (or new): build them from the documents.
+                let mut buckets = std::collections::BTreeSet::new();
+                for entry in aggregates.iter().map_err(|e| err(&e))? {
+                    let (_, value) = entry.map_err(|e| err(&e))?;
+                    let doc: AggregateDoc =
+                        serde_json::from_slice(value.value()).map_err(|e| err(&e))?;
+                    buckets.extend(rollup::levels_of(&doc).map(|l| Bucket::of(&doc, l)));
+                }
+                if !buckets.is_empty() {
+                    tracing::info!(buckets = buckets.len(), "building rollups");
+                }
+                for b in &buckets {
+                    rebuild_bucket(&aggregates, &mut rollups, b).map_err(|e| err(&e))?;
+                }
+                meta.insert("rollups", "1").map_err(|e| err(&e))?;
+            }
+        }
         tx.commit().map_err(|e| err(&e))?;
         Ok(EmbeddedStore {
             db: Arc::new(db),
@@ -77,17 +165,18 @@ impl EmbeddedStore {
         }
         {
             let mut table = tx.open_table(AGGREGATES).map_err(|e| self.err(e))?;
+            let mut rollups = tx.open_table(ROLLUPS).map_err(|e| self.err(e))?;
             for doc in docs {
                 let id = doc.id();
-                // A stale or repeated write (not above the stored version) is refused, as
-                // OpenSearch's external versioning refuses it.
                 let stored = table
                     .get(id.as_str())
                     .map_err(|e| self.err(e))?
-                    .map(|v| serde_json::from_slice::<Versioned>(v.value()))
+                    .map(|v| serde_json::from_slice::<AggregateDoc>(v.value()))
                     .transpose()
                     .map_err(|e| self.err(format!("bad stored document {id}: {e}")))?;
-                if stored.is_some_and(|s| s.version >= doc.version) {
+                // A stale or repeated write (not above the stored version) is refused, as
+                // OpenSearch's external versioning refuses it.
+                if stored.as_ref().is_some_and(|s| s.version >= doc.version) {
                     written.stale += 1;
                     metrics::counter!("streamlens_stale_writes_total").increment(1);
                     tracing::debug!(id, version = doc.version, "stale write refused");
@@ -97,6 +186,20 @@ impl EmbeddedStore {
                 table
                     .insert(id.as_str(), json.as_slice())
                     .map_err(|e| self.err(e))?;
+                for level in rollup::levels_of(doc) {
+                    let key = rollup::key(doc, level);
+                    let current = rollups
+                        .get(key.as_str())
+                        .map_err(|e| self.err(e))?
+                        .map(|v| serde_json::from_slice::<Rollup>(v.value()))
+                        .transpose()
+                        .map_err(|e| self.err(format!("bad rollup {key}: {e}")))?;
+                    let next = rollup::apply(current, stored.as_ref(), doc, level.1)?;
+                    let json = serde_json::to_vec(&next).map_err(|e| self.err(e))?;
+                    rollups
+                        .insert(key.as_str(), json.as_slice())
+                        .map_err(|e| self.err(e))?;
+                }
             }
         }
         tx.commit().map_err(|e| self.err(e))?;
@@ -144,10 +247,12 @@ impl EmbeddedStore {
                     continue;
                 }
                 if let Some(step) = undo(&doc, committed_version, stamp)? {
-                    plan.push((key.value().to_owned(), step));
+                    plan.push((key.value().to_owned(), step, doc));
                 }
             }
-            for (key, step) in &plan {
+            let mut touched = std::collections::BTreeSet::new();
+            for (key, step, doc) in &plan {
+                touched.extend(rollup::levels_of(doc).map(|l| Bucket::of(doc, l)));
                 match step {
                     Undo::Restore(doc) => {
                         let json = serde_json::to_vec(&**doc).map_err(|e| self.err(e))?;
@@ -159,6 +264,11 @@ impl EmbeddedStore {
                         table.remove(key.as_str()).map_err(|e| self.err(e))?;
                     }
                 }
+            }
+            // An undo can shrink a minimum, maximum or distinct set: rebuild, not subtract.
+            let mut rollups = tx.open_table(ROLLUPS).map_err(|e| self.err(e))?;
+            for b in &touched {
+                rebuild_bucket(&table, &mut rollups, b).map_err(|e| self.err(e))?;
             }
             plan.len() as u64
         };
@@ -200,8 +310,79 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// The rollups answering `query` when one level divides `bucket_ms` and the range; `None`
+    /// when none does (or the query is not one rollups answer).
+    fn rollups_blocking(
+        &self,
+        query: &AggQuery,
+        bucket_ms: i64,
+    ) -> Result<Option<Vec<AggregateDoc>>, Error> {
+        let (Some(pipeline), Some(window), Some(from), Some(to), None) = (
+            &query.pipeline,
+            &query.window,
+            query.from,
+            query.to,
+            &query.worker,
+        ) else {
+            return Ok(None);
+        };
+        let Ok(size) = humantime::parse_duration(window).map(|d| d.as_millis() as i64) else {
+            return Ok(None);
+        };
+        let level = rollup::LEVELS.into_iter().rev().find(|(_, l)| {
+            *l > size
+                && l % size.max(1) == 0
+                && bucket_ms % l == 0
+                && from.rem_euclid(*l) == 0
+                && to.rem_euclid(*l) == 0
+        });
+        let Some(level) = level else {
+            return Ok(None);
+        };
+        let label = rollup::label(window, level.0);
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(ROLLUPS).map_err(|e| self.err(e))?;
+        let low = doc_id_prefix(pipeline, &label, from.max(0));
+        let high = doc_id_prefix(pipeline, &label, to.max(0));
+        let mut docs = Vec::new();
+        for entry in table
+            .range(low.as_str()..high.as_str())
+            .map_err(|e| self.err(e))?
+        {
+            let (_, value) = entry.map_err(|e| self.err(e))?;
+            let r: Rollup = serde_json::from_slice(value.value()).map_err(|e| self.err(e))?;
+            if query
+                .dimension
+                .as_ref()
+                .is_none_or(|d| *d == r.doc.dimension)
+            {
+                docs.push(r.doc);
+            }
+        }
+        sort_docs(&mut docs);
+        Ok(Some(docs))
+    }
+}
+
 #[async_trait::async_trait]
 impl AggregateReader for EmbeddedStore {
+    async fn query_buckets(
+        &self,
+        query: &AggQuery,
+        bucket_ms: i64,
+    ) -> Result<Vec<AggregateDoc>, streamlens_core::Error> {
+        let store = self.clone();
+        let q = query.clone();
+        let rolled = tokio::task::spawn_blocking(move || store.rollups_blocking(&q, bucket_ms))
+            .await
+            .map_err(|e| streamlens_core::Error::Store(e.to_string()))??;
+        match rolled {
+            Some(docs) => Ok(docs),
+            None => self.query(query).await,
+        }
+    }
+
     async fn query(&self, query: &AggQuery) -> Result<Vec<AggregateDoc>, streamlens_core::Error> {
         let store = self.clone();
         let query = query.clone();
@@ -325,5 +506,89 @@ mod tests {
         assert_eq!(all.len(), 3);
         assert_eq!(store.checkpoint("p").await.unwrap(), Some(checkpoint));
         assert_eq!(store.checkpoint("other").await.unwrap(), None);
+    }
+
+    /// Rollups follow rewrites by deltas, and a roll back (which can shrink a minimum or a
+    /// distinct set) rebuilds them: they always equal the window documents added up.
+    #[tokio::test]
+    async fn rollups_follow_rewrites_and_roll_backs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = EmbeddedStore::open(&path).unwrap();
+        let hour = 3_600_000;
+        let at = |start: i64, version: u64, min: &str, tags: &[&str]| AggregateDoc {
+            mins: BTreeMap::from([("low".to_owned(), min.to_owned())]),
+            distinct: BTreeMap::from([(
+                "tags".to_owned(),
+                tags.iter().map(|t| t.to_string()).collect(),
+            )]),
+            ..doc("1m", start, "a", version)
+        };
+        let committed = StoredCheckpoint {
+            pipeline: "p".into(),
+            version: 1,
+            ..StoredCheckpoint::default()
+        };
+        store
+            .write(
+                &[
+                    at(0, 1, "5", &["x"]),
+                    at(60_000, 1, "7", &["y"]),
+                    at(hour, 1, "1", &["z"]),
+                ],
+                Some(&committed),
+            )
+            .await
+            .unwrap();
+        let hours = |store: EmbeddedStore| async move {
+            let q = AggQuery {
+                pipeline: Some("p".into()),
+                window: Some("1m".into()),
+                from: Some(0),
+                to: Some(2 * hour),
+                dimension: Some("status".into()),
+                worker: None,
+            };
+            store.query_buckets(&q, hour).await.unwrap()
+        };
+        let first = hours(store.clone()).await;
+        assert_eq!(first.len(), 2);
+        assert_eq!((first[0].window_start, first[0].window_end), (0, hour));
+        assert_eq!(first[0].sums["amount"], "3");
+        assert_eq!(first[0].inserts, 2);
+        assert_eq!(first[0].mins["low"], "5");
+        assert_eq!(first[0].distinct["tags"], ["x", "y"]);
+        // An uncommitted rewrite lowers the minimum and adds a value...
+        store
+            .write(
+                &[AggregateDoc {
+                    prev: Some(streamlens_core::PrevValues::from(at(0, 1, "5", &["x"]))),
+                    ..at(0, 2, "2", &["x", "w"])
+                }],
+                None,
+            )
+            .await
+            .unwrap();
+        let rewritten = hours(store.clone()).await;
+        assert_eq!(rewritten[0].mins["low"], "2");
+        assert_eq!(rewritten[0].distinct["tags"], ["w", "x", "y"]);
+        assert_eq!(rewritten[0].sums["amount"], "3");
+        // ...and rolling it back takes both back.
+        assert_eq!(store.roll_back("p", "", 1, 10).await.unwrap(), 1);
+        let rolled_back = hours(store.clone()).await;
+        assert_eq!(rolled_back[0].mins["low"], "5");
+        assert_eq!(rolled_back[0].distinct["tags"], ["x", "y"]);
+        assert_eq!(rolled_back[0].sums["amount"], "3");
+        // A store opened without its rollups table marker rebuilds the same rollups.
+        drop(store);
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(META).unwrap().remove("rollups").unwrap();
+            tx.delete_table(ROLLUPS).unwrap();
+            tx.commit().unwrap();
+        }
+        let reopened = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(hours(reopened).await, rolled_back);
     }
 }

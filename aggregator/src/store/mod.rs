@@ -13,6 +13,7 @@
 pub mod embedded;
 pub mod opensearch;
 pub mod retry;
+pub mod rollup;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -296,7 +297,7 @@ fn decimal_places(text: &str) -> u32 {
 }
 
 /// Keeps in `map[name]` the smaller (`Less`) or larger (`Greater`) of it and `value`.
-fn extreme(
+pub(crate) fn extreme(
     map: &mut BTreeMap<String, String>,
     name: String,
     value: String,
@@ -320,7 +321,7 @@ pub fn compare_decimals(a: &str, b: &str) -> Result<std::cmp::Ordering, String> 
 
 /// Adds decimal strings exactly (as `i128` units of the finest scale among them) and formats the
 /// total without trailing zeros.
-fn add_decimals(values: &[String]) -> Result<String, String> {
+pub(crate) fn add_decimals(values: &[String]) -> Result<String, String> {
     let scale = values.iter().map(|v| decimal_places(v)).max().unwrap_or(0);
     if scale > 38 {
         return Err(format!("more than 38 decimal places in {values:?}"));
