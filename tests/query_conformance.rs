@@ -353,7 +353,9 @@ async fn both_stores_answer_every_query_alike_and_exactly() {
         .await
         .unwrap();
     assert!(!hours.is_empty());
-    assert!(hours.iter().all(|d| d.window_end - d.window_start == 3_600_000));
+    assert!(hours
+        .iter()
+        .all(|d| d.window_end - d.window_start == 3_600_000));
     drop(search);
     let _ = reqwest::Client::new()
         .delete(format!("{}/{prefix}*", common::opensearch_url()))

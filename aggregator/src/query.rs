@@ -331,6 +331,25 @@ fn value_of(measure: &Measure, doc: &AggregateDoc) -> Result<Option<String>, Que
     })
 }
 
+/// The document with only what the measure reads (adding up the other metrics is wasted work).
+fn only_the_measure(doc: AggregateDoc, measure: &Measure) -> AggregateDoc {
+    fn keep<V>(map: BTreeMap<String, V>, measure: &Measure) -> BTreeMap<String, V> {
+        match measure {
+            Measure::Metric { name, .. } => map.into_iter().filter(|(k, _)| k == name).collect(),
+            Measure::Events(_) => BTreeMap::new(),
+        }
+    }
+    AggregateDoc {
+        sums: keep(doc.sums, measure),
+        counts: keep(doc.counts, measure),
+        mins: keep(doc.mins, measure),
+        maxs: keep(doc.maxs, measure),
+        distinct: keep(doc.distinct, measure),
+        prev: None,
+        ..doc
+    }
+}
+
 /// Adds documents up (windows of one bucket, or a whole range).
 fn merged(label: &str, docs: Vec<AggregateDoc>) -> Result<AggregateDoc, QueryError> {
     merge_parts(label, docs).map_err(|e| QueryError::Store(e.to_string()))
@@ -357,6 +376,7 @@ pub fn evaluate(plan: &Plan, docs: Vec<AggregateDoc>) -> Result<QueryResult, Que
         } else {
             label.clone()
         };
+        let doc = only_the_measure(doc, &plan.measure);
         let bucket = plan.from
             + (doc.window_start - plan.from).div_euclid(plan.interval_ms) * plan.interval_ms;
         groups
@@ -369,18 +389,23 @@ pub fn evaluate(plan: &Plan, docs: Vec<AggregateDoc>) -> Result<QueryResult, Que
     let mut series = Vec::with_capacity(groups.len());
     for (group, buckets) in groups {
         let mut points = Vec::with_capacity(buckets.len());
-        let mut all = Vec::new();
+        let mut sums = Vec::with_capacity(buckets.len());
         for (start, docs) in buckets {
             let is_final = docs.iter().all(|d| d.is_final);
-            all.extend(docs.iter().cloned());
-            let bucket = merged(&format!("{group} at {start}"), docs)?;
+            let bucket = if docs.len() == 1 {
+                docs.into_iter().next().unwrap_or_default()
+            } else {
+                merged(&group, docs)?
+            };
             points.push(Point {
                 start,
                 value: value_of(&plan.measure, &bucket)?,
                 is_final,
             });
+            sums.push(bucket);
         }
-        let total = value_of(&plan.measure, &merged(&group, all)?)?;
+        // Adding up is associative: the total is the buckets added up.
+        let total = value_of(&plan.measure, &merged(&group, sums)?)?;
         series.push(Series {
             group,
             total,

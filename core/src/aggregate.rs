@@ -214,6 +214,12 @@ pub fn doc_id_prefix(pipeline: &str, window: &str, start: i64) -> String {
     format!("{}|{}|{:013}", escape(pipeline), escape(window), start)
 }
 
+/// Whether a document id (of [`doc_id`] or [`doc_id_of_worker`]) is of `dimension`: a store
+/// can skip the documents of other dimensions without reading them.
+pub fn id_has_dimension(id: &str, dimension: &str) -> bool {
+    id.split('|').nth(3) == Some(escape(dimension).as_str())
+}
+
 /// Values are user data: percent-encode the separator so ids never collide.
 fn escape(s: &str) -> String {
     s.replace('%', "%25").replace('|', "%7C")
@@ -306,6 +312,8 @@ mod tests {
         let b = doc_id("p", "1m", 0, "status|a", "b");
         assert_ne!(a, b);
         assert_eq!(a, "p|1m|0000000000000|status|a%7Cb");
+        assert!(id_has_dimension(&a, "status") && !id_has_dimension(&b, "status"));
+        assert!(id_has_dimension(&b, "status|a"));
     }
 
     #[test]

@@ -13,7 +13,10 @@
 use std::{path::Path, sync::Arc};
 
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
-use streamlens_core::{aggregate::doc_id_prefix, AggQuery, AggregateDoc, AggregateReader};
+use streamlens_core::{
+    aggregate::{doc_id_prefix, id_has_dimension},
+    AggQuery, AggregateDoc, AggregateReader,
+};
 
 use super::{
     check_checkpoint, checkpoint_id, filter_docs,
@@ -295,8 +298,15 @@ impl EmbeddedStore {
                     .range(low.as_str()..high.as_str())
                     .map_err(|e| self.err(e))?
                 {
-                    let (_, value) = entry.map_err(|e| self.err(e))?;
-                    push(value.value())?;
+                    let (key, value) = entry.map_err(|e| self.err(e))?;
+                    // Other dimensions are skipped by their key, unread.
+                    if query
+                        .dimension
+                        .as_ref()
+                        .is_none_or(|d| id_has_dimension(key.value(), d))
+                    {
+                        push(value.value())?;
+                    }
                 }
             }
             _ => {
@@ -350,7 +360,14 @@ impl EmbeddedStore {
             .range(low.as_str()..high.as_str())
             .map_err(|e| self.err(e))?
         {
-            let (_, value) = entry.map_err(|e| self.err(e))?;
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            if !query
+                .dimension
+                .as_ref()
+                .is_none_or(|d| id_has_dimension(key.value(), d))
+            {
+                continue;
+            }
             let r: Rollup = serde_json::from_slice(value.value()).map_err(|e| self.err(e))?;
             if query
                 .dimension

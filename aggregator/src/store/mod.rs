@@ -197,9 +197,15 @@ pub(crate) fn filter_docs(
     query: &AggQuery,
     docs: Vec<AggregateDoc>,
 ) -> Result<Vec<AggregateDoc>, Error> {
-    let docs = docs.into_iter().filter(|d| query.matches(d));
+    let docs: Vec<AggregateDoc> = docs.into_iter().filter(|d| query.matches(d)).collect();
+    // Documents without a worker are one per group already: merging them changes nothing but
+    // dropping `prev` (as a merge does).
     let mut docs = if query.worker.is_some() {
-        docs.collect()
+        docs
+    } else if docs.iter().all(|d| d.worker.is_empty()) {
+        docs.into_iter()
+            .map(|d| AggregateDoc { prev: None, ..d })
+            .collect()
     } else {
         merge_docs(docs)?
     };
@@ -244,6 +250,9 @@ pub(crate) fn merge_parts(id: &str, parts: Vec<AggregateDoc>) -> Result<Aggregat
         *total = total.checked_add(n).ok_or_else(|| overflow(what))?;
         Ok(())
     };
+    // Distinct values are gathered first and sorted once (sorting after every part was
+    // quadratic in the number of parts).
+    let mut distinct: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for doc in rest {
         add(&mut merged.inserts, doc.inserts, "inserts")?;
         add(&mut merged.modifies, doc.modifies, "modifies")?;
@@ -267,11 +276,14 @@ pub(crate) fn merge_parts(id: &str, parts: Vec<AggregateDoc>) -> Result<Aggregat
                 .map_err(|e| Error::Merge(format!("{id}: {e}")))?;
         }
         for (name, values) in doc.distinct {
-            let set = merged.distinct.entry(name).or_default();
-            set.extend(values);
-            set.sort();
-            set.dedup();
+            distinct.entry(name).or_default().extend(values);
         }
+    }
+    for (name, values) in distinct {
+        let set = merged.distinct.entry(name).or_default();
+        set.extend(values);
+        set.sort();
+        set.dedup();
     }
     merged.sums = sums
         .into_iter()
