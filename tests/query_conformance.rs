@@ -346,6 +346,8 @@ async fn both_stores_answer_every_query_alike_and_exactly() {
                 from: Some(START),
                 to: Some(START + 2 * 3_600_000),
                 dimension: Some("status".into()),
+                values: None,
+                without_distinct: false,
                 worker: None,
             },
             3_600_000,

@@ -70,6 +70,14 @@ impl Plan {
             from: Some(self.from),
             to: Some(self.to),
             dimension: Some(self.dimension.clone()),
+            values: self.values.as_ref().map(|v| v.iter().cloned().collect()),
+            without_distinct: !matches!(
+                self.measure,
+                Measure::Metric {
+                    kind: MetricKind::Distinct,
+                    ..
+                }
+            ),
             worker: None,
         }
     }

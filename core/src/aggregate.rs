@@ -214,10 +214,21 @@ pub fn doc_id_prefix(pipeline: &str, window: &str, start: i64) -> String {
     format!("{}|{}|{:013}", escape(pipeline), escape(window), start)
 }
 
-/// Whether a document id (of [`doc_id`] or [`doc_id_of_worker`]) is of `dimension`: a store
-/// can skip the documents of other dimensions without reading them.
-pub fn id_has_dimension(id: &str, dimension: &str) -> bool {
-    id.split('|').nth(3) == Some(escape(dimension).as_str())
+/// Whether a document id (of [`doc_id`] or [`doc_id_of_worker`]) is of the dimension and one of
+/// the values a query asks for: a store can skip other documents without reading them.
+pub fn id_matches(id: &str, query: &AggQuery) -> bool {
+    let mut parts = id.split('|').skip(3);
+    let (Some(dimension), Some(value)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    query
+        .dimension
+        .as_ref()
+        .is_none_or(|d| escape(d) == dimension)
+        && query
+            .values
+            .as_ref()
+            .is_none_or(|v| v.iter().any(|v| escape(v) == value))
 }
 
 /// Values are user data: percent-encode the separator so ids never collide.
@@ -244,6 +255,13 @@ pub struct AggQuery {
     /// Only this dimension (`_all` for the totals).
     #[serde(default)]
     pub dimension: Option<String>,
+    /// Only these values of the dimension; every value when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+    /// The distinct value sets may be left out of the answer (reading them is most of the work
+    /// for rollups, and a query for another metric does not need them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub without_distinct: bool,
     /// Only this worker's partial documents, unmerged (used to resume a worker); `""` selects the
     /// documents written without a worker. When absent, the partial documents of all workers are
     /// merged into one document per group.
@@ -261,6 +279,7 @@ impl AggQuery {
             && self.from.is_none_or(|f| doc.window_start >= f)
             && self.to.is_none_or(|t| doc.window_start < t)
             && self.dimension.as_ref().is_none_or(|d| *d == doc.dimension)
+            && self.values.as_ref().is_none_or(|v| v.contains(&doc.value))
     }
 }
 
@@ -312,8 +331,15 @@ mod tests {
         let b = doc_id("p", "1m", 0, "status|a", "b");
         assert_ne!(a, b);
         assert_eq!(a, "p|1m|0000000000000|status|a%7Cb");
-        assert!(id_has_dimension(&a, "status") && !id_has_dimension(&b, "status"));
-        assert!(id_has_dimension(&b, "status|a"));
+        let of = |dimension: &str, values: Option<&[&str]>| AggQuery {
+            dimension: Some(dimension.into()),
+            values: values.map(|v| v.iter().map(|s| s.to_string()).collect()),
+            ..AggQuery::default()
+        };
+        assert!(id_matches(&a, &of("status", None)) && !id_matches(&b, &of("status", None)));
+        assert!(id_matches(&b, &of("status|a", Some(&["b"]))));
+        assert!(!id_matches(&a, &of("status", Some(&["a", "b"]))));
+        assert!(id_matches(&a, &of("status", Some(&["a|b"]))));
     }
 
     #[test]

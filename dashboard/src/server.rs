@@ -164,6 +164,8 @@ impl ServerContext {
             from: None,
             to: None,
             dimension: Some(dimension.clone()),
+            values: None,
+            without_distinct: false,
             worker: None,
         };
         let docs = self

@@ -14,7 +14,7 @@ use std::{path::Path, sync::Arc};
 
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use streamlens_core::{
-    aggregate::{doc_id_prefix, id_has_dimension},
+    aggregate::{doc_id_prefix, id_matches},
     AggQuery, AggregateDoc, AggregateReader,
 };
 
@@ -29,6 +29,66 @@ const AGGREGATES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("aggre
 const CHECKPOINTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("checkpoints");
 const ROLLUPS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("rollups");
 const META: TableDefinition<'_, &str, &str> = TableDefinition::new("meta");
+
+/// A stored document without its distinct sets and previous values, which serde then skips
+/// without building them (most of the reading time of an hourly or daily rollup).
+#[derive(serde::Deserialize)]
+struct LeanDoc {
+    pipeline: String,
+    window: String,
+    window_start: i64,
+    window_end: i64,
+    dimension: String,
+    value: String,
+    inserts: i64,
+    modifies: i64,
+    removes: i64,
+    net_count: i64,
+    sums: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    counts: std::collections::BTreeMap<String, i64>,
+    #[serde(default)]
+    mins: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    maxs: std::collections::BTreeMap<String, String>,
+    #[serde(default, rename = "final")]
+    is_final: bool,
+    version: u64,
+    #[serde(default)]
+    worker: String,
+}
+
+impl From<LeanDoc> for AggregateDoc {
+    fn from(d: LeanDoc) -> Self {
+        AggregateDoc {
+            pipeline: d.pipeline,
+            window: d.window,
+            window_start: d.window_start,
+            window_end: d.window_end,
+            dimension: d.dimension,
+            value: d.value,
+            inserts: d.inserts,
+            modifies: d.modifies,
+            removes: d.removes,
+            net_count: d.net_count,
+            sums: d.sums,
+            counts: d.counts,
+            mins: d.mins,
+            maxs: d.maxs,
+            distinct: Default::default(),
+            is_final: d.is_final,
+            version: d.version,
+            worker: d.worker,
+            prev: None,
+        }
+    }
+}
+
+/// A [`Rollup`] read as a [`LeanDoc`].
+#[derive(serde::Deserialize)]
+struct LeanRollup {
+    doc: LeanDoc,
+}
 
 /// One rollup bucket of one group: what [`rebuild_bucket`] needs.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -284,7 +344,12 @@ impl EmbeddedStore {
         let table = tx.open_table(AGGREGATES).map_err(|e| self.err(e))?;
         let mut docs = Vec::new();
         let mut push = |value: &[u8]| -> Result<(), Error> {
-            docs.push(serde_json::from_slice::<AggregateDoc>(value).map_err(|e| self.err(e))?);
+            let doc = if query.without_distinct && query.worker.is_none() {
+                serde_json::from_slice::<LeanDoc>(value).map(AggregateDoc::from)
+            } else {
+                serde_json::from_slice::<AggregateDoc>(value)
+            };
+            docs.push(doc.map_err(|e| self.err(e))?);
             Ok(())
         };
         match (&query.pipeline, &query.window) {
@@ -299,12 +364,8 @@ impl EmbeddedStore {
                     .map_err(|e| self.err(e))?
                 {
                     let (key, value) = entry.map_err(|e| self.err(e))?;
-                    // Other dimensions are skipped by their key, unread.
-                    if query
-                        .dimension
-                        .as_ref()
-                        .is_none_or(|d| id_has_dimension(key.value(), d))
-                    {
+                    // Other dimensions and values are skipped by their key, unread.
+                    if id_matches(key.value(), query) {
                         push(value.value())?;
                     }
                 }
@@ -361,21 +422,17 @@ impl EmbeddedStore {
             .map_err(|e| self.err(e))?
         {
             let (key, value) = entry.map_err(|e| self.err(e))?;
-            if !query
-                .dimension
-                .as_ref()
-                .is_none_or(|d| id_has_dimension(key.value(), d))
-            {
+            if !id_matches(key.value(), query) {
                 continue;
             }
-            let r: Rollup = serde_json::from_slice(value.value()).map_err(|e| self.err(e))?;
-            if query
-                .dimension
-                .as_ref()
-                .is_none_or(|d| *d == r.doc.dimension)
-            {
-                docs.push(r.doc);
+            let doc = if query.without_distinct {
+                serde_json::from_slice::<LeanRollup>(value.value())
+                    .map(|r| AggregateDoc::from(r.doc))
+            } else {
+                serde_json::from_slice::<Rollup>(value.value()).map(|r| r.doc)
             }
+            .map_err(|e| self.err(e))?;
+            docs.push(doc);
         }
         sort_docs(&mut docs);
         Ok(Some(docs))
@@ -512,6 +569,8 @@ mod tests {
             from: Some(0),
             to: Some(60_000),
             dimension: None,
+            values: None,
+            without_distinct: false,
             worker: None,
         };
         let got = store.query(&q).await.unwrap();
@@ -564,6 +623,8 @@ mod tests {
                 from: Some(0),
                 to: Some(2 * hour),
                 dimension: Some("status".into()),
+                values: None,
+                without_distinct: false,
                 worker: None,
             };
             store.query_buckets(&q, hour).await.unwrap()
@@ -607,5 +668,29 @@ mod tests {
         }
         let reopened = EmbeddedStore::open(&path).unwrap();
         assert_eq!(hours(reopened).await, rolled_back);
+    }
+
+    #[test]
+    fn a_lean_read_is_the_document_without_distinct_sets_and_prev() {
+        let full = AggregateDoc {
+            counts: BTreeMap::from([("n".to_owned(), 3)]),
+            mins: BTreeMap::from([("low".to_owned(), "1.5".to_owned())]),
+            maxs: BTreeMap::from([("high".to_owned(), "9".to_owned())]),
+            distinct: BTreeMap::from([("tags".to_owned(), vec!["a".to_owned()])]),
+            is_final: true,
+            worker: "w1".into(),
+            prev: Some(streamlens_core::PrevValues::from(doc("1m", 0, "a", 1))),
+            ..doc("1m", 0, "a", 2)
+        };
+        let json = serde_json::to_vec(&full).unwrap();
+        let lean = AggregateDoc::from(serde_json::from_slice::<LeanDoc>(&json).unwrap());
+        assert_eq!(
+            lean,
+            AggregateDoc {
+                distinct: BTreeMap::new(),
+                prev: None,
+                ..full
+            }
+        );
     }
 }

@@ -373,6 +373,16 @@ impl OpenSearchStore {
 
     /// Every hit of a bool query (`filter` and `must_not` clauses), in [`sort_order`].
     async fn search_all(&self, filter: &[Value], must_not: &[Value]) -> Result<Vec<Value>, Error> {
+        self.search_all_of(filter, must_not, &[]).await
+    }
+
+    /// [`Self::search_all`] leaving the `excluded` fields out of the documents returned.
+    async fn search_all_of(
+        &self,
+        filter: &[Value],
+        must_not: &[Value],
+        excluded: &[&str],
+    ) -> Result<Vec<Value>, Error> {
         let mut all = Vec::new();
         let mut after: Option<Value> = None;
         loop {
@@ -381,6 +391,9 @@ impl OpenSearchStore {
                 "query": { "bool": { "filter": filter, "must_not": must_not } },
                 "sort": sort_order()
             });
+            if !excluded.is_empty() {
+                body["_source"] = json!({ "excludes": excluded });
+            }
             if let Some(after) = after.take() {
                 body["search_after"] = after;
             }
@@ -521,12 +534,21 @@ impl AggregateReader for OpenSearchStore {
         if !range.is_empty() {
             filters.push(json!({ "range": { "window_start": range } }));
         }
+        if let Some(values) = &query.values {
+            // Values are data in a `terms` query, never query syntax.
+            filters.push(json!({ "terms": { "value": values } }));
+        }
         let mut must_not = Vec::new();
         if let Some(worker) = &query.worker {
             worker_clauses(worker, &mut filters, &mut must_not);
         }
+        let excluded: &[&str] = if query.without_distinct {
+            &["distinct", "prev"]
+        } else {
+            &[]
+        };
         let docs = self
-            .search_all(&filters, &must_not)
+            .search_all_of(&filters, &must_not, excluded)
             .await?
             .into_iter()
             .map(|hit| {
