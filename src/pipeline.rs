@@ -27,7 +27,7 @@ use crate::quarantine::Quarantine;
 /// Batches in flight between source and engine.
 const CHANNEL_BATCHES: usize = 16;
 /// At most this many events are aggregated in one engine pass.
-const MAX_EVENTS_PER_PASS: usize = 100_000;
+const MAX_EVENTS_PER_PASS: usize = 20_000;
 
 /// Live updates: the documents each engine pass changed.
 pub type Updates = broadcast::Sender<Arc<Vec<AggregateDoc>>>;
