@@ -371,8 +371,25 @@ impl Default for EmbeddedStoreConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpenSearchStoreConfig {
-    /// The cluster URL, e.g. `http://127.0.0.1:9200`.
+    /// The cluster URL, e.g. `http://127.0.0.1:9200`. Leave out with `domain`.
+    #[serde(default)]
     pub url: String,
+    /// An Amazon OpenSearch Service domain name: its endpoint is looked up with
+    /// `DescribeDomain` (in `region`) instead of giving `url`, and requests are signed (SigV4)
+    /// unless `auth` says otherwise.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// The AWS region of `domain` and of SigV4 signing; the SDK's default chain when left out.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// The OpenSearch *control plane* endpoint for `DescribeDomain` (tests, private endpoints).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// `none`, `basic` (with `username` and `password`) or `aws_sigv4` (the usual AWS
+    /// credentials, service `es`). Default: `basic` with a user name, `aws_sigv4` with a
+    /// domain, else `none`.
+    #[serde(default)]
+    pub auth: Option<OpenSearchAuth>,
     /// Prefix of the index and template names: aggregates go to `<prefix>-aggregates`.
     #[serde(default = "default_prefix")]
     pub index_prefix: String,
@@ -388,6 +405,31 @@ pub struct OpenSearchStoreConfig {
     pub retry_for: String,
 }
 
+/// How requests to OpenSearch authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenSearchAuth {
+    /// No credentials.
+    None,
+    /// HTTP basic authentication with `username` and `password`.
+    Basic,
+    /// AWS Signature Version 4 (Amazon OpenSearch Service with IAM access control).
+    AwsSigv4,
+}
+
+impl OpenSearchStoreConfig {
+    /// The authentication in effect (`auth`, or its default).
+    pub fn auth(&self) -> OpenSearchAuth {
+        self.auth.unwrap_or(if self.username.is_some() {
+            OpenSearchAuth::Basic
+        } else if self.domain.is_some() {
+            OpenSearchAuth::AwsSigv4
+        } else {
+            OpenSearchAuth::None
+        })
+    }
+}
+
 fn default_retry_for() -> String {
     "10m".to_owned()
 }
@@ -397,6 +439,10 @@ impl OpenSearchStoreConfig {
     pub fn new(url: impl Into<String>) -> Self {
         OpenSearchStoreConfig {
             url: url.into(),
+            domain: None,
+            region: None,
+            endpoint_url: None,
+            auth: None,
             index_prefix: default_prefix(),
             username: None,
             password: None,

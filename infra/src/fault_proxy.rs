@@ -54,6 +54,8 @@ pub struct Call {
     /// How many earlier requests had a path ending like this one (`/_bulk`, `/_search`, ...:
     /// the last path segment).
     pub nth_of_path: u64,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
 }
 
 type Plan = Arc<dyn Fn(&Call) -> Fault + Send + Sync>;
@@ -128,6 +130,11 @@ async fn handle(
     let method = request.method().clone();
     let uri = request.uri().clone();
     let content_type = request.headers().get("content-type").cloned();
+    let authorization = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let path = uri.path().to_owned();
     let last = path.rsplit('/').next().unwrap_or_default().to_owned();
     let nth_of_path = {
@@ -140,6 +147,7 @@ async fn handle(
         method: method.to_string(),
         path: path.clone(),
         nth_of_path,
+        authorization,
     };
     let fault = (shared.plan)(&call);
     if let Fault::Status(status) = fault {

@@ -10,6 +10,7 @@
 //! worker wrote after its last checkpoint, using the previous values each document carries
 //! ([`AggregateDoc::prev`]).
 
+pub mod aws;
 pub mod embedded;
 pub mod opensearch;
 pub mod retry;

@@ -21,7 +21,7 @@ use opensearch::{
     auth::Credentials,
     http::{request::JsonBody, response::Response},
     http::{
-        transport::{SingleNodeConnectionPool, TransportBuilder},
+        transport::{SingleNodeConnectionPool, Transport, TransportBuilder},
         StatusCode,
     },
     indices::{
@@ -38,7 +38,10 @@ use super::{
     retry::{self, Backoff},
     undo, RejectedDoc, Store, StoredCheckpoint, Undo, Written,
 };
-use crate::{config::OpenSearchStoreConfig, Error};
+use crate::{
+    config::{OpenSearchAuth, OpenSearchStoreConfig},
+    Error,
+};
 
 const PAGE: usize = 1000;
 
@@ -187,6 +190,79 @@ fn requests(items: Vec<BulkItem>) -> Vec<Vec<BulkItem>> {
     out
 }
 
+/// The transport a config describes, and the cluster URL (looked up for a `domain`).
+async fn transport(config: &OpenSearchStoreConfig) -> Result<(Transport, String), Error> {
+    let bad = |message: String| Error::StoreConfig(message);
+    if config.index_prefix.is_empty()
+        || !config
+            .index_prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        return Err(bad(format!(
+            "store.index_prefix `{}` must be lowercase letters, digits, `-` or `_`",
+            config.index_prefix
+        )));
+    }
+    let auth = config.auth();
+    let sdk = if config.domain.is_some() || auth == OpenSearchAuth::AwsSigv4 {
+        Some(
+            streamlens_ingest::aws::sdk_config(
+                config.region.as_deref(),
+                config.endpoint_url.as_deref(),
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+    let url = match (&config.domain, &sdk, config.url.is_empty()) {
+        (Some(_), _, false) => {
+            return Err(bad(
+                "store.url and store.domain: give one (the domain's endpoint is looked up)"
+                    .to_owned(),
+            ))
+        }
+        (Some(domain), Some(sdk), true) => super::aws::domain_endpoint(sdk, domain).await?,
+        (None, _, true) => return Err(bad("store.url (or store.domain) is required".to_owned())),
+        _ => config.url.clone(),
+    };
+    let parsed = url::Url::parse(&url).map_err(|e| bad(format!("store.url `{url}`: {e}")))?;
+    let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(parsed));
+    match (auth, &config.username, &config.password) {
+        (OpenSearchAuth::Basic, Some(user), Some(password)) => {
+            builder = builder.auth(Credentials::Basic(user.clone(), password.clone()))
+        }
+        (OpenSearchAuth::Basic, _, _) => {
+            return Err(bad(
+                "store.auth = \"basic\" needs store.username and store.password".to_owned(),
+            ))
+        }
+        (_, Some(_), _) | (_, _, Some(_)) => {
+            return Err(bad(format!(
+                "store.username and store.password are for basic auth, not {auth:?}"
+            )))
+        }
+        (OpenSearchAuth::AwsSigv4, None, None) => {
+            let sdk = sdk
+                .as_ref()
+                .ok_or_else(|| bad("no AWS configuration".to_owned()))?;
+            let credentials = sdk.credentials_provider().ok_or_else(|| {
+                bad("store.auth = \"aws_sigv4\": no AWS credentials found".to_owned())
+            })?;
+            let region = sdk.region().cloned().ok_or_else(|| {
+                bad("store.auth = \"aws_sigv4\": no AWS region (set store.region)".to_owned())
+            })?;
+            builder = builder
+                .auth(Credentials::AwsSigV4(credentials, region))
+                .service_name("es");
+        }
+        (OpenSearchAuth::None, None, None) => {}
+    }
+    let transport = builder.build().map_err(|e| bad(e.to_string()))?;
+    Ok((transport, url))
+}
+
 /// A document version as OpenSearch's external versions take it (a signed 64-bit number).
 fn external(version: u64) -> Result<i64, Error> {
     i64::try_from(version).map_err(|_| Error::OpenSearch {
@@ -237,39 +313,12 @@ async fn json_ok(
 impl OpenSearchStore {
     /// Connects, installs the index template and creates the aggregates index.
     pub async fn connect(config: &OpenSearchStoreConfig) -> Result<Self, Error> {
-        let url = url::Url::parse(&config.url)
-            .map_err(|e| Error::StoreConfig(format!("store.url `{}`: {e}", config.url)))?;
-        if config.index_prefix.is_empty()
-            || !config
-                .index_prefix
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        {
-            return Err(Error::StoreConfig(format!(
-                "store.index_prefix `{}` must be lowercase letters, digits, `-` or `_`",
-                config.index_prefix
-            )));
-        }
-        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url));
-        match (&config.username, &config.password) {
-            (Some(user), Some(password)) => {
-                builder = builder.auth(Credentials::Basic(user.clone(), password.clone()))
-            }
-            (None, None) => {}
-            _ => {
-                return Err(Error::StoreConfig(
-                    "store.username and store.password go together".to_owned(),
-                ))
-            }
-        }
-        let transport = builder
-            .build()
-            .map_err(|e| Error::StoreConfig(e.to_string()))?;
+        let (transport, url) = transport(config).await?;
         let store = OpenSearchStore {
             client: OpenSearch::new(transport),
             index: format!("{}-aggregates", config.index_prefix),
             checkpoints: format!("{}-checkpoints", config.index_prefix),
-            url: config.url.clone(),
+            url,
             retry_for: humantime::parse_duration(&config.retry_for).map_err(|e| {
                 Error::StoreConfig(format!(
                     "store.retry_for `{}` is not a duration: {e}",
