@@ -12,13 +12,15 @@
 
 mod common;
 
-use common::{golden, golden_config as config, golden_input as read_input};
+use common::{
+    golden, golden_config as config, golden_contributions, golden_input as read_input, golden_s,
+    GoldenAcc,
+};
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::Write,
     path::Path,
-    str::FromStr,
 };
 
 use rust_decimal::Decimal;
@@ -119,70 +121,28 @@ fn key(window: &str, start: i64, dimension: &str, value: &str) -> String {
 
 /// The plain computation of `tests/golden/pipeline.toml` over the input.
 fn expected_of(records: &[Value]) -> Cells {
-    #[derive(Default)]
-    struct Acc {
-        counts: [i64; 4],
-        sum: Decimal,
-        items: i64,
-        min: Option<Decimal>,
-        max: Option<Decimal>,
-        customers: BTreeSet<String>,
-    }
-    let mut cells: BTreeMap<String, Acc> = BTreeMap::new();
-    let s = |image: &Value, name: &str| image[name]["S"].as_str().map(str::to_owned);
-    for record in records {
-        let t = record["dynamodb"]["ApproximateCreationDateTime"]
-            .as_i64()
-            .unwrap()
-            * 1000;
+    let mut cells: BTreeMap<String, GoldenAcc> = BTreeMap::new();
+    for (t, image, sign, kind) in golden_contributions(records) {
         let minute = t - t.rem_euclid(60_000);
         let mut windows = vec![("1m".to_owned(), minute)];
         for hop in 0..5 {
             windows.push(("5m/1m".to_owned(), minute - hop * 60_000));
         }
-        let mut add = |image: &Value, sign: i64, kind: Option<usize>| {
-            if s(image, "channel").as_deref() == Some("test") {
-                return; // the filter: channel not_equals "test"
+        let groups = [
+            ("_all".to_owned(), "_all".to_owned()),
+            ("status".to_owned(), golden_s(image, "status").unwrap()),
+            (
+                "region".to_owned(),
+                golden_s(image, "region").unwrap_or_else(|| "(missing)".into()),
+            ),
+        ];
+        for (window, start) in &windows {
+            for (dimension, value) in &groups {
+                cells
+                    .entry(key(window, *start, dimension, value))
+                    .or_default()
+                    .take(image, sign, kind);
             }
-            let amount = Decimal::from_str(image["amount"]["N"].as_str().unwrap()).unwrap();
-            let groups = [
-                ("_all".to_owned(), "_all".to_owned()),
-                ("status".to_owned(), s(image, "status").unwrap()),
-                (
-                    "region".to_owned(),
-                    s(image, "region").unwrap_or_else(|| "(missing)".into()),
-                ),
-            ];
-            for (window, start) in &windows {
-                for (dimension, value) in &groups {
-                    let acc = cells
-                        .entry(key(window, *start, dimension, value))
-                        .or_default();
-                    if let Some(kind) = kind {
-                        acc.counts[kind] += 1;
-                    }
-                    acc.counts[3] += sign;
-                    acc.sum += amount * Decimal::from(sign);
-                    if image.get("items").is_some() {
-                        acc.items += sign;
-                    }
-                    if sign > 0 {
-                        acc.min = Some(acc.min.map_or(amount, |m| m.min(amount)));
-                        acc.max = Some(acc.max.map_or(amount, |m| m.max(amount)));
-                        acc.customers.insert(s(image, "customer").unwrap());
-                    }
-                }
-            }
-        };
-        let body = &record["dynamodb"];
-        match record["eventName"].as_str().unwrap() {
-            "INSERT" => add(&body["NewImage"], 1, Some(0)),
-            "MODIFY" => {
-                add(&body["OldImage"], -1, None);
-                add(&body["NewImage"], 1, Some(1));
-            }
-            "REMOVE" => add(&body["OldImage"], -1, Some(2)),
-            other => panic!("{other}"),
         }
     }
     let text = |d: Decimal| d.normalize().to_string();
@@ -192,15 +152,15 @@ fn expected_of(records: &[Value]) -> Cells {
             (
                 k,
                 Cell {
-                    inserts: a.counts[0],
-                    modifies: a.counts[1],
-                    removes: a.counts[2],
-                    net_count: a.counts[3],
+                    inserts: a.kinds[0],
+                    modifies: a.kinds[1],
+                    removes: a.kinds[2],
+                    net_count: a.net,
                     amount_sum: text(a.sum),
                     items_count: a.items,
                     avg_sum: text(a.sum),
                     // `avg` counts images with the averaged attribute: all have `amount`.
-                    avg_count: a.counts[3],
+                    avg_count: a.net,
                     amount_min: a.min.map(text),
                     amount_max: a.max.map(text),
                     customers: a.customers,

@@ -31,6 +31,8 @@ use streamlens_core::{
 };
 use tokio_util::sync::CancellationToken;
 
+use common::GoldenAcc;
+
 /// 2026-01-01T00:00:00Z, where the golden input starts.
 const START: i64 = 1_767_225_600_000;
 const MINUTE: i64 = 60_000;
@@ -107,31 +109,12 @@ fn queries() -> Vec<MetricQuery> {
     ]
 }
 
-/// What one bucket of one group accumulates in the plain computation.
-#[derive(Default, Clone)]
-struct Acc {
-    kinds: [i64; 3],
-    net: i64,
-    sum: Decimal,
-    items: i64,
-    min: Option<Decimal>,
-    max: Option<Decimal>,
-    customers: BTreeSet<String>,
+/// A metric of a plainly computed group or bucket.
+trait Measured {
+    fn value(&self, metric: &str) -> Option<String>;
 }
 
-impl Acc {
-    fn add(&mut self, other: &Acc) {
-        for k in 0..3 {
-            self.kinds[k] += other.kinds[k];
-        }
-        self.net += other.net;
-        self.sum += other.sum;
-        self.items += other.items;
-        self.min = [self.min, other.min].into_iter().flatten().min();
-        self.max = [self.max, other.max].into_iter().flatten().max();
-        self.customers.extend(other.customers.iter().cloned());
-    }
-
+impl Measured for GoldenAcc {
     fn value(&self, metric: &str) -> Option<String> {
         let text = |d: Decimal| d.normalize().to_string();
         match metric {
@@ -166,7 +149,6 @@ fn reference(
     to: i64,
     interval: i64,
 ) -> Vec<Series> {
-    let s = |image: &Value, name: &str| image[name]["S"].as_str().map(str::to_owned);
     let dimension = query
         .group_by
         .clone()
@@ -183,63 +165,35 @@ fn reference(
         (None, Some(v)) => v.iter().cloned().collect::<Vec<_>>().join(","),
         _ => "_all".to_owned(),
     };
-    let mut cells: BTreeMap<String, BTreeMap<i64, Acc>> = BTreeMap::new();
-    for record in records {
-        let t = record["dynamodb"]["ApproximateCreationDateTime"]
-            .as_i64()
-            .unwrap()
-            * 1000;
+    let mut cells: BTreeMap<String, BTreeMap<i64, GoldenAcc>> = BTreeMap::new();
+    for (t, image, sign, kind) in common::golden_contributions(records) {
         let bucket = t - (t - from).rem_euclid(interval);
         if !(from..to).contains(&bucket) {
             continue;
         }
-        let mut add = |image: &Value, sign: i64, kind: Option<usize>| {
-            if s(image, "channel").as_deref() == Some("test") {
-                return;
+        let value = dimension
+            .as_ref()
+            .map(|d| common::golden_s(image, d).unwrap_or_else(|| "(missing)".into()));
+        if let (Some(v), Some(keep)) = (&value, &values) {
+            if !keep.contains(v) {
+                continue;
             }
-            let value = dimension
-                .as_ref()
-                .map(|d| s(image, d).unwrap_or_else(|| "(missing)".into()));
-            if let (Some(v), Some(keep)) = (&value, &values) {
-                if !keep.contains(v) {
-                    return;
-                }
-            }
-            let group = match &query.group_by {
-                Some(_) => value.unwrap(),
-                None => label.clone(),
-            };
-            let acc = cells.entry(group).or_default().entry(bucket).or_default();
-            if let Some(kind) = kind {
-                acc.kinds[kind] += 1;
-            }
-            let amount = Decimal::from_str(image["amount"]["N"].as_str().unwrap()).unwrap();
-            acc.net += sign;
-            acc.sum += amount * Decimal::from(sign);
-            if image.get("items").is_some() {
-                acc.items += sign;
-            }
-            if sign > 0 {
-                acc.min = Some(acc.min.map_or(amount, |m| m.min(amount)));
-                acc.max = Some(acc.max.map_or(amount, |m| m.max(amount)));
-                acc.customers.insert(s(image, "customer").unwrap());
-            }
-        };
-        let body = &record["dynamodb"];
-        match record["eventName"].as_str().unwrap() {
-            "INSERT" => add(&body["NewImage"], 1, Some(0)),
-            "MODIFY" => {
-                add(&body["OldImage"], -1, None);
-                add(&body["NewImage"], 1, Some(1));
-            }
-            "REMOVE" => add(&body["OldImage"], -1, Some(2)),
-            other => panic!("{other}"),
         }
+        let group = match &query.group_by {
+            Some(_) => value.unwrap(),
+            None => label.clone(),
+        };
+        cells
+            .entry(group)
+            .or_default()
+            .entry(bucket)
+            .or_default()
+            .take(image, sign, kind);
     }
     let mut series: Vec<(Series, Option<Decimal>)> = cells
         .into_iter()
         .map(|(group, buckets)| {
-            let mut total = Acc::default();
+            let mut total = GoldenAcc::default();
             let points = buckets
                 .into_iter()
                 .map(|(start, acc)| {

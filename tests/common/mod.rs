@@ -354,3 +354,90 @@ enabled = false
     );
     streamlens::config::Config::parse(&text, "golden.toml").unwrap()
 }
+
+/// One image's part in the golden pipeline: its change's event time (ms), the image, +1 (a new
+/// image) or −1 (an old image, retracted), and the event kind it is counted as (0 INSERT,
+/// 1 MODIFY, 2 REMOVE; `None` for the old image of a MODIFY). Images the pipeline's filter
+/// drops (`channel` = `test`) are left out.
+pub fn golden_contributions(records: &[Value]) -> Vec<(i64, &Value, i64, Option<usize>)> {
+    let mut out = Vec::new();
+    for record in records {
+        let t = record["dynamodb"]["ApproximateCreationDateTime"]
+            .as_i64()
+            .unwrap()
+            * 1000;
+        let body = &record["dynamodb"];
+        let parts: Vec<(&Value, i64, Option<usize>)> = match record["eventName"].as_str().unwrap() {
+            "INSERT" => vec![(&body["NewImage"], 1, Some(0))],
+            "MODIFY" => vec![
+                (&body["OldImage"], -1, None),
+                (&body["NewImage"], 1, Some(1)),
+            ],
+            "REMOVE" => vec![(&body["OldImage"], -1, Some(2))],
+            other => panic!("{other}"),
+        };
+        for (image, sign, kind) in parts {
+            if golden_s(image, "channel").as_deref() != Some("test") {
+                out.push((t, image, sign, kind));
+            }
+        }
+    }
+    out
+}
+
+/// A string attribute of an image.
+pub fn golden_s(image: &Value, name: &str) -> Option<String> {
+    image[name]["S"].as_str().map(str::to_owned)
+}
+
+/// What the golden pipeline's metrics accumulate for one group, computed plainly.
+#[derive(Debug, Default, Clone)]
+pub struct GoldenAcc {
+    /// INSERT, MODIFY, REMOVE events.
+    pub kinds: [i64; 3],
+    /// Items in minus items out.
+    pub net: i64,
+    /// Net sum of `amount`.
+    pub sum: Decimal,
+    /// Net count of items with `items`.
+    pub items: i64,
+    /// Smallest `amount` written.
+    pub min: Option<Decimal>,
+    /// Largest `amount` written.
+    pub max: Option<Decimal>,
+    /// Customers written.
+    pub customers: std::collections::BTreeSet<String>,
+}
+
+impl GoldenAcc {
+    /// Takes one contribution (see [`golden_contributions`]).
+    pub fn take(&mut self, image: &Value, sign: i64, kind: Option<usize>) {
+        if let Some(kind) = kind {
+            self.kinds[kind] += 1;
+        }
+        let amount = Decimal::from_str(image["amount"]["N"].as_str().unwrap()).unwrap();
+        self.net += sign;
+        self.sum += amount * Decimal::from(sign);
+        if image.get("items").is_some() {
+            self.items += sign;
+        }
+        if sign > 0 {
+            self.min = Some(self.min.map_or(amount, |m| m.min(amount)));
+            self.max = Some(self.max.map_or(amount, |m| m.max(amount)));
+            self.customers.insert(golden_s(image, "customer").unwrap());
+        }
+    }
+
+    /// Adds another group's accumulation.
+    pub fn add(&mut self, other: &GoldenAcc) {
+        for k in 0..3 {
+            self.kinds[k] += other.kinds[k];
+        }
+        self.net += other.net;
+        self.sum += other.sum;
+        self.items += other.items;
+        self.min = [self.min, other.min].into_iter().flatten().min();
+        self.max = [self.max, other.max].into_iter().flatten().max();
+        self.customers.extend(other.customers.iter().cloned());
+    }
+}
