@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p streamlens-aggregator --bench query` (release profile). Settings, all
 //! optional: `BENCH_DAYS` (default 30), `BENCH_GROUPS` (20), `BENCH_RUNS` (runs of each query,
-//! 30), `BENCH_OPENSEARCH=1` to load the same documents into OpenSearch at
+//! 30), `BENCH_STORE=<file>` to keep the embedded store there and reuse it on the next run,
+//! `BENCH_OPENSEARCH=1` to load the same documents into OpenSearch at
 //! `STREAMLENS_OPENSEARCH_URL` (default `http://127.0.0.1:9200`) and time the same queries there
 //! (`BENCH_OPENSEARCH_RUNS`, default 5); `BENCH_QUERY=<text>` runs only the queries whose label
 //! contains it. Prints figures; asserts only that every query answers.
@@ -253,7 +254,10 @@ async fn main() {
         "streamlens query benchmark: {days} days x {groups} groups (+ the total) of 1-minute windows"
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("bench.redb");
+    // BENCH_STORE=<file> keeps the store there and reuses it when it exists (queries only).
+    let kept = std::env::var_os("BENCH_STORE").map(std::path::PathBuf::from);
+    let reuse = kept.as_ref().is_some_and(|p| p.exists());
+    let path = kept.unwrap_or_else(|| dir.path().join("bench.redb"));
     let store = EmbeddedStore::open(&path).expect("open the embedded store");
     let mut seed = 7u64;
     let started = Instant::now();
@@ -261,7 +265,9 @@ async fn main() {
     for d in 0..days {
         let docs = day(d, groups, d == days - 1, &mut seed);
         written += docs.len();
-        store.write(&docs, None).await.expect("write a day");
+        if !reuse {
+            store.write(&docs, None).await.expect("write a day");
+        }
     }
     let took = started.elapsed();
     let size = std::fs::metadata(&path).map_or(0, |m| m.len());

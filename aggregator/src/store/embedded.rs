@@ -90,6 +90,48 @@ struct LeanRollup {
     doc: LeanDoc,
 }
 
+/// The stored form of a rollup: its JSON without the distinct sets, a newline, then the distinct
+/// sets as JSON. A query that does not need the sets (most of an hourly or daily rollup's bytes)
+/// parses the first line only.
+fn encode_rollup(rollup: &Rollup) -> Result<Vec<u8>, serde_json::Error> {
+    let mut head = rollup.clone();
+    let distinct = std::mem::take(&mut head.doc.distinct);
+    let mut out = serde_json::to_vec(&head)?;
+    out.push(b'\n');
+    serde_json::to_writer(&mut out, &distinct)?;
+    Ok(out)
+}
+
+/// A stored rollup, whole.
+fn decode_rollup(bytes: &[u8]) -> Result<Rollup, serde_json::Error> {
+    let (head, tail) = split_rollup(bytes);
+    let mut rollup: Rollup = serde_json::from_slice(head)?;
+    if !tail.is_empty() {
+        rollup.doc.distinct = serde_json::from_slice(tail)?;
+    }
+    Ok(rollup)
+}
+
+/// A stored rollup's document without its distinct sets.
+fn decode_lean_rollup(bytes: &[u8]) -> Result<AggregateDoc, serde_json::Error> {
+    serde_json::from_slice::<LeanRollup>(split_rollup(bytes).0).map(|r| AggregateDoc::from(r.doc))
+}
+
+fn split_rollup(bytes: &[u8]) -> (&[u8], &[u8]) {
+    // Compact JSON never holds a raw newline (strings escape it).
+    match newline_at(bytes) {
+        Some(at) => (&bytes[..at], &bytes[at + 1..]),
+        None => (bytes, &[]),
+    }
+}
+
+fn newline_at(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+/// The rollup format in [`META`]: stores with another one get their rollups rebuilt on open.
+const ROLLUP_FORMAT: &str = "2";
+
 /// One rollup bucket of one group: what [`rebuild_bucket`] needs.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Bucket {
@@ -142,7 +184,7 @@ fn rebuild_bucket(
     );
     match rollup::rebuild(docs, b.start, b.level.1).map_err(|e| e.to_string())? {
         Some(r) => {
-            let json = serde_json::to_vec(&r).map_err(|e| e.to_string())?;
+            let json = encode_rollup(&r).map_err(|e| e.to_string())?;
             rollups
                 .insert(key.as_str(), json.as_slice())
                 .map_err(|e| e.to_string())?;
@@ -179,9 +221,14 @@ impl EmbeddedStore {
             tx.open_table(CHECKPOINTS).map_err(|e| err(&e))?;
             let mut rollups = tx.open_table(ROLLUPS).map_err(|e| err(&e))?;
             let mut meta = tx.open_table(META).map_err(|e| err(&e))?;
-            let built = meta.get("rollups").map_err(|e| err(&e))?.is_some();
+            let built = meta
+                .get("rollups")
+                .map_err(|e| err(&e))?
+                .is_some_and(|v| v.value() == ROLLUP_FORMAT);
             if !built {
-                // Written before rollups existed (or new): build them from the documents.
+                // Written before rollups existed, or in an older format (or new): build them from
+                // the documents.
+                rollups.retain(|_, _| false).map_err(|e| err(&e))?;
                 let mut buckets = std::collections::BTreeSet::new();
                 for entry in aggregates.iter().map_err(|e| err(&e))? {
                     let (_, value) = entry.map_err(|e| err(&e))?;
@@ -195,7 +242,7 @@ impl EmbeddedStore {
                 for b in &buckets {
                     rebuild_bucket(&aggregates, &mut rollups, b).map_err(|e| err(&e))?;
                 }
-                meta.insert("rollups", "1").map_err(|e| err(&e))?;
+                meta.insert("rollups", ROLLUP_FORMAT).map_err(|e| err(&e))?;
             }
         }
         tx.commit().map_err(|e| err(&e))?;
@@ -254,11 +301,11 @@ impl EmbeddedStore {
                     let current = rollups
                         .get(key.as_str())
                         .map_err(|e| self.err(e))?
-                        .map(|v| serde_json::from_slice::<Rollup>(v.value()))
+                        .map(|v| decode_rollup(v.value()))
                         .transpose()
                         .map_err(|e| self.err(format!("bad rollup {key}: {e}")))?;
                     let next = rollup::apply(current, stored.as_ref(), doc, level.1)?;
-                    let json = serde_json::to_vec(&next).map_err(|e| self.err(e))?;
+                    let json = encode_rollup(&next).map_err(|e| self.err(e))?;
                     rollups
                         .insert(key.as_str(), json.as_slice())
                         .map_err(|e| self.err(e))?;
@@ -426,10 +473,9 @@ impl EmbeddedStore {
                 continue;
             }
             let doc = if query.without_distinct {
-                serde_json::from_slice::<LeanRollup>(value.value())
-                    .map(|r| AggregateDoc::from(r.doc))
+                decode_lean_rollup(value.value())
             } else {
-                serde_json::from_slice::<Rollup>(value.value()).map(|r| r.doc)
+                decode_rollup(value.value()).map(|r| r.doc)
             }
             .map_err(|e| self.err(e))?;
             docs.push(doc);
@@ -630,6 +676,32 @@ mod tests {
             store.query_buckets(&q, hour).await.unwrap()
         };
         let first = hours(store.clone()).await;
+        // Read without the distinct sets (only the first line of each stored rollup).
+        let lean = store
+            .query_buckets(
+                &AggQuery {
+                    pipeline: Some("p".into()),
+                    window: Some("1m".into()),
+                    from: Some(0),
+                    to: Some(2 * hour),
+                    dimension: Some("status".into()),
+                    without_distinct: true,
+                    ..AggQuery::default()
+                },
+                hour,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            lean,
+            first
+                .iter()
+                .map(|d| AggregateDoc {
+                    distinct: BTreeMap::new(),
+                    ..d.clone()
+                })
+                .collect::<Vec<_>>()
+        );
         assert_eq!(first.len(), 2);
         assert_eq!((first[0].window_start, first[0].window_end), (0, hour));
         assert_eq!(first[0].sums["amount"], "3");
