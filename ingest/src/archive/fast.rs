@@ -527,31 +527,16 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// After a member: true when another follows (`,`), false at `}` (consumed).
+    /// After a member or element: true when another follows (`,`), false at `close` (`}` or
+    /// `]`, consumed).
     #[inline(always)]
-    fn more_members(&mut self) -> R<bool> {
+    fn more(&mut self, close: u8) -> R<bool> {
         match self.next_token() {
             b',' => {
                 self.i += 1;
                 Ok(true)
             }
-            b'}' => {
-                self.i += 1;
-                Ok(false)
-            }
-            _ => Err(Bail),
-        }
-    }
-
-    /// After an element: true when another follows (`,`), false at `]` (consumed).
-    #[inline(always)]
-    fn more_elements(&mut self) -> R<bool> {
-        match self.next_token() {
-            b',' => {
-                self.i += 1;
-                Ok(true)
-            }
-            b']' => {
+            c if c == close => {
                 self.i += 1;
                 Ok(false)
             }
@@ -611,7 +596,7 @@ impl<'a> Scanner<'a> {
                     loop {
                         self.key()?;
                         self.skip_value()?;
-                        if !self.more_members()? {
+                        if !self.more(b'}')? {
                             break;
                         }
                     }
@@ -623,7 +608,7 @@ impl<'a> Scanner<'a> {
                 if self.open_array()? {
                     loop {
                         self.skip_value()?;
-                        if !self.more_elements()? {
+                        if !self.more(b']')? {
                             break;
                         }
                     }
@@ -666,7 +651,7 @@ impl<'a> Scanner<'a> {
                 } else {
                     self.string()?;
                 }
-                if !self.more_elements()? {
+                if !self.more(b']')? {
                     break;
                 }
             }
@@ -757,7 +742,7 @@ impl<'a> Scanner<'a> {
                 if self.open_array()? {
                     loop {
                         self.attribute(None, out)?;
-                        if !self.more_elements()? {
+                        if !self.more(b']')? {
                             break;
                         }
                     }
@@ -801,7 +786,7 @@ impl<'a> Scanner<'a> {
                 }
             }
             self.attribute(child, out)?;
-            if !self.more_members()? {
+            if !self.more(b'}')? {
                 break;
             }
         }
@@ -889,7 +874,7 @@ impl<'a> Scanner<'a> {
                 }
                 _ => self.skip_value()?,
             }
-            if !self.more_members()? {
+            if !self.more(b'}')? {
                 break;
             }
         }
@@ -945,7 +930,7 @@ impl<'a> Scanner<'a> {
                 }
                 _ => self.skip_value()?,
             }
-            if !self.more_members()? {
+            if !self.more(b'}')? {
                 break;
             }
         }
@@ -1012,7 +997,7 @@ impl<'a> Scanner<'a> {
                 }
                 _ => self.skip_value()?,
             }
-            if !self.more_members()? {
+            if !self.more(b'}')? {
                 break;
             }
         }
