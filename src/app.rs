@@ -62,11 +62,9 @@ pub async fn run(
                 pipeline: config.pipeline.name.clone(),
                 stamp: version_seed,
             })),
-            // With an archive to archive to, whole events are needed; else read only what the
-            // engine reads.
-            projection: config
-                .archive_to
-                .is_none()
+            // With an archive to archive to or a change index to keep, whole events are needed;
+            // else read only what the engine reads.
+            projection: (config.archive_to.is_none() && !config.changes.enabled)
                 .then(|| engine.projection().clone()),
         },
     )
@@ -125,6 +123,11 @@ pub async fn run(
             site_root: config.dashboard.site_root.clone(),
             health,
             query: query_engine(store.clone(), config.pipeline.clone()),
+            changes: if config.changes.enabled {
+                change_search(store.clone())
+            } else {
+                streamlens_dashboard::server::no_changes()
+            },
         };
         let app = router(state).route(
             "/metrics",
@@ -153,6 +156,10 @@ pub async fn run(
         store.clone(),
         quarantine,
         archive,
+        config.changes.enabled.then(|| pipeline::ChangeIndex {
+            table: config.change_table(),
+            retention_ms: config.change_retention_ms().unwrap_or(i64::MAX),
+        }),
         updates,
         progress,
         shutdown.clone(),
@@ -208,6 +215,21 @@ fn query_engine(
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
             streamlens_aggregator::query::run(store.as_ref(), &spec, &query, now).await
+        })
+    })
+}
+
+/// `POST /api/changes`: change searches answered from the store's change index.
+fn change_search(
+    store: Arc<dyn streamlens_aggregator::Store>,
+) -> streamlens_dashboard::server::ChangesFn {
+    Arc::new(move |query| {
+        let store = store.clone();
+        Box::pin(async move {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            streamlens_aggregator::changes::search(store.as_ref(), &query, now).await
         })
     })
 }

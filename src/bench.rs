@@ -133,6 +133,9 @@ kind = "embedded"
 path = "{dir}/bench.redb"
 
 {spec}
+[changes]
+enabled = false
+
 [dashboard]
 enabled = false
 "#,

@@ -79,9 +79,47 @@ pub struct Config {
     pub store: StoreConfig,
     /// What to aggregate.
     pub pipeline: PipelineSpec,
+    /// The raw change index (forensics).
+    #[serde(default)]
+    pub changes: ChangesConfig,
     /// The web dashboard and API.
     #[serde(default)]
     pub dashboard: DashboardConfig,
+}
+
+/// `[changes]`: the raw change index. Every change read is kept whole — table, item key, kind,
+/// event time, sequence number, shard, both images and the attributes it touched — in the store
+/// (its own daily indices in OpenSearch, its own tables in the embedded store) and searched by
+/// `POST /api/changes`, `streamlens changes` and the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesConfig {
+    /// Keep the change index. Off, an archive source reads only the attributes the pipeline
+    /// needs, which is faster.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long changes are kept, counted back from the newest change read (so a replay of old
+    /// data keeps its last days too): `7d`, `24h`, ...
+    #[serde(default = "default_retention")]
+    pub retention: String,
+    /// The table name changes are filed under: the source's table by default (the pipeline's name
+    /// for an archive source).
+    #[serde(default)]
+    pub table: Option<String>,
+}
+
+impl Default for ChangesConfig {
+    fn default() -> Self {
+        ChangesConfig {
+            enabled: true,
+            retention: default_retention(),
+            table: None,
+        }
+    }
+}
+
+fn default_retention() -> String {
+    "7d".to_owned()
 }
 
 /// `[dashboard]`: the web UI, the JSON API and `/metrics`.
@@ -151,7 +189,42 @@ impl Config {
             path: name.to_owned(),
             message: e.to_string(),
         })?;
+        config
+            .change_retention_ms()
+            .map_err(|message| ConfigError::Parse {
+                path: name.to_owned(),
+                message,
+            })?;
         Ok(config)
+    }
+
+    /// `[changes] retention` in milliseconds.
+    pub fn change_retention_ms(&self) -> Result<i64, String> {
+        let text = &self.changes.retention;
+        humantime::parse_duration(text)
+            .map_err(|e| format!("changes.retention: `{text}` is not a duration: {e}"))
+            .and_then(|d| {
+                i64::try_from(d.as_millis())
+                    .map_err(|_| format!("changes.retention: `{text}` is too long"))
+            })
+    }
+
+    /// The table name changes are filed under.
+    pub fn change_table(&self) -> String {
+        if let Some(table) = &self.changes.table {
+            return table.clone();
+        }
+        match &self.source {
+            SourceConfig::Dynamodb(c) => c
+                .stream_arn
+                .as_deref()
+                .and_then(|arn| arn.split("table/").nth(1))
+                .and_then(|rest| rest.split('/').next())
+                .or(c.table.as_deref())
+                .unwrap_or(&self.pipeline.name)
+                .to_owned(),
+            _ => self.pipeline.name.clone(),
+        }
     }
 
     /// The embedded demo: the sample orders stream replayed live into the embedded store.
@@ -179,6 +252,7 @@ impl Config {
                 ..PipelineSpec::default()
             },
             dashboard: DashboardConfig::default(),
+            changes: ChangesConfig::default(),
             archive_to: None,
             data_dir,
         }
@@ -213,5 +287,27 @@ mod tests {
         assert_eq!(config.pipeline.windows, vec!["1m"]);
         assert!(matches!(config.store, StoreConfig::Embedded(_)));
         assert_eq!(config.dashboard.listen.port(), 3000);
+        assert!(config.changes.enabled);
+        assert_eq!(config.change_retention_ms(), Ok(7 * 86_400_000));
+        assert_eq!(config.change_table(), "default");
+    }
+
+    #[test]
+    fn a_bad_retention_is_named() {
+        let text = "[source]\nkind = \"archive\"\npath = \"a\"\n[pipeline]\n[changes]\nretention = \"a week\"\n";
+        let err = Config::parse(text, "r.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("changes.retention") && err.contains("a week"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn changes_are_filed_under_the_streams_table() {
+        let text = "[source]\nkind = \"dynamodb\"\nstream_arn = \"arn:aws:dynamodb:us-east-1:1:table/orders/stream/2026\"\n[pipeline]\n";
+        assert_eq!(
+            Config::parse(text, "t.toml").unwrap().change_table(),
+            "orders"
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::{
 };
 
 use streamlens_aggregator::{store::StoredCheckpoint, window::Rejected, Store, WindowEngine};
-use streamlens_core::{AggregateDoc, EventKind, StreamRecord};
+use streamlens_core::{AggregateDoc, ChangeDoc, EventKind, StreamRecord};
 use streamlens_ingest::{
     archive::ArchiveWriter, Batch, Checkpoint, Commit, Committer, Quarantined, Source,
     SourceSummary,
@@ -28,6 +28,19 @@ use crate::quarantine::Quarantine;
 const CHANNEL_BATCHES: usize = 16;
 /// At most this many events are aggregated in one engine pass.
 const MAX_EVENTS_PER_PASS: usize = 20_000;
+
+/// How often old changes are dropped from the change index.
+const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The store's change index, when kept: every change read is written to it, in the same pass
+/// and before the checkpoint that covers it.
+#[derive(Debug, Clone)]
+pub struct ChangeIndex {
+    /// The table changes are filed under.
+    pub table: String,
+    /// Changes older than the newest change read minus this are dropped.
+    pub retention_ms: i64,
+}
 
 /// Live updates: the documents each engine pass changed.
 pub type Updates = broadcast::Sender<Arc<Vec<AggregateDoc>>>;
@@ -100,6 +113,7 @@ pub async fn run(
     store: Arc<dyn Store>,
     mut quarantine: Quarantine,
     mut archive: Option<ArchiveWriter>,
+    changes: Option<ChangeIndex>,
     updates: Updates,
     progress: Arc<Progress>,
     shutdown: CancellationToken,
@@ -115,6 +129,7 @@ pub async fn run(
     let source_task = tokio::spawn(source.run(tx, shutdown.clone()));
     let mut summary = RunSummary::default();
     let mut pending: Vec<Batch> = Vec::new();
+    let mut expired_at: Option<Instant> = None;
     loop {
         let first = tokio::select! {
             batch = rx.recv() => batch,
@@ -188,8 +203,21 @@ pub async fn run(
         {
             metrics::counter!("streamlens_events_total", "kind" => kind).increment(n);
         }
+        let change_docs: Vec<ChangeDoc> = match &changes {
+            Some(index) => all.iter().map(|e| ChangeDoc::of(&index.table, e)).collect(),
+            None => Vec::new(),
+        };
+        // The change index is written while the engine works; both are done before the
+        // checkpoint moves.
+        let indexed = async {
+            if change_docs.is_empty() {
+                Ok(Default::default())
+            } else {
+                store.write_changes(&change_docs).await
+            }
+        };
         // The polars pass is CPU work: keep it off the async workers.
-        let (back, applied, all, projected) = tokio::task::spawn_blocking(move || {
+        let pass = tokio::task::spawn_blocking(move || {
             let applied = engine.apply(&all).and_then(|mut rejected| {
                 let offset = all.len();
                 for r in engine.apply_projected(&projected)? {
@@ -201,10 +229,33 @@ pub async fn run(
                 Ok(rejected)
             });
             (engine, applied, all, projected)
-        })
-        .await
-        .map_err(|e| std::io::Error::other(format!("engine task failed: {e}")))?;
+        });
+        let (pass, indexed) = tokio::join!(pass, indexed);
+        let (back, applied, all, projected) =
+            pass.map_err(|e| std::io::Error::other(format!("engine task failed: {e}")))?;
         engine = back;
+        for refused in indexed?.rejected {
+            quarantine.put(&Quarantined {
+                origin: format!("change {}", refused.id),
+                reason: format!("the change index refused the change: {}", refused.reason),
+                raw: refused.json,
+            })?;
+        }
+        if !change_docs.is_empty() {
+            metrics::counter!("streamlens_changes_indexed_total")
+                .increment(change_docs.len() as u64);
+        }
+        drop(change_docs);
+        if let Some(index) = &changes {
+            if expired_at.is_none_or(|at| at.elapsed() >= EXPIRE_EVERY) {
+                expired_at = Some(Instant::now());
+                let before = engine.max_event_time().saturating_sub(index.retention_ms);
+                let dropped = store.expire_changes(before).await?;
+                if dropped > 0 {
+                    tracing::info!(dropped, before, "old changes dropped from the change index");
+                }
+            }
+        }
         for rejected in applied? {
             if rejected.late {
                 metrics::counter!("streamlens_late_total").increment(1);

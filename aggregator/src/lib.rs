@@ -1,5 +1,6 @@
 //! Aggregation and storage.
 //!
+//! * [`changes`] — change searches checked and resolved for the stores' change index;
 //! * [`config`] — the pipeline spec (dimensions, metrics, window sizes) and the store settings;
 //! * [`window`] — the polars tumbling-window engine: exact net sums and counts by event time, with
 //!   MODIFY and REMOVE retracting the old image;
@@ -8,6 +9,7 @@
 //!   (the default, no server) and OpenSearch; both merge the partial documents of several workers
 //!   at query time and roll back writes a checkpoint does not cover.
 
+pub mod changes;
 pub mod config;
 pub mod decimal;
 pub mod query;

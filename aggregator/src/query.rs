@@ -88,7 +88,7 @@ fn invalid(message: String) -> QueryError {
 }
 
 /// A time of the request in epoch ms.
-fn time(field: &str, arg: &TimeArg, now_ms: i64) -> Result<i64, QueryError> {
+pub(crate) fn time(field: &str, arg: &TimeArg, now_ms: i64) -> Result<i64, QueryError> {
     let bad = |text: &str, why: &str| {
         invalid(format!(
             "`{field}`: `{text}` is not a time ({why}; give epoch milliseconds, an ISO-8601 time, \

@@ -8,6 +8,8 @@
 //! * [`projection`] — changes reduced to the attributes a pipeline reads ([`ProjectedChange`]).
 //! * [`aggregate`] — the windowed aggregate documents the aggregator writes, the stores keep and the
 //!   dashboard shows, plus the [`AggregateReader`] the dashboard queries them through.
+//! * [`changes`] — the raw change index: every change kept whole ([`ChangeDoc`]) and searched by
+//!   key, time, kind and changed attribute ([`ChangeReader`]).
 //! * [`health`] — the pipeline's health (per shard position, lag, errors, gaps) as `/api/health`
 //!   and the dashboard show it.
 //!
@@ -16,6 +18,7 @@
 
 pub mod aggregate;
 pub mod attr;
+pub mod changes;
 pub mod event;
 pub mod health;
 pub mod projection;
@@ -23,6 +26,7 @@ pub mod query;
 
 pub use aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo, PrevValues};
 pub use attr::{AttributeValue, Item};
+pub use changes::{ChangeDoc, ChangePage, ChangeQuery, ChangeReader, ChangeSearch};
 pub use event::{ChangeEvent, EventKind, StreamRecord};
 pub use health::{PipelineHealth, ShardStatus};
 pub use projection::{ProjectedChange, ProjectedImage, Projection, Scalar, ScalarKind};

@@ -26,7 +26,7 @@ use streamlens_core::{
     aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo, ALL_DIMENSION},
     Error,
 };
-use streamlens_dashboard::server::{no_query, router, DashboardState};
+use streamlens_dashboard::server::{no_changes, no_query, router, DashboardState};
 use tokio::sync::broadcast;
 
 const PIPELINE: &str = "orders";
@@ -227,6 +227,7 @@ async fn main() -> std::io::Result<()> {
         site_root,
         health,
         query: no_query(),
+        changes: no_changes(),
     });
 
     // One random change per second.

@@ -15,6 +15,7 @@
 //!     site_root: PathBuf::from("target/site"), // holds pkg/ from build-client.sh
 //!     health: streamlens_dashboard::server::no_health(), // or the running pipeline's
 //!     query: streamlens_dashboard::server::no_query(), // or the pipeline's query engine
+//!     changes: streamlens_dashboard::server::no_changes(), // or the store's change index
 //! });
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app).await
@@ -44,6 +45,9 @@
 //!   type) and a query the pipeline cannot answer (unknown metric or dimension, bad time or
 //!   interval, …) are a `400` with `{"error": "..."}` naming the problem; a store that cannot
 //!   answer is a `503`.
+//! * `POST /api/changes` — a [`ChangeQuery`] as JSON in (item key, time range, kinds, changed
+//!   attribute, page size and cursor), a [`ChangePage`] out, answered by
+//!   [`DashboardState::changes`] from the store's change index; errors as for `/api/query`.
 //! * `GET /api/openapi.json` — the OpenAPI 3.1 description of these routes.
 //! * `POST /api/snapshot` — the page's server function ([`crate::app::load_snapshot`]).
 //! * `GET /pkg/*` — files under `<site_root>/pkg`: `streamlens_dashboard.js` and
@@ -75,6 +79,7 @@ use leptos::{config::LeptosOptions, context::provide_context};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use streamlens_core::{
     aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo},
+    changes::{ChangePage, ChangeQuery},
     health::PipelineHealth,
     query::{MetricQuery, QueryError, QueryResult},
 };
@@ -106,11 +111,29 @@ pub struct DashboardState {
     pub health: HealthFn,
     /// Answers `POST /api/query`. [`no_query`] when there is no query engine behind the page.
     pub query: QueryFn,
+    /// Answers `POST /api/changes`. [`no_changes`] when there is no change index behind the
+    /// page.
+    pub changes: ChangesFn,
 }
 
 /// Answers a metric query.
 pub type QueryFn =
     Arc<dyn Fn(MetricQuery) -> BoxFuture<'static, Result<QueryResult, QueryError>> + Send + Sync>;
+
+/// Answers a change search.
+pub type ChangesFn =
+    Arc<dyn Fn(ChangeQuery) -> BoxFuture<'static, Result<ChangePage, QueryError>> + Send + Sync>;
+
+/// A change search for a dashboard without a change index: every search is refused.
+pub fn no_changes() -> ChangesFn {
+    Arc::new(|_| {
+        Box::pin(async {
+            Err(QueryError::Invalid(
+                "this dashboard keeps no change index ([changes] enabled = false)".to_owned(),
+            ))
+        })
+    })
+}
 
 /// A query engine for a dashboard without a pipeline spec behind it: every query is refused.
 pub fn no_query() -> QueryFn {
@@ -144,6 +167,7 @@ struct Shared {
     info: PipelineInfo,
     health: HealthFn,
     query: QueryFn,
+    changes: ChangesFn,
 }
 
 impl ServerContext {
@@ -273,6 +297,7 @@ pub fn router(state: DashboardState) -> Router {
         site_root,
         health,
         query,
+        changes,
     } = state;
     let pkg_dir = site_root.join("pkg");
     warn_if_bundle_missing(&pkg_dir);
@@ -288,6 +313,7 @@ pub fn router(state: DashboardState) -> Router {
         info,
         health,
         query,
+        changes,
     }));
     let state = AppState {
         leptos_options: leptos_options.clone(),
@@ -299,6 +325,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/api/aggregates", get(aggregates))
         .route("/api/pipeline", get(pipeline))
         .route("/api/query", post(metric_query))
+        .route("/api/changes", post(change_search))
         .route("/api/openapi.json", get(openapi))
         .route("/api/stream", get(stream))
         .nest_service("/pkg", ServeDir::new(pkg_dir))
@@ -382,6 +409,29 @@ async fn metric_query(
         Err(QueryError::Invalid(message)) => error(StatusCode::BAD_REQUEST, message),
         Err(e @ QueryError::Store(_)) => {
             tracing::warn!(error = %e, "metric query failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
+}
+
+async fn change_search(
+    State(context): State<ServerContext>,
+    body: Result<Json<ChangeQuery>, JsonRejection>,
+) -> Response {
+    let query = match body {
+        Ok(Json(query)) => query,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid change search: {}", e.body_text()),
+            )
+        }
+    };
+    match (context.0.changes)(query).await {
+        Ok(page) => Json(page).into_response(),
+        Err(QueryError::Invalid(message)) => error(StatusCode::BAD_REQUEST, message),
+        Err(e @ QueryError::Store(_)) => {
+            tracing::warn!(error = %e, "change search failed");
             error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
     }

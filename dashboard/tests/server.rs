@@ -22,7 +22,9 @@ use streamlens_core::{
     health::{GapNote, PipelineHealth, ShardStatus},
     Error,
 };
-use streamlens_dashboard::server::{no_health, no_query, router, DashboardState, HealthFn};
+use streamlens_dashboard::server::{
+    no_changes, no_health, no_query, router, DashboardState, HealthFn,
+};
 use tokio::sync::broadcast;
 use tower::ServiceExt;
 
@@ -91,6 +93,7 @@ fn app_with(health: HealthFn) -> (Router, broadcast::Sender<Arc<Vec<AggregateDoc
         site_root: PathBuf::from("/nonexistent/site"),
         health,
         query: no_query(),
+        changes: no_changes(),
     });
     (app, updates)
 }

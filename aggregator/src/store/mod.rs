@@ -18,7 +18,9 @@ pub mod rollup;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use streamlens_core::{AggQuery, AggregateDoc, AggregateReader, PrevValues};
+use streamlens_core::{
+    AggQuery, AggregateDoc, AggregateReader, ChangeDoc, ChangeReader, PrevValues,
+};
 
 use crate::{
     config::StoreConfig,
@@ -108,7 +110,7 @@ pub struct RejectedDoc {
 
 /// A place aggregates are written to and read from.
 #[async_trait::async_trait]
-pub trait Store: AggregateReader {
+pub trait Store: AggregateReader + ChangeReader {
     /// Writes (creates or replaces) documents and, after them, the checkpoint they cover (under
     /// the checkpoint's pipeline and worker); returns once both are durable. The embedded store
     /// commits both in one transaction; OpenSearch writes the checkpoint only once every document
@@ -152,6 +154,17 @@ pub trait Store: AggregateReader {
         committed_version: u64,
         stamp: u64,
     ) -> Result<u64, Error>;
+
+    /// Adds changes to the change index (see [`streamlens_core::changes`]). A change written
+    /// again (same table, shard and sequence number) replaces itself, so a replay or a restart
+    /// that reads changes twice keeps one copy. Changes the store refuses for themselves are
+    /// returned in [`Written::rejected`], to be quarantined.
+    async fn write_changes(&self, changes: &[ChangeDoc]) -> Result<Written, Error>;
+
+    /// Drops changes older than `before_ms` (event time) from the change index; returns how
+    /// many were dropped (OpenSearch drops whole daily indices: it keeps up to a day more, and
+    /// counts indices).
+    async fn expire_changes(&self, before_ms: i64) -> Result<u64, Error>;
 
     /// Makes everything written visible to queries.
     async fn flush(&self) -> Result<(), Error> {

@@ -17,6 +17,8 @@
 //! item refused for itself (a mapping error) is returned to the caller to quarantine; the rest
 //! proceed.
 
+mod changes;
+
 use opensearch::{
     auth::Credentials,
     http::{request::JsonBody, response::Response},
@@ -31,7 +33,7 @@ use opensearch::{
     BulkParts, IndexParts, OpenSearch, SearchParts,
 };
 use serde_json::{json, Value};
-use streamlens_core::{AggQuery, AggregateDoc, AggregateReader};
+use streamlens_core::{AggQuery, AggregateDoc, AggregateReader, ChangeDoc};
 
 use super::{
     check_checkpoint, checkpoint_id, filter_docs,
@@ -88,6 +90,15 @@ impl BulkItem {
             id,
             source: Some(source),
         })
+    }
+
+    /// Index `source` under `id` in `index`, unversioned (a rewrite replaces it).
+    fn plain(index: String, id: String, source: Value) -> Self {
+        BulkItem {
+            action: json!({ "index": { "_index": index, "_id": id } }),
+            id,
+            source: Some(source),
+        }
     }
 
     /// Delete `id`, leaving a tombstone at an external version.
@@ -276,6 +287,8 @@ pub struct OpenSearchStore {
     client: OpenSearch,
     index: String,
     checkpoints: String,
+    /// The change indices' name without the day: `<prefix>-changes`.
+    changes: String,
     url: String,
     /// How long a request is retried for.
     retry_for: std::time::Duration,
@@ -318,6 +331,7 @@ impl OpenSearchStore {
             client: OpenSearch::new(transport),
             index: format!("{}-aggregates", config.index_prefix),
             checkpoints: format!("{}-checkpoints", config.index_prefix),
+            changes: format!("{}-changes", config.index_prefix),
             url,
             retry_for: humantime::parse_duration(&config.retry_for).map_err(|e| {
                 Error::StoreConfig(format!(
@@ -327,6 +341,7 @@ impl OpenSearchStore {
             })?,
         };
         store.install(&config.index_prefix).await?;
+        store.install_changes().await?;
         Ok(store)
     }
 
@@ -729,12 +744,21 @@ impl Store for OpenSearchStore {
         Ok(changed)
     }
 
+    async fn write_changes(&self, changes: &[ChangeDoc]) -> Result<Written, Error> {
+        self.write_changes_to(changes).await
+    }
+
+    async fn expire_changes(&self, before_ms: i64) -> Result<u64, Error> {
+        self.expire_changes_before(before_ms).await
+    }
+
     async fn flush(&self) -> Result<(), Error> {
+        let changes = self.changes_pattern();
         let response = self
             .send("refresh", || async {
                 self.client
                     .indices()
-                    .refresh(IndicesRefreshParts::Index(&[&self.index]))
+                    .refresh(IndicesRefreshParts::Index(&[&self.index, &changes]))
                     .send()
                     .await
             })

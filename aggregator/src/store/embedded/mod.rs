@@ -8,7 +8,9 @@
 //! into 5-minute, hourly and daily buckets are kept in their own table, updated in the same
 //! transaction as the documents, and answer [`AggregateReader::query_buckets`] when a query's
 //! buckets are a multiple of theirs. A store written before rollups existed gets them built when
-//! it is opened.
+//! it is opened. The [change index](changes) lives in two more tables of the same file.
+
+mod changes;
 
 use std::{path::Path, sync::Arc};
 
@@ -219,6 +221,8 @@ impl EmbeddedStore {
         {
             let aggregates = tx.open_table(AGGREGATES).map_err(|e| err(&e))?;
             tx.open_table(CHECKPOINTS).map_err(|e| err(&e))?;
+            tx.open_table(changes::CHANGES).map_err(|e| err(&e))?;
+            tx.open_table(changes::CHANGE_KEYS).map_err(|e| err(&e))?;
             let mut rollups = tx.open_table(ROLLUPS).map_err(|e| err(&e))?;
             let mut meta = tx.open_table(META).map_err(|e| err(&e))?;
             let built = meta
@@ -554,6 +558,27 @@ impl Store for EmbeddedStore {
         })
         .await
         .map_err(|e| self.err(e))?
+    }
+
+    async fn write_changes(
+        &self,
+        changes: &[streamlens_core::ChangeDoc],
+    ) -> Result<Written, Error> {
+        if changes.is_empty() {
+            return Ok(Written::default());
+        }
+        let store = self.clone();
+        let changes = changes.to_vec();
+        tokio::task::spawn_blocking(move || store.write_changes_blocking(&changes))
+            .await
+            .map_err(|e| self.err(e))?
+    }
+
+    async fn expire_changes(&self, before_ms: i64) -> Result<u64, Error> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.expire_changes_blocking(before_ms))
+            .await
+            .map_err(|e| self.err(e))?
     }
 
     fn describe(&self) -> String {
