@@ -58,6 +58,9 @@ enum Command {
     /// Query a metric over time (re-bucketed, grouped, filtered, top N) from a config's store or
     /// a running dashboard.
     Query(streamlens::query_cli::QueryArgs),
+    /// Search the raw change index (by item key, time range, kind, changed attribute) from a
+    /// config's store or a running dashboard.
+    Changes(streamlens::changes_cli::ChangesArgs),
     /// Check a config file and print what it means.
     Check {
         /// The config file.
@@ -178,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         }
         Command::Query(args) => streamlens::query_cli::run(args).await?,
+        Command::Changes(args) => streamlens::changes_cli::run(args).await?,
         Command::Check { config } => {
             let config = Config::load(&config)?;
             println!("{config:#?}");

@@ -66,7 +66,7 @@ pub struct QueryArgs {
     pub format: Format,
 }
 
-fn time_arg(text: &str) -> TimeArg {
+pub(crate) fn time_arg(text: &str) -> TimeArg {
     text.parse::<i64>()
         .map(TimeArg::Millis)
         .unwrap_or_else(|_| TimeArg::Text(text.to_owned()))
@@ -112,10 +112,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             let store = streamlens_aggregator::store::open(&config.store)
                 .await
                 .context("opening the store")?;
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            streamlens_aggregator::query::run(store.as_ref(), &config.pipeline, &query, now)
+            streamlens_aggregator::query::run(store.as_ref(), &config.pipeline, &query, now_ms())
                 .await
                 .map_err(|e| match e {
                     QueryError::Invalid(m) => anyhow::anyhow!("bad query: {m}"),
@@ -130,10 +127,20 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
 
 /// `POST /api/query` on a dashboard.
 async fn ask(url: &str, query: &MetricQuery) -> anyhow::Result<QueryResult> {
-    let endpoint = format!("{}/api/query", url.trim_end_matches('/'));
+    post(url, "/api/query", query).await
+}
+
+/// POSTs `body` as JSON to `path` of a dashboard at `url`; a 400 is a "bad query" error with the
+/// dashboard's message.
+pub(crate) async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+    url: &str,
+    path: &str,
+    body: &B,
+) -> anyhow::Result<R> {
+    let endpoint = format!("{}{path}", url.trim_end_matches('/'));
     let response = reqwest::Client::new()
         .post(&endpoint)
-        .json(query)
+        .json(body)
         .send()
         .await
         .with_context(|| format!("asking {endpoint}"))?;
@@ -152,7 +159,14 @@ async fn ask(url: &str, query: &MetricQuery) -> anyhow::Result<QueryResult> {
     serde_json::from_value(body).with_context(|| format!("{endpoint} answered something else"))
 }
 
-fn iso(ms: i64) -> String {
+/// Now, epoch ms.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub(crate) fn iso(ms: i64) -> String {
     let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(time).to_string()
 }
@@ -251,7 +265,7 @@ pub fn render(result: &QueryResult, format: Format) -> anyhow::Result<String> {
 }
 
 /// A CSV field, quoted when it needs to be.
-fn csv_field(text: &str) -> String {
+pub(crate) fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {

@@ -167,4 +167,104 @@ fn query_prints_the_api_answer_as_table_json_and_csv() {
         stderr.contains("--filter `status` is not `dimension=value1,value2`"),
         "{stderr}"
     );
+    changes_prints_an_items_changes(config);
+}
+
+/// `streamlens changes` on the store the query test filled: an item's changes are the records
+/// of that key, in order; a MODIFY shows `attribute: old → new`; pages chain; bad flags are named.
+fn changes_prints_an_items_changes(config: &str) {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/orders.ndjson.gz"),
+        )
+        .unwrap(),
+    )
+    .read_to_string(&mut text)
+    .unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // An item with a MODIFY of its status.
+    let modify = records
+        .iter()
+        .find(|r| {
+            let d = &r["dynamodb"];
+            r["eventName"] == "MODIFY" && d["OldImage"]["status"] != d["NewImage"]["status"]
+        })
+        .unwrap();
+    let pk = modify["dynamodb"]["Keys"]["pk"]["S"].as_str().unwrap();
+    let mut want: Vec<(i64, String, &str)> = records
+        .iter()
+        .filter(|r| r["dynamodb"]["Keys"]["pk"]["S"] == pk)
+        .map(|r| {
+            let d = &r["dynamodb"];
+            (
+                d["ApproximateCreationDateTime"].as_i64().unwrap(),
+                format!("{:0>40}", d["SequenceNumber"].as_str().unwrap()),
+                r["eventID"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    want.sort();
+    let key = format!("pk={pk}");
+    let (ok, stdout, stderr) = streamlens(&[
+        "changes", "--config", config, "--key", &key, "--all", "--limit", "2", "--format", "ndjson",
+    ]);
+    assert!(ok, "{stderr}");
+    let got: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(want.len() > 2, "{want:?}");
+    assert_eq!(
+        got.iter()
+            .map(|c| c["event_id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        want.iter().map(|w| w.2).collect::<Vec<_>>()
+    );
+
+    let (ok, table, stderr) = streamlens(&["changes", "--config", config, "--key", &key]);
+    assert!(ok, "{stderr}");
+    let line = format!(
+        "status: {} → {}",
+        modify["dynamodb"]["OldImage"]["status"]["S"]
+            .as_str()
+            .unwrap(),
+        modify["dynamodb"]["NewImage"]["status"]["S"]
+            .as_str()
+            .unwrap()
+    );
+    assert!(table.contains(&line), "{table} lacks {line}");
+    assert_eq!(table.lines().count(), want.len() + 1, "{table}");
+
+    let (ok, page, stderr) = streamlens(&["changes", "--config", config, "--limit", "3"]);
+    assert!(ok, "{stderr}");
+    let cursor = page
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("(more: --after '"))
+        .and_then(|l| l.strip_suffix("')"))
+        .unwrap_or_else(|| panic!("no cursor in {page}"));
+    let (ok, next, stderr) = streamlens(&[
+        "changes", "--config", config, "--limit", "3", "--after", cursor, "--format", "ndjson",
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, six, stderr) = streamlens(&[
+        "changes", "--config", config, "--limit", "6", "--format", "ndjson",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        next.lines().collect::<Vec<_>>(),
+        six.lines().skip(3).collect::<Vec<_>>()
+    );
+
+    let (ok, _, stderr) = streamlens(&["changes", "--config", config, "--kind", "UPSERT"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("bad query: `kinds`: unknown kind `UPSERT`"),
+        "{stderr}"
+    );
 }
