@@ -54,6 +54,10 @@ enum Command {
         /// Two dimensions, a hopping window and every metric kind instead of 1m × one dimension.
         #[arg(long)]
         full: bool,
+        /// Keep the change index too (every change written whole to the store), as a live
+        /// pipeline does by default; the archive is then decoded whole, not projected.
+        #[arg(long)]
+        changes: bool,
     },
     /// Query a metric over time (re-bucketed, grouped, filtered, top N) from a config's store or
     /// a running dashboard.
@@ -169,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
             file,
             gzip,
             full,
+            changes,
         } => {
             streamlens::bench::run(streamlens::bench::BenchArgs {
                 records,
@@ -177,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
                 file,
                 gzip,
                 full,
+                changes,
             })
             .await?;
         }
