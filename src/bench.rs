@@ -188,7 +188,10 @@ enabled = false
         if args.changes { "kept" } else { "off" },
         store_bytes as f64 / 1e6,
         if args.changes && events > 0 {
-            format!(" ({:.0} bytes per change)", store_bytes as f64 / events as f64)
+            format!(
+                " ({:.0} bytes per change)",
+                store_bytes as f64 / events as f64
+            )
         } else {
             String::new()
         }

@@ -9,7 +9,7 @@
 use std::{fmt::Write as _, path::PathBuf};
 
 use anyhow::Context;
-use streamlens_core::{attr::AttributeValue, ChangeDoc, ChangePage, ChangeQuery, Item, QueryError};
+use streamlens_core::{attr::AttributeValue, ChangeDoc, ChangePage, ChangeQuery, QueryError};
 
 use crate::{
     config::Config,
@@ -163,47 +163,34 @@ fn shown(value: Option<&AttributeValue>) -> String {
     value.map_or_else(|| "(none)".to_owned(), AttributeValue::label)
 }
 
-/// What a change did, in words: `a: old → new` per changed top-level attribute of a MODIFY, the
-/// attributes of an INSERT or a REMOVE.
+/// What a change did, in words: `a: old → new` per changed attribute of a MODIFY, `a=value` per
+/// attribute of an INSERT or a REMOVE.
 pub fn describe(change: &ChangeDoc) -> String {
-    let get = |image: &Option<Item>, path: &str| -> Option<AttributeValue> {
-        streamlens_core::attr::lookup(image.as_ref()?, path).cloned()
-    };
-    let top: Vec<&String> = change
-        .changed
-        .iter()
-        .filter(|path| {
-            // A map's own path covers its inner paths.
-            !change
-                .changed
-                .iter()
-                .any(|other| path.starts_with(&format!("{other}.")))
-        })
-        .collect();
+    let steps = change.steps();
     match change.kind.as_str() {
-        "MODIFY" if change.old_image.is_some() && change.new_image.is_some() => top
+        _ if steps.is_empty() && change.kind == "MODIFY" => "(images not in the stream)".to_owned(),
+        "INSERT" => steps
             .iter()
-            .map(|path| {
+            .map(|s| format!("{}={}", s.path, shown(s.new.as_ref())))
+            .collect::<Vec<_>>()
+            .join(", "),
+        "REMOVE" => steps
+            .iter()
+            .map(|s| format!("{}={}", s.path, shown(s.old.as_ref())))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => steps
+            .iter()
+            .map(|s| {
                 format!(
-                    "{path}: {} → {}",
-                    shown(get(&change.old_image, path).as_ref()),
-                    shown(get(&change.new_image, path).as_ref())
+                    "{}: {} → {}",
+                    s.path,
+                    shown(s.old.as_ref()),
+                    shown(s.new.as_ref())
                 )
             })
             .collect::<Vec<_>>()
             .join(", "),
-        "INSERT" | "REMOVE" => {
-            let image = if change.kind == "INSERT" {
-                &change.new_image
-            } else {
-                &change.old_image
-            };
-            top.iter()
-                .map(|path| format!("{path}={}", shown(get(image, path).as_ref())))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-        _ => "(images not in the stream)".to_owned(),
     }
 }
 

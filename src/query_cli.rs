@@ -167,8 +167,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 pub(crate) fn iso(ms: i64) -> String {
-    let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(time).to_string()
+    streamlens_core::query::iso8601(ms)
 }
 
 /// The answer in `format`.
@@ -178,22 +177,7 @@ pub fn render(result: &QueryResult, format: Format) -> anyhow::Result<String> {
         Format::Json => {
             out = serde_json::to_string_pretty(result)? + "\n";
         }
-        Format::Csv => {
-            out.push_str("group,start,start_time,value,final\n");
-            for series in &result.series {
-                for p in &series.points {
-                    writeln!(
-                        out,
-                        "{},{},{},{},{}",
-                        csv_field(&series.group),
-                        p.start,
-                        iso(p.start),
-                        p.value.as_deref().unwrap_or(""),
-                        p.is_final
-                    )?;
-                }
-            }
-        }
+        Format::Csv => out = result.to_csv(),
         Format::Table => {
             let starts: std::collections::BTreeSet<i64> = result
                 .series
@@ -262,13 +246,4 @@ pub fn render(result: &QueryResult, format: Format) -> anyhow::Result<String> {
         }
     }
     Ok(out)
-}
-
-/// A CSV field, quoted when it needs to be.
-pub(crate) fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
-    }
 }

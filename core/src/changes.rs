@@ -108,6 +108,44 @@ impl ChangeDoc {
     }
 }
 
+/// One attribute a change touched, with its value before and after (`None`: absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttrChange {
+    /// The attribute's path (a name, or a dotted path into maps).
+    pub path: String,
+    /// Before the change.
+    pub old: Option<AttributeValue>,
+    /// After the change.
+    pub new: Option<AttributeValue>,
+}
+
+impl ChangeDoc {
+    /// What the change did, attribute by attribute: the outermost changed paths (a changed map
+    /// stands for its changed insides) with their old and new values, in path order. Empty when
+    /// the stream carries no images to compare.
+    pub fn steps(&self) -> Vec<AttrChange> {
+        let get = |image: &Option<Item>, path: &str| {
+            image
+                .as_ref()
+                .and_then(|i| crate::attr::lookup(i, path))
+                .cloned()
+        };
+        self.changed
+            .iter()
+            .filter(|path| {
+                !self.changed.iter().any(|other| {
+                    path.starts_with(other.as_str()) && path[other.len()..].starts_with('.')
+                })
+            })
+            .map(|path| AttrChange {
+                path: path.clone(),
+                old: get(&self.old_image, path),
+                new: get(&self.new_image, path),
+            })
+            .collect()
+    }
+}
+
 /// The canonical text of an item key: a compact JSON object of attribute name to value, names in
 /// order, strings and numbers as written (binary as base64). `{"pk":"order#1","sk":"2"}`.
 pub fn canonical_key(keys: &Item) -> String {
@@ -424,6 +462,62 @@ mod tests {
         );
         assert!(changed_attributes(&EventKind::Modify, None, Some(&new)).is_empty());
         assert!(changed_attributes(&EventKind::Modify, Some(&old), Some(&old)).is_empty());
+    }
+
+    #[test]
+    fn steps_pair_old_and_new_values_of_the_outermost_paths() {
+        let old: Item = [
+            ("pk".to_owned(), s("a")),
+            ("status".to_owned(), s("new")),
+            (
+                "addr".to_owned(),
+                AttributeValue::M([("city".to_owned(), s("x"))].into()),
+            ),
+        ]
+        .into();
+        let mut new = old.clone();
+        new.insert("status".into(), s("paid"));
+        new.insert(
+            "addr".into(),
+            AttributeValue::M([("city".to_owned(), s("y"))].into()),
+        );
+        new.insert("note".into(), s("hi"));
+        let event = ChangeEvent {
+            event_id: "e".into(),
+            kind: EventKind::Modify,
+            keys: [("pk".to_owned(), s("a"))].into(),
+            old_image: Some(old),
+            new_image: Some(new),
+            event_time_ms: 0,
+            sequence_number: "1".into(),
+            shard_id: "s".into(),
+            size_bytes: 0,
+            view_type: None,
+            ttl_delete: false,
+        };
+        let steps = ChangeDoc::of("t", &event).steps();
+        let shown: Vec<(&str, Option<String>, Option<String>)> = steps
+            .iter()
+            .map(|c| {
+                (
+                    c.path.as_str(),
+                    c.old.as_ref().map(AttributeValue::label),
+                    c.new.as_ref().map(AttributeValue::label),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "addr",
+                    Some(r#"{"M":{"city":{"S":"x"}}}"#.into()),
+                    Some(r#"{"M":{"city":{"S":"y"}}}"#.into())
+                ),
+                ("note", None, Some("hi".into())),
+                ("status", Some("new".into()), Some("paid".into())),
+            ]
+        );
     }
 
     #[test]

@@ -143,3 +143,96 @@ pub enum QueryError {
     #[error("the store could not answer: {0}")]
     Store(String),
 }
+
+impl QueryResult {
+    /// The answer as CSV: `group,start,start_time,value,final`, one row per point, series by
+    /// series (the CSV download of the dashboard and `streamlens query --format csv`).
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from("group,start,start_time,value,final\n");
+        for series in &self.series {
+            for p in &series.points {
+                out.push_str(&format!(
+                    "{},{},{},{},{}\n",
+                    csv_field(&series.group),
+                    p.start,
+                    iso8601(p.start),
+                    p.value.as_deref().unwrap_or(""),
+                    p.is_final
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// A CSV field, quoted when it needs to be.
+pub fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of an epoch-millisecond time (seconds truncated).
+pub fn iso8601(ms: i64) -> String {
+    // Howard Hinnant's `civil_from_days`.
+    let secs = ms.div_euclid(1000);
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_times_are_utc() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(1_767_225_600_999), "2026-01-01T00:00:00Z");
+        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(iso8601(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_it() {
+        let result = QueryResult {
+            pipeline: "p".into(),
+            metric: "m".into(),
+            kind: "sum".into(),
+            from: 0,
+            to: 60_000,
+            interval: "1m".into(),
+            interval_ms: 60_000,
+            window: "1m".into(),
+            group_by: Some("g".into()),
+            series: vec![Series {
+                group: "a,\"b\"".into(),
+                total: Some("1.5".into()),
+                points: vec![Point {
+                    start: 0,
+                    value: Some("1.5".into()),
+                    is_final: true,
+                }],
+            }],
+        };
+        assert_eq!(
+            result.to_csv(),
+            "group,start,start_time,value,final\n\"a,\"\"b\"\"\",0,1970-01-01T00:00:00Z,1.5,true\n"
+        );
+    }
+}

@@ -84,7 +84,7 @@ const OTHER_SERIES: &str = "(other)";
 
 /// The Okabe–Ito palette, ordered so that neighbours stay distinguishable with the common
 /// colour-vision deficiencies (and the yellow, weak on white, comes late).
-const PALETTE: [&str; 8] = [
+pub(crate) const PALETTE: [&str; 8] = [
     "#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442", "#000000",
 ];
 
@@ -141,6 +141,18 @@ pub async fn load_health() -> Result<PipelineHealth, ServerFnError> {
         ));
     };
     Ok(context.health())
+}
+
+/// The pipeline's description: in-process on the server, `GET /api/pipeline_info` from the
+/// browser.
+#[server(prefix = "/api", endpoint = "pipeline_info", input = GetUrl)]
+pub async fn load_pipeline() -> Result<PipelineInfo, ServerFnError> {
+    let Some(context) = use_context::<crate::server::ServerContext>() else {
+        return Err(ServerFnError::new(
+            "the dashboard's server state is missing",
+        ));
+    };
+    Ok(context.info())
 }
 
 /// How often the page re-reads `/api/health` (milliseconds).
@@ -329,7 +341,7 @@ pub enum StreamStatus {
 }
 
 impl StreamStatus {
-    fn attr(self) -> &'static str {
+    pub(crate) fn attr(self) -> &'static str {
         match self {
             StreamStatus::Connecting => "connecting",
             StreamStatus::Open => "open",
@@ -337,7 +349,7 @@ impl StreamStatus {
         }
     }
 
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             StreamStatus::Connecting => "connecting…",
             StreamStatus::Open => "live",
@@ -371,7 +383,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// The app: one route, `/`, rendered in `SsrMode::Async` so the HTML is complete without
+/// The app: the overview at `/`, [`crate::explore`], [`crate::changes_page`] and
+/// [`crate::health_page`], each rendered in `SsrMode::Async` so the HTML is complete without
 /// JavaScript.
 #[component]
 pub fn App() -> impl IntoView {
@@ -381,6 +394,21 @@ pub fn App() -> impl IntoView {
         <Router>
             <Routes fallback=|| view! { <p class="error">"page not found"</p> }>
                 <Route path=path!("/") view=Dashboard ssr=SsrMode::Async />
+                <Route
+                    path=path!("/explore")
+                    view=crate::explore::ExplorePage
+                    ssr=SsrMode::Async
+                />
+                <Route
+                    path=path!("/changes")
+                    view=crate::changes_page::ChangesPage
+                    ssr=SsrMode::Async
+                />
+                <Route
+                    path=path!("/health")
+                    view=crate::health_page::HealthPage
+                    ssr=SsrMode::Async
+                />
             </Routes>
         </Router>
     }
@@ -584,20 +612,8 @@ fn page(
     };
 
     view! {
-        <header class="top">
-            <div>
-                <h1>"streamlens " <span class="pipeline">{info.name.clone()}</span></h1>
-                <p class="meta">
-                    "source " <code>{info.source.clone()}</code> " → store "
-                    <code>{info.store.clone()}</code>
-                </p>
-            </div>
-            <span class="status" data-state=move || status.get().attr()>
-                <span class="dot"></span>
-                {move || status.get().label()}
-            </span>
-        </header>
-        {health_view(health)}
+        {crate::chrome::header(&info, status)}
+        {health_view(health, false)}
         <form class="controls" method="get">
             <label>
                 "window " <select name="window" on:change=on_window>{window_options}</select>
@@ -639,7 +655,7 @@ fn page(
 }
 
 /// The warning banner, the health strip and the per-shard table.
-fn health_view(health: Memo<PipelineHealth>) -> impl IntoView {
+pub(crate) fn health_view(health: Memo<PipelineHealth>, open: bool) -> impl IntoView {
     let sharded = health.with_untracked(|h| h.sharded);
     let warnings = Memo::new(move |_| health.with(PipelineHealth::warnings));
     let stat =
@@ -703,7 +719,7 @@ fn health_view(health: Memo<PipelineHealth>) -> impl IntoView {
         {sharded
             .then(|| {
                 view! {
-                    <details class="shards">
+                    <details class="shards" open=open>
                         <summary>
                             {move || health.with(|h| format!("per shard ({})", h.shards.len()))}
                         </summary>
@@ -872,12 +888,12 @@ fn table_rows(docs: &[AggregateDoc], metrics: &[String]) -> AnyView {
 }
 
 /// The chart's size in SVG user units (it scales to the page width).
-const CHART_W: f64 = 960.0;
-const CHART_H: f64 = 300.0;
-const MARGIN_LEFT: f64 = 64.0;
-const MARGIN_RIGHT: f64 = 12.0;
-const MARGIN_TOP: f64 = 12.0;
-const MARGIN_BOTTOM: f64 = 30.0;
+pub(crate) const CHART_W: f64 = 960.0;
+pub(crate) const CHART_H: f64 = 300.0;
+pub(crate) const MARGIN_LEFT: f64 = 64.0;
+pub(crate) const MARGIN_RIGHT: f64 = 12.0;
+pub(crate) const MARGIN_TOP: f64 = 12.0;
+pub(crate) const MARGIN_BOTTOM: f64 = 30.0;
 
 /// One bar series: a dimension value (or the folded rest) and its value per window start.
 struct Series {
@@ -925,7 +941,7 @@ fn series_of(docs: &[AggregateDoc], metric: &Metric) -> Vec<Series> {
 
 /// A "nice" tick step (1, 2 or 5 times a power of ten) of about `span / 4`, found by exact
 /// multiplication and division only, so server and browser agree to the bit.
-fn nice_step(span: f64) -> f64 {
+pub(crate) fn nice_step(span: f64) -> f64 {
     let raw = span / 4.0;
     let mut magnitude = 1.0;
     while magnitude * 10.0 <= raw {
@@ -942,7 +958,7 @@ fn nice_step(span: f64) -> f64 {
 }
 
 /// A tick label with as many decimals as the step needs, and `k`/`M` for big steps.
-fn tick_label(value: f64, step: f64) -> String {
+pub(crate) fn tick_label(value: f64, step: f64) -> String {
     let (scale, suffix) = if step >= 1e6 {
         (1e6, "M")
     } else if step >= 1e3 {
@@ -965,7 +981,7 @@ fn tick_label(value: f64, step: f64) -> String {
 }
 
 /// A number as an SVG coordinate.
-fn coord(v: f64) -> String {
+pub(crate) fn coord(v: f64) -> String {
     format!("{v:.1}")
 }
 
@@ -1106,7 +1122,7 @@ fn chart(docs: &[AggregateDoc], metric: &Metric) -> AnyView {
 }
 
 /// Percent-encodes a query-string value (everything but RFC 3986 unreserved characters).
-fn encode_query_value(value: &str) -> String {
+pub(crate) fn encode_query_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         match byte {
@@ -1118,6 +1134,9 @@ fn encode_query_value(value: &str) -> String {
     }
     out
 }
+
+#[cfg(feature = "hydrate")]
+pub(crate) use live::poll_health;
 
 /// The browser side of the live stream.
 #[cfg(feature = "hydrate")]
@@ -1235,7 +1254,7 @@ mod live {
 
     /// Reads `/api/health` now and then every [`HEALTH_POLL_MS`] (the next read is scheduled once
     /// the previous one answered, so reads never pile up), until the signal is disposed.
-    pub(super) fn poll_health(health: RwSignal<Option<PipelineHealth>>) {
+    pub(crate) fn poll_health(health: RwSignal<Option<PipelineHealth>>) {
         if health.is_disposed() {
             return;
         }
@@ -1353,6 +1372,34 @@ details.shards { margin: 4px 0 0; font-size: 13px; }
 details.shards summary { cursor: pointer; color: var(--muted); width: max-content; }
 details.shards table { margin-top: 4px; font-size: 13px; }
 .scroll { overflow-x: auto; }
+nav.pages { display: flex; gap: 4px; margin: 8px 0 0; border-bottom: 1px solid var(--line); }
+nav.pages a { padding: 6px 12px; color: var(--muted); text-decoration: none; border-bottom: 2px solid transparent; }
+nav.pages a[aria-current="page"] { color: var(--fg); border-bottom-color: #0072B2; font-weight: 600; }
+input { font: inherit; font-size: 14px; padding: 3px 6px; border: 1px solid var(--line); border-radius: 4px; }
+label.follow { white-space: nowrap; }
+table.changes td, table.changes th { text-align: left; white-space: normal; vertical-align: top; }
+table.changes td.time { white-space: nowrap; }
+table.changes ul { list-style: none; margin: 0; padding: 0; }
+table.changes .old { color: #9c3a00; text-decoration: line-through; text-decoration-thickness: 1px; }
+table.changes .new { color: #00603f; font-weight: 500; }
+.badge { font-size: 12px; padding: 1px 6px; border-radius: 3px; border: 1px solid var(--line); }
+.badge[data-kind="INSERT"] { background: #e6f4ef; }
+.badge[data-kind="MODIFY"] { background: #e8f1f8; }
+.badge[data-kind="REMOVE"] { background: #fbeee6; }
+a.next, a.csv { color: #0072B2; }
+svg.lines circle { stroke: #fff; stroke-width: 1; }
+table.explore td, table.explore th { text-align: right; }
+table.explore td:first-child, table.explore th:first-child { text-align: left; }
+table.explore tr.total td { font-weight: 600; border-top: 2px solid var(--line); }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; font-size: 14px; }
+dl.facts dt { color: var(--muted); }
+dl.facts dd { margin: 0; overflow-wrap: anywhere; }
+@media (max-width: 600px) {
+  #dashboard { padding: 10px 10px 30px; }
+  header.top { flex-direction: column; gap: 6px; }
+  form.controls { gap: 8px 12px; }
+  nav.pages a { padding: 6px 8px; }
+}
 "#;
 
 #[cfg(test)]

@@ -55,6 +55,10 @@
 //! | `GET /pkg/*` | the hydrate bundle |
 
 pub mod app;
+pub mod changes_page;
+pub mod chrome;
+pub mod explore;
+pub mod health_page;
 #[cfg(feature = "ssr")]
 pub mod server;
 

@@ -48,6 +48,8 @@
 //! * `POST /api/changes` — a [`ChangeQuery`] as JSON in (item key, time range, kinds, changed
 //!   attribute, page size and cursor), a [`ChangePage`] out, answered by
 //!   [`DashboardState::changes`] from the store's change index; errors as for `/api/query`.
+//! * `GET /api/query.csv?metric=&group_by=&filter=&interval=&top=&range=&from=&to=` — the
+//!   Explore page's query (its query string) answered as CSV.
 //! * `GET /api/openapi.json` — the OpenAPI 3.1 description of these routes.
 //! * `POST /api/snapshot` — the page's server function ([`crate::app::load_snapshot`]).
 //! * `GET /pkg/*` — files under `<site_root>/pkg`: `streamlens_dashboard.js` and
@@ -206,6 +208,21 @@ impl ServerContext {
         })
     }
 
+    /// The pipeline shown.
+    pub(crate) fn info(&self) -> PipelineInfo {
+        self.0.info.clone()
+    }
+
+    /// A change search, answered by [`DashboardState::changes`].
+    pub(crate) async fn changes(&self, query: ChangeQuery) -> Result<ChangePage, QueryError> {
+        (self.0.changes)(query).await
+    }
+
+    /// A metric query, answered by [`DashboardState::query`].
+    pub(crate) async fn query(&self, query: MetricQuery) -> Result<QueryResult, QueryError> {
+        (self.0.query)(query).await
+    }
+
     /// The pipeline's health now.
     pub(crate) fn health(&self) -> PipelineHealth {
         (self.0.health)()
@@ -326,6 +343,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/api/pipeline", get(pipeline))
         .route("/api/query", post(metric_query))
         .route("/api/changes", post(change_search))
+        .route("/api/query.csv", get(query_csv))
         .route("/api/openapi.json", get(openapi))
         .route("/api/stream", get(stream))
         .nest_service("/pkg", ServeDir::new(pkg_dir))
@@ -411,6 +429,47 @@ async fn metric_query(
             tracing::warn!(error = %e, "metric query failed");
             error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
+    }
+}
+
+/// `GET /api/query.csv?<the explorer's query string>`: the explorer's answer as CSV.
+async fn query_csv(
+    State(context): State<ServerContext>,
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid query string: {}", e.body_text()),
+            )
+        }
+    };
+    let form = crate::explore::ExploreForm::from_lookup(|k| {
+        params
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+    });
+    let query = match form.to_query() {
+        Ok(query) => query,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match (context.0.query)(query).await {
+        Ok(result) => (
+            [
+                (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"streamlens.csv\"",
+                ),
+            ],
+            result.to_csv(),
+        )
+            .into_response(),
+        Err(QueryError::Invalid(message)) => error(StatusCode::BAD_REQUEST, message),
+        Err(e @ QueryError::Store(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 

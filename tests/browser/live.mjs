@@ -19,6 +19,15 @@
 //   HEALTH <key> <text>  wait (at most 15 s) until the health strip's item <key> (shards,
 //                      behind, events, quarantined, gaps, errors) reads <text>, then print
 //                      "HEALTHY <key> <text>"
+//   GOTO <path>        open <base-url><path>, wait until it is hydrated and its stream open,
+//                      then print "AT <path>"
+//   WAITTEXT <css>|<text>  wait (at most 15 s, without reloading) until an element matching
+//                      <css> shows <text> (its innerText, whitespace squeezed), then print
+//                      "FOUND <ms>"
+//   TEXT <css>         print "TEXT <json>": the first match's innerText (squeezed), or null
+//   SELECT <css>|<value>  choose <value> in the <select> matching <css>, print "SELECTED"
+//   SUBMIT <css>       click <css> (a submit button), wait for the new page to load, hydrate
+//                      and open its stream, then print "SUBMITTED <path and query>"
 //
 // On stdin EOF it prints OK and exits 0 if the page logged no console errors, no page errors,
 // no hydration warnings and no failed requests; otherwise it prints "ERROR <what>" lines and
@@ -91,28 +100,45 @@ page.on('console', (msg) => {
 });
 page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
 page.on('requestfailed', (req) => {
+  // Leaving a page (GOTO, SUBMIT) aborts its open update stream: that is not a failure.
+  if (req.failure()?.errorText === 'net::ERR_ABORTED' && new URL(req.url()).pathname === '/api/stream') {
+    return;
+  }
   problems.push(`request failed: ${req.method()} ${req.url()} (${req.failure()?.errorText ?? 'unknown'})`);
 });
 
-try {
-  await page.goto(baseUrl, { waitUntil: 'load', timeout: WAIT_MS });
-} catch (e) {
-  await fail(`could not open ${baseUrl}: ${e.message}`);
+// Waits until the page is hydrated and its update stream open, then marks it: a reload would
+// drop the marker, and the commands that promise "without reloading" check it.
+async function settled(url) {
+  try {
+    await page.waitForSelector('[data-hydrated="true"]', { state: 'attached', timeout: WAIT_MS });
+  } catch {
+    await fail(`${url} did not hydrate within ${WAIT_MS} ms (no [data-hydrated="true"])`);
+  }
+  try {
+    await page.waitForSelector('[data-stream="open"]', { state: 'attached', timeout: WAIT_MS });
+  } catch {
+    await fail(`the update stream of ${url} did not open within ${WAIT_MS} ms (no [data-stream="open"])`);
+  }
+  await page.evaluate(() => {
+    window.__streamlensNoReload = true;
+  });
 }
-try {
-  await page.waitForSelector('[data-hydrated="true"]', { state: 'attached', timeout: WAIT_MS });
-} catch {
-  await fail(`the page did not hydrate within ${WAIT_MS} ms (no [data-hydrated="true"])`);
+
+async function open(url) {
+  try {
+    await page.goto(url, { waitUntil: 'load', timeout: WAIT_MS });
+  } catch (e) {
+    await fail(`could not open ${url}: ${e.message}`);
+  }
+  await settled(url);
 }
-try {
-  await page.waitForSelector('[data-stream="open"]', { state: 'attached', timeout: WAIT_MS });
-} catch {
-  await fail(`the update stream did not open within ${WAIT_MS} ms (no [data-stream="open"])`);
+
+function squeeze(text) {
+  return String(text).replace(/\s+/g, ' ').trim();
 }
-// A reload would drop this marker: the commands that promise "without reloading" check it.
-await page.evaluate(() => {
-  window.__streamlensNoReload = true;
-});
+
+await open(baseUrl);
 await say('READY');
 
 async function stillSamePage(what) {
@@ -189,6 +215,46 @@ for await (const raw of input) {
   } else if (command === 'SCREENSHOT' && arg !== '') {
     await page.screenshot({ path: arg, fullPage: true });
     await say(`SAVED ${arg}`);
+  } else if (command === 'GOTO' && arg.startsWith('/')) {
+    await open(baseUrl + arg);
+    await say(`AT ${arg}`);
+  } else if (command === 'WAITTEXT' && arg.includes('|')) {
+    const selector = arg.slice(0, arg.indexOf('|'));
+    const want = arg.slice(arg.indexOf('|') + 1);
+    const started = Date.now();
+    try {
+      await page.waitForFunction(
+        ([selector, want]) =>
+          [...document.querySelectorAll(selector)].some((el) =>
+            el.innerText.replace(/\s+/g, ' ').includes(want),
+          ),
+        [selector, want],
+        { timeout: WAIT_MS, polling: 50 },
+      );
+    } catch {
+      await fail(`no ${selector} showed "${want}" within ${WAIT_MS} ms`);
+    }
+    await stillSamePage(`${selector} ${want}`);
+    await say(`FOUND ${Date.now() - started}`);
+  } else if (command === 'TEXT' && arg !== '') {
+    const text = await page.$eval(arg, (el) => el.innerText).catch(() => null);
+    await say(`TEXT ${JSON.stringify(text === null ? null : squeeze(text))}`);
+  } else if (command === 'SELECT' && arg.includes('|')) {
+    const selector = arg.slice(0, arg.indexOf('|'));
+    await page.selectOption(selector, arg.slice(arg.indexOf('|') + 1)).catch((e) => fail(e.message));
+    await say('SELECTED');
+  } else if (command === 'SUBMIT' && arg !== '') {
+    try {
+      await Promise.all([
+        page.waitForNavigation({ waitUntil: 'load', timeout: WAIT_MS }),
+        page.click(arg),
+      ]);
+    } catch (e) {
+      await fail(`submitting with ${arg}: ${e.message}`);
+    }
+    await settled(page.url());
+    const url = new URL(page.url());
+    await say(`SUBMITTED ${url.pathname}${url.search}`);
   } else {
     await fail(`unknown command: ${line}`);
   }

@@ -1,0 +1,553 @@
+//! The Explore page (`/explore`): a query builder over the query API.
+//!
+//! The query lives in the URL — `metric`, `group_by`, `filter` (`dimension=value1,value2`),
+//! `interval`, `top`, the time range and `live=1` — so a link reproduces it exactly. The server
+//! answers it with the same code as `POST /api/query` and renders a line chart (one line per
+//! group, every point with a tooltip) and the table of buckets × groups; `/api/query.csv` with the
+//! same query string downloads the answer as CSV. Followed live, the query is answered again
+//! after every write of the pipeline.
+//!
+//! Hooks for tests: the table is `<table class="explore">`; its cells carry `data-group` and
+//! `data-start` (epoch ms), the totals row is `<tr class="total">`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
+use serde::{Deserialize, Serialize};
+use streamlens_core::{
+    aggregate::PipelineInfo,
+    query::{DimensionFilter, MetricQuery, QueryResult},
+};
+
+use crate::{
+    app::{
+        coord, encode_query_value, load_pipeline, nice_step, tick_label, utc_datetime, utc_time,
+        StreamStatus, CHART_H, CHART_W, MARGIN_BOTTOM, MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP,
+        PALETTE,
+    },
+    chrome::{header, range_fields, RangeForm},
+};
+
+/// The explorer's default range.
+const DEFAULT_RANGE: &str = "1h";
+/// Event counts the query API knows besides the pipeline's metrics.
+const EVENT_METRICS: [&str; 5] = ["events", "inserts", "modifies", "removes", "net_count"];
+
+/// A query as the explorer's query string gives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExploreForm {
+    /// The metric (`events` when absent).
+    pub metric: Option<String>,
+    /// Group by this dimension.
+    pub group_by: Option<String>,
+    /// `dimension=value1,value2`.
+    pub filter: Option<String>,
+    /// Bucket size.
+    pub interval: Option<String>,
+    /// Keep the N largest groups.
+    pub top: Option<String>,
+    /// The time range.
+    pub range: RangeForm,
+}
+
+impl ExploreForm {
+    /// Reads the form from query-string values (`get(name)`; empty values count as absent).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        ExploreForm {
+            metric: get("metric"),
+            group_by: get("group_by"),
+            filter: get("filter"),
+            interval: get("interval"),
+            top: get("top"),
+            range: RangeForm {
+                range: get("range"),
+                from: get("from"),
+                to: get("to"),
+            },
+        }
+    }
+
+    /// The API query; a malformed `filter` or `top` is an error naming it.
+    pub fn to_query(&self) -> Result<MetricQuery, String> {
+        let filters = match &self.filter {
+            None => Vec::new(),
+            Some(f) => {
+                let (dimension, values) = f
+                    .split_once('=')
+                    .ok_or_else(|| format!("filter `{f}`: give `dimension=value1,value2`"))?;
+                vec![DimensionFilter {
+                    dimension: dimension.trim().to_owned(),
+                    values: values.split(',').map(|v| v.trim().to_owned()).collect(),
+                }]
+            }
+        };
+        let top = self
+            .top
+            .as_deref()
+            .map(|t| {
+                t.trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("top `{t}` is not a whole number"))
+            })
+            .transpose()?;
+        let (from, to) = self.range.times(DEFAULT_RANGE);
+        Ok(MetricQuery {
+            from,
+            to,
+            interval: self.interval.clone(),
+            group_by: self.group_by.clone(),
+            filters,
+            top,
+            ..MetricQuery::new(self.metric.clone().unwrap_or_else(|| "events".to_owned()))
+        })
+    }
+
+    /// The query string of this form (for the CSV link).
+    pub fn query_string(&self) -> String {
+        [
+            ("metric", &self.metric),
+            ("group_by", &self.group_by),
+            ("filter", &self.filter),
+            ("interval", &self.interval),
+            ("top", &self.top),
+            ("range", &self.range.range),
+            ("from", &self.range.from),
+            ("to", &self.range.to),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode_query_value(v))))
+        .collect::<Vec<_>>()
+        .join("&")
+    }
+}
+
+/// Answers the explorer's query: in-process while rendering, `POST /api/explore` from the
+/// browser.
+#[server(prefix = "/api", endpoint = "explore", input = leptos::server_fn::codec::Json)]
+pub async fn run_explore(form: ExploreForm) -> Result<QueryResult, ServerFnError> {
+    let Some(context) = use_context::<crate::server::ServerContext>() else {
+        return Err(ServerFnError::new(
+            "the dashboard's server state is missing",
+        ));
+    };
+    let query = form.to_query().map_err(ServerFnError::new)?;
+    context
+        .query(query)
+        .await
+        .map_err(|e| ServerFnError::new(e.to_string()))
+}
+
+/// The Explore page.
+#[component]
+pub fn ExplorePage() -> impl IntoView {
+    let query = use_query_map();
+    let form = Memo::new(move |_| query.with(|q| ExploreForm::from_lookup(|k| q.get(k))));
+    let follow = Memo::new(move |_| query.with(|q| q.get("live").is_some()));
+    let tick = RwSignal::new(0_u64);
+    let status = RwSignal::new(StreamStatus::Connecting);
+    let hydrated = RwSignal::new(false);
+    let info = Resource::new(|| (), |_| load_pipeline());
+    let answer = Resource::new(
+        move || {
+            let form = form.get();
+            let live = follow.get() && form.range.ends_now(DEFAULT_RANGE);
+            (form, if live { tick.get() } else { 0 })
+        },
+        |(form, _)| run_explore(form),
+    );
+    Effect::new(move |_| {
+        hydrated.set(true);
+        #[cfg(feature = "hydrate")]
+        crate::chrome::pulse::start(tick, status);
+    });
+    view! {
+        <div
+            id="dashboard"
+            data-hydrated=move || hydrated.get().then_some("true")
+            data-stream=move || status.get().attr()
+        >
+            <Transition fallback=|| view! { <p class="loading">"loading…"</p> }>
+                {move || Suspend::new(async move {
+                    let info = info.await.unwrap_or_default();
+                    let result = answer.await;
+                    let form = form.get_untracked();
+                    view! {
+                        {header(&info, status)}
+                        {controls(&form, follow.get_untracked(), &info)}
+                        {answer_view(&form, result)}
+                    }
+                })}
+            </Transition>
+        </div>
+    }
+}
+
+fn select(name: &'static str, options: Vec<(String, String)>, chosen: &str) -> impl IntoView {
+    let options = options
+        .into_iter()
+        .map(|(value, label)| {
+            let selected = value == chosen;
+            view! {
+                <option value=value selected=selected>
+                    {label}
+                </option>
+            }
+        })
+        .collect_view();
+    view! { <select name=name>{options}</select> }
+}
+
+fn controls(form: &ExploreForm, live: bool, info: &PipelineInfo) -> impl IntoView {
+    let metrics: Vec<(String, String)> = info
+        .metrics
+        .iter()
+        .map(|m| (m.clone(), m.clone()))
+        .chain(
+            EVENT_METRICS
+                .iter()
+                .map(|e| (e.to_string(), e.replace('_', " "))),
+        )
+        .collect();
+    let dimensions: Vec<(String, String)> = std::iter::once((String::new(), "(none)".to_owned()))
+        .chain(info.dimensions.iter().map(|d| (d.clone(), d.clone())))
+        .collect();
+    let metric = form.metric.clone().unwrap_or_else(|| "events".to_owned());
+    view! {
+        <form class="controls" method="get" action="/explore">
+            <label>"metric " {select("metric", metrics, &metric)}</label>
+            <label>
+                "group by "
+                {select("group_by", dimensions, form.group_by.as_deref().unwrap_or_default())}
+            </label>
+            <label>
+                "filter "
+                <input
+                    name="filter"
+                    size="18"
+                    placeholder="status=paid,shipped"
+                    value=form.filter.clone().unwrap_or_default()
+                />
+            </label>
+            <label>
+                "interval "
+                <input
+                    name="interval"
+                    size="4"
+                    placeholder="auto"
+                    value=form.interval.clone().unwrap_or_default()
+                />
+            </label>
+            <label>
+                "top "
+                <input
+                    name="top"
+                    size="3"
+                    inputmode="numeric"
+                    value=form.top.clone().unwrap_or_default()
+                />
+            </label>
+            {range_fields(&form.range, DEFAULT_RANGE, live)}
+            <button type="submit">"run"</button>
+        </form>
+    }
+}
+
+fn answer_view(form: &ExploreForm, result: Result<QueryResult, ServerFnError>) -> AnyView {
+    let result = match result {
+        Ok(result) => result,
+        Err(e) => {
+            let message = e.to_string();
+            let message = message
+                .strip_prefix("error running server function: ")
+                .unwrap_or(&message)
+                .to_owned();
+            return view! { <p class="error" role="alert">{format!("cannot answer: {message}")}</p> }
+                .into_any();
+        }
+    };
+    let caption = format!(
+        "{} ({}) every {} from {} to {}{}",
+        result.metric,
+        result.kind,
+        result.interval,
+        utc_datetime(result.from),
+        utc_datetime(result.to),
+        result
+            .group_by
+            .as_ref()
+            .map(|g| format!(", by {g}"))
+            .unwrap_or_default()
+    );
+    let csv = format!("/api/query.csv?{}", form.query_string());
+    view! {
+        <section class="chart">
+            <h2>{caption}</h2>
+            {line_chart(&result)}
+            <p class="actions">
+                <a class="csv" href=csv download="streamlens.csv">
+                    "download CSV"
+                </a>
+            </p>
+        </section>
+        <section class="table">{table(&result)}</section>
+    }
+    .into_any()
+}
+
+/// Buckets as rows (newest first), groups as columns, the totals last.
+fn table(result: &QueryResult) -> AnyView {
+    if result.series.is_empty() {
+        return view! { <p class="empty">"no data in this range"</p> }.into_any();
+    }
+    let starts: BTreeSet<i64> = result
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.start))
+        .collect();
+    let values: BTreeMap<(&str, i64), String> = result
+        .series
+        .iter()
+        .flat_map(|s| {
+            s.points.iter().map(move |p| {
+                (
+                    (s.group.as_str(), p.start),
+                    p.value.clone().unwrap_or_else(|| "—".to_owned()),
+                )
+            })
+        })
+        .collect();
+    let head = result
+        .series
+        .iter()
+        .map(|s| view! { <th>{s.group.clone()}</th> })
+        .collect_view();
+    let rows = starts
+        .iter()
+        .rev()
+        .map(|start| {
+            let cells = result
+                .series
+                .iter()
+                .map(|s| {
+                    let value = values
+                        .get(&(s.group.as_str(), *start))
+                        .cloned()
+                        .unwrap_or_default();
+                    view! {
+                        <td data-group=s.group.clone() data-start=start.to_string()>
+                            {value}
+                        </td>
+                    }
+                })
+                .collect_view();
+            view! {
+                <tr>
+                    <td class="bucket" title=utc_datetime(*start)>
+                        {utc_datetime(*start)}
+                    </td>
+                    {cells}
+                </tr>
+            }
+        })
+        .collect_view();
+    let totals = result
+        .series
+        .iter()
+        .map(|s| {
+            view! {
+                <td data-group=s.group.clone()>{s.total.clone().unwrap_or_else(|| "—".into())}</td>
+            }
+        })
+        .collect_view();
+    view! {
+        <div class="scroll">
+            <table class="explore">
+                <thead>
+                    <tr>
+                        <th>"bucket (UTC)"</th>
+                        {head}
+                    </tr>
+                </thead>
+                <tbody>
+                    {rows}
+                    <tr class="total">
+                        <td>"total"</td>
+                        {totals}
+                    </tr>
+                </tbody>
+            </table>
+        </div>
+    }
+    .into_any()
+}
+
+/// One line per group over the query's range; each point has a tooltip (`<title>`).
+fn line_chart(result: &QueryResult) -> AnyView {
+    let points: Vec<(usize, i64, f64, &str)> = result
+        .series
+        .iter()
+        .enumerate()
+        .flat_map(|(si, s)| {
+            s.points.iter().filter_map(move |p| {
+                let v = p.value.as_deref()?.parse::<f64>().ok()?;
+                Some((si, p.start, v, p.value.as_deref().unwrap_or_default()))
+            })
+        })
+        .collect();
+    if points.is_empty() {
+        return view! { <p class="empty">"no data in this range"</p> }.into_any();
+    }
+    let (mut lo, mut hi) = (0.0_f64, 0.0_f64);
+    for (_, _, v, _) in &points {
+        lo = lo.min(*v);
+        hi = hi.max(*v);
+    }
+    if hi - lo <= 0.0 {
+        hi = lo + 1.0;
+    }
+    let step = nice_step(hi - lo);
+    let lo = (lo / step).floor() * step;
+    let hi = (hi / step).ceil() * step;
+    let plot_w = CHART_W - MARGIN_LEFT - MARGIN_RIGHT;
+    let plot_h = CHART_H - MARGIN_TOP - MARGIN_BOTTOM;
+    let (t0, t1) = (
+        result.from,
+        (result.to - result.interval_ms).max(result.from + 1),
+    );
+    let x = move |t: i64| MARGIN_LEFT + (t - t0) as f64 / (t1 - t0) as f64 * plot_w;
+    let y = move |v: f64| MARGIN_TOP + (hi - v) / (hi - lo) * plot_h;
+
+    let mut grid = Vec::new();
+    let mut tick = lo;
+    while tick <= hi + step / 2.0 {
+        let class = if tick.abs() < step / 1e6 {
+            "zero"
+        } else {
+            "grid"
+        };
+        grid.push(view! {
+            <line class=class x1=coord(MARGIN_LEFT) x2=coord(CHART_W - MARGIN_RIGHT) y1=coord(y(tick)) y2=coord(y(tick)) />
+            <text class="tick" x=coord(MARGIN_LEFT - 6.0) y=coord(y(tick) + 4.0) text-anchor="end">
+                {tick_label(tick, step)}
+            </text>
+        });
+        tick += step;
+    }
+    // About six time labels, on bucket starts.
+    let buckets = ((result.to - result.from) / result.interval_ms.max(1)).max(1);
+    let every = (buckets / 6).max(1);
+    let day_span = result.to - result.from > 86_400_000;
+    let x_labels = (0..buckets)
+        .step_by(every as usize)
+        .map(|i| {
+            let t = result.from + i * result.interval_ms;
+            let label = if day_span {
+                utc_datetime(t)[5..16].to_owned()
+            } else {
+                utc_time(t, false)
+            };
+            view! {
+                <text class="tick" x=coord(x(t)) y=coord(CHART_H - 10.0) text-anchor="middle">
+                    {label}
+                </text>
+            }
+        })
+        .collect_view();
+    let lines = result
+        .series
+        .iter()
+        .enumerate()
+        .map(|(si, s)| {
+            let colour = PALETTE[si % PALETTE.len()];
+            let path = points
+                .iter()
+                .filter(|p| p.0 == si)
+                .map(|p| format!("{},{}", coord(x(p.1)), coord(y(p.2))))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let dots = points
+                .iter()
+                .filter(|p| p.0 == si)
+                .map(|p| {
+                    let tip = format!("{} · {} · {}", s.group, utc_datetime(p.1), p.3);
+                    view! {
+                        <circle cx=coord(x(p.1)) cy=coord(y(p.2)) r="3" fill=colour>
+                            <title>{tip}</title>
+                        </circle>
+                    }
+                })
+                .collect_view();
+            view! {
+                <g class="series" data-group=s.group.clone()>
+                    <polyline points=path fill="none" stroke=colour stroke-width="2" />
+                    {dots}
+                </g>
+            }
+        })
+        .collect_view();
+    let legend = result
+        .series
+        .iter()
+        .enumerate()
+        .map(|(si, s)| {
+            let style = format!("background:{}", PALETTE[si % PALETTE.len()]);
+            view! {
+                <li>
+                    <span class="swatch" style=style></span>
+                    {s.group.clone()}
+                </li>
+            }
+        })
+        .collect_view();
+    let viewbox = format!("0 0 {CHART_W} {CHART_H}");
+    view! {
+        <svg class="bars lines" viewBox=viewbox role="img" aria-label="metric over time">
+            {grid}
+            {lines}
+            {x_labels}
+        </svg>
+        <ul class="legend">{legend}</ul>
+    }
+    .into_any()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_become_queries_and_links() {
+        let pairs = [
+            ("metric", "amount"),
+            ("group_by", "status"),
+            ("filter", "status=paid, shipped"),
+            ("top", "3"),
+            ("range", "custom"),
+            ("from", "2026-01-01T00:00:00Z"),
+            ("to", ""),
+        ];
+        let form = ExploreForm::from_lookup(|k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        });
+        let q = form.to_query().unwrap();
+        assert_eq!(q.metric, "amount");
+        assert_eq!(q.filters[0].values, ["paid", "shipped"]);
+        assert_eq!(q.top, Some(3));
+        assert_eq!(q.to, None);
+        assert_eq!(
+            form.query_string(),
+            "metric=amount&group_by=status&filter=status%3Dpaid%2C%20shipped&top=3&range=custom&from=2026-01-01T00%3A00%3A00Z"
+        );
+        let bad = ExploreForm {
+            top: Some("many".into()),
+            ..ExploreForm::default()
+        };
+        assert!(bad.to_query().unwrap_err().contains("top"));
+        assert_eq!(ExploreForm::default().to_query().unwrap().metric, "events");
+    }
+}
