@@ -16,7 +16,7 @@ use std::{path::PathBuf, time::Duration};
 
 use browser_harness::{prerequisites, Page, Served};
 use serde_json::{json, Value};
-use streamlens_infra::fault_server::{FaultServer, RecordSpec};
+use streamlens_infra::fault_server::{Fault, FaultServer, RecordSpec};
 
 /// An INSERT of `pk` with a `status`, written now.
 fn order(pk: &str, status: &str) -> RecordSpec {
@@ -190,6 +190,76 @@ async fn a_gap_shows_on_the_hydrated_page_without_reload() {
         }
     }
 
+    page.close_without_console_errors().await;
+    served.stop().await;
+    server.shutdown().await;
+}
+
+/// The Health page shows a lag we induce: records written five minutes ago are read, then every
+/// GetRecords is throttled, so the shard is no longer caught up and its last record is five
+/// minutes old — the page (without reload) warns that the shard is behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_induced_lag_shows_on_the_health_page_without_reload() {
+    prerequisites();
+
+    let server = FaultServer::start().await;
+    server.add_shard("s1", None);
+    let old = streamlens_ingest::now_ms() / 1_000 - 300;
+    server.push(
+        "s1",
+        (0..3)
+            .map(|i| {
+                let mut spec = order(&format!("order#{i}"), "open");
+                spec.creation_time_secs = old;
+                spec
+            })
+            .collect(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(
+        &format!(
+            "kind = \"dynamodb\"\nstream_arn = \"{}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
+             poll_interval = \"50ms\"\ndiscovery_interval = \"200ms\"\nmax_backoff = \"200ms\"",
+            server.stream_arn(),
+            server.url()
+        ),
+        &format!("kind = \"embedded\"\npath = \"{}\"", dir.path().join("s.redb").display()),
+        dir.path(),
+        "",
+    );
+    let served = Served::start(config).await;
+    let base = served.base.clone();
+    let read = health_until(&base, Duration::from_secs(20), |h| {
+        h["events"] == 3 && h["shards"][0]["caught_up"] == true
+    })
+    .await;
+    assert_eq!(read["shards"][0]["ms_behind"], 0, "caught up: {read}");
+
+    let mut page = Page::open(&base).await;
+    assert_eq!(page.ask("GOTO /health").await, "AT /health");
+    assert_eq!(page.ask("NOALERT").await, "NOALERT");
+    assert_eq!(page.ask("HEALTH behind caught up").await, "HEALTHY behind caught up");
+
+    server.fail_next("GetRecords", 100_000, Fault::Throttle);
+    let lagging = health_until(&base, Duration::from_secs(10), |h| {
+        h["shards"][0]["ms_behind"].as_i64().unwrap_or(0) > 60_000
+    })
+    .await;
+    let behind = lagging["shards"][0]["ms_behind"].as_i64().unwrap_or(0);
+    assert!((290_000..400_000).contains(&behind), "{lagging}");
+    let alerted = page.ask("ALERT behind").await;
+    assert!(alerted.starts_with("ALERTED behind "), "{alerted}");
+    assert!(alerted.contains("s1"), "{alerted}");
+    eprintln!("lag → health page: {alerted}");
+    let strip = page.ask("TEXT [data-health=\"behind\"] dd").await;
+    assert!(strip.starts_with("TEXT \"5 min"), "{strip}");
+
+    if let Some(shots) = std::env::var_os("STREAMLENS_SCREENSHOTS") {
+        let path = PathBuf::from(shots).join("health.png");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        page.ask("VIEWPORT 1280 800").await;
+        page.ask(&format!("SCREENSHOT {}", path.display())).await;
+    }
     page.close_without_console_errors().await;
     served.stop().await;
     server.shutdown().await;
