@@ -448,8 +448,10 @@ fn line_chart(result: &QueryResult) -> AnyView {
             } else {
                 utc_time(t, false)
             };
+            // The last label ends at the plot's edge rather than past it.
+            let anchor = if x(t) > CHART_W - MARGIN_RIGHT - 30.0 { "end" } else { "middle" };
             view! {
-                <text class="tick" x=coord(x(t)) y=coord(CHART_H - 10.0) text-anchor="middle">
+                <text class="tick" x=coord(x(t)) y=coord(CHART_H - 10.0) text-anchor=anchor>
                     {label}
                 </text>
             }
@@ -461,12 +463,27 @@ fn line_chart(result: &QueryResult) -> AnyView {
         .enumerate()
         .map(|(si, s)| {
             let colour = PALETTE[si % PALETTE.len()];
-            let path = points
-                .iter()
-                .filter(|p| p.0 == si)
-                .map(|p| format!("{},{}", coord(x(p.1)), coord(y(p.2))))
-                .collect::<Vec<_>>()
-                .join(" ");
+            // A bucket without data breaks the line: no slope is drawn across a gap.
+            let mut runs: Vec<Vec<String>> = Vec::new();
+            let mut previous: Option<i64> = None;
+            for p in points.iter().filter(|p| p.0 == si) {
+                if previous.is_none_or(|t| p.1 - t != result.interval_ms) {
+                    runs.push(Vec::new());
+                }
+                previous = Some(p.1);
+                if let Some(run) = runs.last_mut() {
+                    run.push(format!("{},{}", coord(x(p.1)), coord(y(p.2))));
+                }
+            }
+            let segments = runs
+                .into_iter()
+                .filter(|run| run.len() > 1)
+                .map(|run| {
+                    view! {
+                        <polyline points=run.join(" ") fill="none" stroke=colour stroke-width="2" />
+                    }
+                })
+                .collect_view();
             let dots = points
                 .iter()
                 .filter(|p| p.0 == si)
@@ -481,7 +498,7 @@ fn line_chart(result: &QueryResult) -> AnyView {
                 .collect_view();
             view! {
                 <g class="series" data-group=s.group.clone()>
-                    <polyline points=path fill="none" stroke=colour stroke-width="2" />
+                    {segments}
                     {dots}
                 </g>
             }
