@@ -136,6 +136,10 @@ pub async fn run(
                 async move { rendered }
             }),
         );
+        let app = match &config.dashboard.token {
+            Some(token) => streamlens_dashboard::server::with_token(app, token.clone()),
+            None => app,
+        };
         let listener = tokio::net::TcpListener::bind(config.dashboard.listen)
             .await
             .with_context(|| format!("binding the dashboard to {}", config.dashboard.listen))?;

@@ -136,6 +136,11 @@ pub struct DashboardConfig {
     /// `dashboard/build-client.sh`. Overridden by `STREAMLENS_SITE_ROOT`.
     #[serde(default = "default_site_root")]
     pub site_root: PathBuf,
+    /// An access token every page and API request must carry (`Authorization: Bearer`, or a
+    /// cookie set by opening a page once with `?token=`). Without one the dashboard may only
+    /// listen on a loopback address. `STREAMLENS_DASHBOARD_TOKEN` overrides it.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 impl Default for DashboardConfig {
@@ -144,6 +149,7 @@ impl Default for DashboardConfig {
             enabled: true,
             listen: default_listen(),
             site_root: default_site_root(),
+            token: None,
         }
     }
 }
@@ -195,7 +201,36 @@ impl Config {
                 path: name.to_owned(),
                 message,
             })?;
+        let mut config = config;
+        if let Ok(token) = std::env::var("STREAMLENS_DASHBOARD_TOKEN") {
+            config.dashboard.token = Some(token);
+        }
+        config
+            .check_dashboard()
+            .map_err(|message| ConfigError::Parse {
+                path: name.to_owned(),
+                message,
+            })?;
         Ok(config)
+    }
+
+    /// A dashboard without a token may only listen on a loopback address; a token must be long
+    /// enough not to be guessed.
+    fn check_dashboard(&self) -> Result<(), String> {
+        let d = &self.dashboard;
+        match &d.token {
+            Some(token)
+                if token.len() < 16 || token.chars().any(|c| !c.is_ascii_graphic() || c == ';') =>
+            {
+                Err("dashboard.token: use at least 16 visible ASCII characters, no `;`".to_owned())
+            }
+            None if d.enabled && !d.listen.ip().is_loopback() => Err(format!(
+                "dashboard.listen is {} but dashboard.token is not set: without a token the \
+                 dashboard only listens on a loopback address (127.0.0.1 or ::1)",
+                d.listen
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// `[changes] retention` in milliseconds.
@@ -300,6 +335,22 @@ mod tests {
             err.contains("changes.retention") && err.contains("a week"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_open_dashboard_needs_a_token() {
+        let base = "[source]\nkind = \"archive\"\npath = \"a\"\n[pipeline]\n[dashboard]\n";
+        let err = Config::parse(&format!("{base}listen = \"0.0.0.0:3000\"\n"), "d.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dashboard.token is not set"), "{err}");
+        let short = format!("{base}listen = \"0.0.0.0:3000\"\ntoken = \"abc\"\n");
+        assert!(Config::parse(&short, "d.toml")
+            .unwrap_err()
+            .to_string()
+            .contains("16"));
+        let ok = format!("{base}listen = \"0.0.0.0:3000\"\ntoken = \"0123456789abcdef\"\n");
+        assert!(Config::parse(&ok, "d.toml").is_ok());
     }
 
     #[test]

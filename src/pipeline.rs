@@ -28,6 +28,10 @@ use crate::quarantine::Quarantine;
 const CHANNEL_BATCHES: usize = 16;
 /// At most this many events are aggregated in one engine pass.
 const MAX_EVENTS_PER_PASS: usize = 20_000;
+/// At most this many when every change is also written to the change index, whose writes
+/// (whole images, two index entries each) cost far more per change than aggregating it: passes
+/// stay short, so a window's new value is still written within the emit bound.
+const MAX_EVENTS_PER_INDEXED_PASS: usize = 4_000;
 
 /// How often old changes are dropped from the change index.
 const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -130,6 +134,11 @@ pub async fn run(
     let mut summary = RunSummary::default();
     let mut pending: Vec<Batch> = Vec::new();
     let mut expired_at: Option<Instant> = None;
+    let pass_cap = if changes.is_some() {
+        MAX_EVENTS_PER_INDEXED_PASS
+    } else {
+        MAX_EVENTS_PER_PASS
+    };
     loop {
         let first = tokio::select! {
             batch = rx.recv() => batch,
@@ -138,7 +147,7 @@ pub async fn run(
         let Some(first) = first else { break };
         pending.push(first);
         let mut events = pending[0].events.len() + pending[0].projected.len();
-        while events < MAX_EVENTS_PER_PASS {
+        while events < pass_cap {
             match rx.try_recv() {
                 Ok(batch) => {
                     events += batch.events.len() + batch.projected.len();

@@ -238,7 +238,10 @@ async fn an_induced_lag_shows_on_the_health_page_without_reload() {
     let mut page = Page::open(&base).await;
     assert_eq!(page.ask("GOTO /health").await, "AT /health");
     assert_eq!(page.ask("NOALERT").await, "NOALERT");
-    assert_eq!(page.ask("HEALTH behind caught up").await, "HEALTHY behind caught up");
+    assert_eq!(
+        page.ask("HEALTH behind caught up").await,
+        "HEALTHY behind caught up"
+    );
 
     server.fail_next("GetRecords", 100_000, Fault::Throttle);
     let lagging = health_until(&base, Duration::from_secs(10), |h| {

@@ -449,7 +449,11 @@ fn line_chart(result: &QueryResult) -> AnyView {
                 utc_time(t, false)
             };
             // The last label ends at the plot's edge rather than past it.
-            let anchor = if x(t) > CHART_W - MARGIN_RIGHT - 30.0 { "end" } else { "middle" };
+            let anchor = if x(t) > CHART_W - MARGIN_RIGHT - 30.0 {
+                "end"
+            } else {
+                "middle"
+            };
             view! {
                 <text class="tick" x=coord(x(t)) y=coord(CHART_H - 10.0) text-anchor=anchor>
                     {label}

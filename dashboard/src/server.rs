@@ -540,3 +540,97 @@ async fn stream(State(context): State<ServerContext>) -> Response {
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "not found".to_owned())
 }
+
+/// The cookie a browser keeps the access token in.
+pub const TOKEN_COOKIE: &str = "streamlens_token";
+
+/// Guards every route but `/pkg/*` (the public browser bundle) with an access token: a request
+/// passes with `Authorization: Bearer <token>` or the [`TOKEN_COOKIE`] cookie. A page opened as
+/// `…?token=<token>` sets the cookie (HttpOnly, SameSite=Strict) and is redirected to the same URL
+/// without the token, so the browser's later requests — server functions, the event stream —
+/// carry it. Anything else is a `401` saying how to authenticate. Tokens are compared in constant
+/// time.
+pub fn with_token(router: Router, token: String) -> Router {
+    let token = Arc::new(token);
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let token = token.clone();
+            async move { check_token(&token, request, next).await }
+        },
+    ))
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+async fn check_token(
+    token: &str,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::header;
+    let path = request.uri().path().to_owned();
+    if path.starts_with("/pkg/") {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same(t.trim(), token));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .any(|(name, value)| name == TOKEN_COOKIE && same(value, token));
+    if bearer || cookie {
+        return next.run(request).await;
+    }
+    // `?token=` on a page: keep it in a cookie and drop it from the URL.
+    let query = request.uri().query().unwrap_or_default();
+    let mut given = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("token=") {
+            Some(value) => {
+                given = Some(value.to_owned());
+                false
+            }
+            None => !pair.is_empty(),
+        })
+        .collect();
+    if let Some(given) = given {
+        if same(&given, token) {
+            let location = if rest.is_empty() {
+                path
+            } else {
+                format!("{path}?{}", rest.join("&"))
+            };
+            return (
+                StatusCode::SEE_OTHER,
+                [
+                    (header::LOCATION, location),
+                    (
+                        header::SET_COOKIE,
+                        format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"),
+                    ),
+                ],
+            )
+                .into_response();
+        }
+    }
+    error(
+        StatusCode::UNAUTHORIZED,
+        "this dashboard needs its access token: send `Authorization: Bearer <token>`, or open a \
+         page once with `?token=<token>`"
+            .to_owned(),
+    )
+}

@@ -19,6 +19,9 @@
 //   HEALTH <key> <text>  wait (at most 15 s) until the health strip's item <key> (shards,
 //                      behind, events, quarantined, gaps, errors) reads <text>, then print
 //                      "HEALTHY <key> <text>"
+//   STAMP <text>       wait (at most 15 s, without reloading, checking every animation frame)
+//                      until <text> appears in the aggregates table, then print
+//                      "STAMPED <text> <epoch ms>" (the wall-clock time it was first seen)
 //   GOTO <path>        open <base-url><path>, wait until it is hydrated and its stream open,
 //                      then print "AT <path>"
 //   WAITTEXT <css>|<text>  wait (at most 15 s, without reloading) until an element matching
@@ -215,6 +218,23 @@ for await (const raw of input) {
   } else if (command === 'SCREENSHOT' && arg !== '') {
     await page.screenshot({ path: arg, fullPage: true });
     await say(`SAVED ${arg}`);
+  } else if (command === 'STAMP' && arg !== '') {
+    let seenAt;
+    try {
+      const handle = await page.waitForFunction(
+        (text) => {
+          const table = document.querySelector('#dashboard section.table table');
+          return table !== null && table.innerText.includes(text) ? Date.now() : false;
+        },
+        arg,
+        { timeout: WAIT_MS, polling: 'raf' },
+      );
+      seenAt = await handle.jsonValue();
+    } catch {
+      await fail(`"${arg}" did not appear in the table within ${WAIT_MS} ms`);
+    }
+    await stillSamePage(arg);
+    await say(`STAMPED ${arg} ${seenAt}`);
   } else if (command === 'GOTO' && arg.startsWith('/')) {
     await open(baseUrl + arg);
     await say(`AT ${arg}`);

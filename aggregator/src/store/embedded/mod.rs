@@ -131,6 +131,9 @@ fn newline_at(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\n')
 }
 
+/// redb's page cache (its default is 1 GiB, more than a small machine should give a cache).
+const CACHE_BYTES: usize = 128 << 20;
+
 /// The rollup format in [`META`]: stores with another one get their rollups rebuilt on open.
 const ROLLUP_FORMAT: &str = "2";
 
@@ -216,7 +219,10 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
         }
-        let db = Database::create(path).map_err(|e| err(&e))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| err(&e))?;
         let tx = db.begin_write().map_err(|e| err(&e))?;
         {
             let aggregates = tx.open_table(AGGREGATES).map_err(|e| err(&e))?;
