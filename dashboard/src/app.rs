@@ -287,6 +287,14 @@ impl Metric {
             .unwrap_or(Metric::NetCount)
     }
 
+    /// The metric's name in the query API.
+    pub fn api_name(&self) -> String {
+        match self {
+            Metric::Sum(name) => name.clone(),
+            other => other.key(),
+        }
+    }
+
     /// The metric's value in a document (sums are exact decimals; the chart only needs `f64`).
     pub fn value(&self, doc: &AggregateDoc) -> f64 {
         match self {
@@ -422,9 +430,34 @@ fn Dashboard() -> impl IntoView {
     let dimension = Memo::new(move |_| query.with(|q| q.get("dimension")));
     let metric = Memo::new(move |_| query.with(|q| q.get("metric")));
 
+    let range = Memo::new(move |_| {
+        query.with(|q| crate::chrome::RangeForm {
+            range: crate::chrome::param(q, "range"),
+            from: crate::chrome::param(q, "from"),
+            to: crate::chrome::param(q, "to"),
+        })
+    });
+    // Live by default; once the form was sent (it always sends `range`), as its checkbox says.
+    let follow =
+        Memo::new(move |_| query.with(|q| q.get("live").is_some() || q.get("range").is_none()));
+    let tick = RwSignal::new(0_u64);
+
     let snapshot = Resource::new(
         move || (window.get(), dimension.get()),
         |(window, dimension)| load_snapshot(window, dimension),
+    );
+    let panels = Resource::new(
+        move || {
+            let range = range.get();
+            let live = follow.get() && range.ends_now(crate::panels::DEFAULT_RANGE);
+            (
+                range,
+                dimension.get(),
+                metric.get(),
+                if live { tick.get() } else { 0 },
+            )
+        },
+        |(range, dimension, metric, _)| crate::panels::load_panels(range, dimension, metric),
     );
     let health = Resource::new(|| (), |_| load_health());
     let live_docs = RwSignal::new(BTreeMap::<String, AggregateDoc>::new());
@@ -442,6 +475,8 @@ fn Dashboard() -> impl IntoView {
                 status,
                 window,
                 dimension,
+                follow,
+                tick,
             });
             live::poll_health(live_health);
         }
@@ -465,7 +500,8 @@ fn Dashboard() -> impl IntoView {
                                 health: live_health,
                                 status,
                             };
-                            page(snap, health, live, metric, hydrated).into_any()
+                            let selection = Selection { metric, range, follow, panels };
+                            page(snap, health, live, selection).into_any()
                         }
                         Err(e) => {
                             view! {
@@ -491,14 +527,23 @@ struct Live {
     status: RwSignal<StreamStatus>,
 }
 
-/// Everything below the root once a snapshot is there.
-fn page(
-    snap: Snapshot,
-    health: PipelineHealth,
-    live: Live,
+/// What the query string selects besides window and dimension, and the panels it asks for.
+#[derive(Clone, Copy)]
+struct Selection {
     metric: Memo<Option<String>>,
-    hydrated: RwSignal<bool>,
-) -> impl IntoView {
+    range: Memo<crate::chrome::RangeForm>,
+    follow: Memo<bool>,
+    panels: Resource<Result<crate::panels::Panels, ServerFnError>>,
+}
+
+/// Everything below the root once a snapshot is there.
+fn page(snap: Snapshot, health: PipelineHealth, live: Live, selection: Selection) -> impl IntoView {
+    let Selection {
+        metric,
+        range,
+        follow,
+        panels,
+    } = selection;
     let Live {
         docs: live,
         health: live_health,
@@ -524,11 +569,26 @@ fn page(
     let select = {
         let (window, dimension) = (window.clone(), dimension.clone());
         move |key: &'static str, value: String| {
-            let mut params = [
+            let r = range.get_untracked();
+            let mut params = vec![
                 ("window", window.clone()),
                 ("dimension", dimension.clone()),
                 ("metric", chosen.get_untracked().key()),
+                (
+                    "range",
+                    r.range
+                        .clone()
+                        .unwrap_or_else(|| crate::panels::DEFAULT_RANGE.to_owned()),
+                ),
             ];
+            for (k, v) in [("from", r.from), ("to", r.to)] {
+                if let Some(v) = v {
+                    params.push((k, v));
+                }
+            }
+            if follow.get_untracked() {
+                params.push(("live", "1".to_owned()));
+            }
             for (k, v) in params.iter_mut() {
                 if *k == key {
                     *v = value.clone();
@@ -625,8 +685,21 @@ fn page(
             <label>
                 "metric " <select name="metric" on:change=on_metric>{metric_options}</select>
             </label>
-            <button type="submit" class:hidden=move || hydrated.get()>"apply"</button>
+            {crate::chrome::range_fields(
+                &range.get_untracked(),
+                crate::panels::DEFAULT_RANGE,
+                follow.get_untracked(),
+            )}
+            <button type="submit">"apply"</button>
         </form>
+        <Transition fallback=|| view! { <p class="loading">"loading panels…"</p> }>
+            {move || Suspend::new(async move {
+                match panels.await {
+                    Ok(p) => crate::panels::view_panels(&p).into_any(),
+                    Err(e) => view! { <p class="error">{format!("panels: {e}")}</p> }.into_any(),
+                }
+            })}
+        </Transition>
         <section class="chart">
             <h2>{chart_caption}</h2>
             {move || rows.with(|docs| chosen.with(|m| chart(docs, m)))}
@@ -1164,7 +1237,14 @@ mod live {
         pub status: RwSignal<StreamStatus>,
         pub window: Memo<Option<String>>,
         pub dimension: Memo<Option<String>>,
+        /// Off: updates are not applied (the page stays as rendered).
+        pub follow: Memo<bool>,
+        /// Bumped (at most every [`TICK_EVERY`]) when updates arrive: the panels re-read.
+        pub tick: RwSignal<u64>,
     }
+
+    /// Updates closer together than this re-read the panels once.
+    const TICK_EVERY: Duration = Duration::from_secs(1);
 
     /// An open `EventSource` and the callbacks it holds; dropping it closes the stream.
     struct Connection {
@@ -1289,8 +1369,25 @@ mod live {
         });
     }
 
-    /// Merges documents into the live map (higher versions win) and bounds its size.
+    thread_local! {
+        static TICK_PENDING: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Merges documents into the live map (higher versions win) and bounds its size; asks the
+    /// panels to re-read. Nothing changes while the page does not follow live.
     fn absorb(live: Live, docs: Vec<AggregateDoc>) {
+        if !live.follow.try_get_untracked().unwrap_or(true) {
+            return;
+        }
+        if !TICK_PENDING.with(|p| p.replace(true)) {
+            set_timeout(
+                move || {
+                    TICK_PENDING.with(|p| p.set(false));
+                    live.tick.try_update(|t| *t += 1);
+                },
+                TICK_EVERY,
+            );
+        }
         live.docs.try_update(|map| {
             for doc in docs {
                 merge_doc(map, doc);
@@ -1372,6 +1469,12 @@ details.shards { margin: 4px 0 0; font-size: 13px; }
 details.shards summary { cursor: pointer; color: var(--muted); width: max-content; }
 details.shards table { margin-top: 4px; font-size: 13px; }
 .scroll { overflow-x: auto; }
+dl.tiles { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: 10px; margin: 14px 0 4px; }
+dl.tiles .tile { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; background: var(--panel); }
+dl.tiles dt { font-size: 12px; color: var(--muted); }
+dl.tiles dd { margin: 2px 0 0; font-size: 20px; font-weight: 600; font-variant-numeric: tabular-nums; overflow-wrap: anywhere; }
+.panels { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 16px; }
+svg.top .value { fill: var(--fg); }
 nav.pages { display: flex; gap: 4px; margin: 8px 0 0; border-bottom: 1px solid var(--line); }
 nav.pages a { padding: 6px 12px; color: var(--muted); text-decoration: none; border-bottom: 2px solid transparent; }
 nav.pages a[aria-current="page"] { color: var(--fg); border-bottom-color: #0072B2; font-weight: 600; }

@@ -284,7 +284,7 @@ fn answer_view(form: &ExploreForm, result: Result<QueryResult, ServerFnError>) -
     view! {
         <section class="chart">
             <h2>{caption}</h2>
-            {line_chart(&result)}
+            {line_chart(&result, "explore")}
             <p class="actions">
                 <a class="csv" href=csv download="streamlens.csv">
                     "download CSV"
@@ -383,8 +383,9 @@ fn table(result: &QueryResult) -> AnyView {
     .into_any()
 }
 
-/// One line per group over the query's range; each point has a tooltip (`<title>`).
-fn line_chart(result: &QueryResult) -> AnyView {
+/// One line per group over the query's range; each point has a tooltip (`<title>`). `panel`
+/// names the chart (`data-panel`).
+pub(crate) fn line_chart(result: &QueryResult, panel: &'static str) -> AnyView {
     let points: Vec<(usize, i64, f64, &str)> = result
         .series
         .iter()
@@ -524,7 +525,13 @@ fn line_chart(result: &QueryResult) -> AnyView {
         .collect_view();
     let viewbox = format!("0 0 {CHART_W} {CHART_H}");
     view! {
-        <svg class="bars lines" viewBox=viewbox role="img" aria-label="metric over time">
+        <svg
+            class="bars lines"
+            viewBox=viewbox
+            data-panel=panel
+            role="img"
+            aria-label="metric over time"
+        >
             {grid}
             {lines}
             {x_labels}

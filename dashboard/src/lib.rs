@@ -59,6 +59,7 @@ pub mod changes_page;
 pub mod chrome;
 pub mod explore;
 pub mod health_page;
+pub mod panels;
 #[cfg(feature = "ssr")]
 pub mod server;
 

@@ -246,7 +246,8 @@ for await (const raw of input) {
       await page.waitForFunction(
         ([selector, want]) =>
           [...document.querySelectorAll(selector)].some((el) =>
-            el.innerText.replace(/\s+/g, ' ').includes(want),
+            // SVG elements have no innerText
+            (el.innerText ?? el.textContent).replace(/\s+/g, ' ').includes(want),
           ),
         [selector, want],
         { timeout: WAIT_MS, polling: 50 },
@@ -257,7 +258,7 @@ for await (const raw of input) {
     await stillSamePage(`${selector} ${want}`);
     await say(`FOUND ${Date.now() - started}`);
   } else if (command === 'TEXT' && arg !== '') {
-    const text = await page.$eval(arg, (el) => el.innerText).catch(() => null);
+    const text = await page.$eval(arg, (el) => el.innerText ?? el.textContent).catch(() => null);
     await say(`TEXT ${JSON.stringify(text === null ? null : squeeze(text))}`);
   } else if (command === 'SELECT' && arg.includes('|')) {
     const selector = arg.slice(0, arg.indexOf('|'));
