@@ -1150,6 +1150,7 @@ fn chart(docs: &[AggregateDoc], metric: &Metric) -> AnyView {
                 let x = MARGIN_LEFT + wi as f64 * slot + slot * 0.1 + si as f64 * bar;
                 let top = y(v.max(0.0));
                 let height = (y(v.min(0.0)) - top).max(if v == 0.0 { 0.0 } else { 1.0 });
+                let tip = format!("{} · {} · {v}", s.name, utc_datetime(*start));
                 Some(view! {
                     <rect
                         x=coord(x)
@@ -1157,7 +1158,9 @@ fn chart(docs: &[AggregateDoc], metric: &Metric) -> AnyView {
                         width=coord((bar * 0.9).max(1.0))
                         height=coord(height)
                         fill=colour
-                    ></rect>
+                    >
+                        <title>{tip}</title>
+                    </rect>
                 })
             })
         })
