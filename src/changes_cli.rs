@@ -76,6 +76,23 @@ pub struct ChangesArgs {
     pub format: ChangesFormat,
 }
 
+/// Key attributes from `attribute=value` arguments.
+pub fn key_of(
+    parts: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, serde_json::Value>> {
+    let mut key = std::collections::BTreeMap::new();
+    for part in parts {
+        let (name, value) = part
+            .split_once('=')
+            .with_context(|| format!("key `{part}` is not `attribute=value`"))?;
+        key.insert(
+            name.trim().to_owned(),
+            serde_json::Value::String(value.to_owned()),
+        );
+    }
+    Ok(key)
+}
+
 /// The search the flags describe.
 pub fn query_of(args: &ChangesArgs) -> anyhow::Result<ChangeQuery> {
     if let Some(json) = &args.json {
@@ -84,17 +101,7 @@ pub fn query_of(args: &ChangesArgs) -> anyhow::Result<ChangeQuery> {
     let key = if args.key.is_empty() {
         None
     } else {
-        let mut key = std::collections::BTreeMap::new();
-        for part in &args.key {
-            let (name, value) = part
-                .split_once('=')
-                .with_context(|| format!("--key `{part}` is not `attribute=value`"))?;
-            key.insert(
-                name.trim().to_owned(),
-                serde_json::Value::String(value.to_owned()),
-            );
-        }
-        Some(key)
+        Some(key_of(&args.key)?)
     };
     Ok(ChangeQuery {
         table: args.table.clone(),

@@ -16,6 +16,7 @@ pub mod app;
 pub mod bench;
 pub mod changes_cli;
 pub mod config;
+pub mod history_cli;
 pub mod pipeline;
 pub mod quarantine;
 pub mod query_cli;

@@ -65,6 +65,9 @@ enum Command {
     /// Search the raw change index (by item key, time range, kind, changed attribute) from a
     /// config's store or a running dashboard.
     Changes(streamlens::changes_cli::ChangesArgs),
+    /// One item's every change (old → new) and its state at a chosen time, from the change
+    /// index.
+    History(streamlens::history_cli::HistoryArgs),
     /// Check a config file and print what it means.
     Check {
         /// The config file.
@@ -188,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Query(args) => streamlens::query_cli::run(args).await?,
         Command::Changes(args) => streamlens::changes_cli::run(args).await?,
+        Command::History(args) => streamlens::history_cli::run(args).await?,
         Command::Check { config } => {
             let config = Config::load(&config)?;
             println!("{config:#?}");

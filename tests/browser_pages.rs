@@ -242,12 +242,21 @@ async fn every_page_renders_hydrates_and_follows_live_writes() {
         .json()
         .await
         .unwrap();
-    let total: u64 = events["series"][0]["total"].as_str().unwrap().parse().unwrap();
+    let total: u64 = events["series"][0]["total"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(total, 4, "four writes so far: {events}");
     found(&mut page, r#"[data-tile="events"] dd"#, "4").await;
     put(&client, &table, "order#3", "pending", "1.00").await;
     found(&mut page, r#"[data-tile="events"] dd"#, "5").await;
-    found(&mut page, r#"svg[data-panel="top"] g[data-group="pending"]"#, "pending").await;
+    found(
+        &mut page,
+        r#"svg[data-panel="top"] g[data-group="pending"]"#,
+        "pending",
+    )
+    .await;
     if let Some(path) = shoot("overview") {
         page.ask(&format!("SCREENSHOT {}", path.display())).await;
     }

@@ -87,6 +87,11 @@ fn invalid(message: String) -> QueryError {
     QueryError::Invalid(message)
 }
 
+/// A time as a request gives it, in epoch ms (`field` names it in the error).
+pub fn resolve_time(field: &str, arg: &TimeArg, now_ms: i64) -> Result<i64, QueryError> {
+    time(field, arg, now_ms)
+}
+
 /// A time of the request in epoch ms.
 pub(crate) fn time(field: &str, arg: &TimeArg, now_ms: i64) -> Result<i64, QueryError> {
     let bad = |text: &str, why: &str| {

@@ -146,6 +146,24 @@ impl ChangeDoc {
     }
 }
 
+/// An item's state at `at` (epoch ms) from its changes in change order: the new image of its
+/// last change at or before `at`, `None` when it did not exist then (no change yet, or removed).
+/// `Err` when that change's stream view carries no new image to tell.
+pub fn state_at(changes: &[ChangeDoc], at: i64) -> Result<Option<Item>, String> {
+    let Some(last) = changes.iter().rev().find(|c| c.event_time <= at) else {
+        return Ok(None);
+    };
+    match last.kind.as_str() {
+        "REMOVE" => Ok(None),
+        _ => last.new_image.clone().map(Some).ok_or_else(|| {
+            format!(
+                "the change at sequence {} carries no new image (the stream's view type leaves it out)",
+                last.sequence_number
+            )
+        }),
+    }
+}
+
 /// The canonical text of an item key: a compact JSON object of attribute name to value, names in
 /// order, strings and numbers as written (binary as base64). `{"pk":"order#1","sk":"2"}`.
 pub fn canonical_key(keys: &Item) -> String {
