@@ -22,6 +22,20 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<pipeline::RunSummary> {
+    run_with(config, shutdown, None).await
+}
+
+/// Wraps the configured source (a replay filters and paces it).
+pub type SourceWrapper = Box<
+    dyn FnOnce(Box<dyn streamlens_ingest::Source>) -> Box<dyn streamlens_ingest::Source> + Send,
+>;
+
+/// [`run`], with the source wrapped by `wrap` when given.
+pub async fn run_with(
+    config: Config,
+    shutdown: CancellationToken,
+    wrap: Option<SourceWrapper>,
+) -> anyhow::Result<pipeline::RunSummary> {
     let version_seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -70,6 +84,10 @@ pub async fn run(
     )
     .await
     .context("starting the source")?;
+    let source = match wrap {
+        Some(wrap) => wrap(source),
+        None => source,
+    };
     let leases = source.leases();
     if let Some(leases) = &leases {
         engine = resume_worker(&config, engine, store.as_ref(), leases).await?;

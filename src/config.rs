@@ -207,11 +207,30 @@ impl Config {
         }
         config
             .check_dashboard()
+            .and_then(|()| config.check_archive())
             .map_err(|message| ConfigError::Parse {
                 path: name.to_owned(),
                 message,
             })?;
         Ok(config)
+    }
+
+    /// The archive written must not be the archive read: it would grow under the reader.
+    fn check_archive(&self) -> Result<(), String> {
+        let (Some(to), SourceConfig::Archive(source)) = (&self.archive_to, &self.source) else {
+            return Ok(());
+        };
+        let same = match (to.canonicalize(), source.path.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => *to == source.path,
+        };
+        if same {
+            return Err(format!(
+                "archive_to is the source archive {}: archive to another file",
+                to.display()
+            ));
+        }
+        Ok(())
     }
 
     /// A dashboard without a token may only listen on a loopback address; a token must be long
@@ -335,6 +354,13 @@ mod tests {
             err.contains("changes.retention") && err.contains("a week"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_source_archive_is_never_the_one_written() {
+        let text = "archive_to = \"in.ndjson\"\n[source]\nkind = \"archive\"\npath = \"in.ndjson\"\n[pipeline]\n";
+        let err = Config::parse(text, "a.toml").unwrap_err().to_string();
+        assert!(err.contains("archive_to is the source archive"), "{err}");
     }
 
     #[test]

@@ -20,3 +20,4 @@ pub mod history_cli;
 pub mod pipeline;
 pub mod quarantine;
 pub mod query_cli;
+pub mod replay;

@@ -68,6 +68,11 @@ enum Command {
     /// One item's every change (old → new) and its state at a chosen time, from the change
     /// index.
     History(streamlens::history_cli::HistoryArgs),
+    /// Recompute aggregates from an archive (a time range of it, paced or at full speed,
+    /// optionally with another spec) into an isolated namespace beside the live store.
+    Replay(streamlens::replay::ReplayArgs),
+    /// Compare the live aggregates with a replay namespace's; exits 1 when they differ.
+    Compare(streamlens::replay::CompareArgs),
     /// Check a config file and print what it means.
     Check {
         /// The config file.
@@ -142,25 +147,7 @@ async fn main() -> anyhow::Result<()> {
                 None => Config::demo(),
             };
             config.dashboard.enabled &= !no_dashboard;
-            let shutdown = CancellationToken::new();
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                // Ctrl-C, or SIGTERM from a service manager.
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = async {
-                        match term.as_mut() {
-                            Some(t) => { t.recv().await; }
-                            None => std::future::pending::<()>().await,
-                        }
-                    } => {}
-                }
-                tracing::info!("interrupted, shutting down");
-                stop.cancel();
-            });
-            let summary = streamlens::app::run(config, shutdown).await?;
+            let summary = streamlens::app::run(config, interrupted()).await?;
             println!(
                 "read {} changes, aggregated {}, quarantined {}, wrote {} aggregate documents",
                 summary.source.events + summary.source.quarantined,
@@ -192,6 +179,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Query(args) => streamlens::query_cli::run(args).await?,
         Command::Changes(args) => streamlens::changes_cli::run(args).await?,
         Command::History(args) => streamlens::history_cli::run(args).await?,
+        Command::Replay(args) => streamlens::replay::run(args, interrupted()).await?,
+        Command::Compare(args) => {
+            if !streamlens::replay::compare(args).await? {
+                std::process::exit(1);
+            }
+        }
         Command::Check { config } => {
             let config = Config::load(&config)?;
             println!("{config:#?}");
@@ -225,4 +218,26 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A token cancelled by Ctrl-C, or SIGTERM from a service manager.
+fn interrupted() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+        tracing::info!("interrupted, shutting down");
+        stop.cancel();
+    });
+    shutdown
 }

@@ -22,13 +22,23 @@ enum Out {
 }
 
 impl ArchiveWriter {
-    /// Creates `path`; gzip-compressed when the name ends in `.gz`.
+    /// Opens `path` for appending (creating it and its directory when missing): a restarted run
+    /// adds to the archive of the runs before it. Gzip-compressed when the name ends in `.gz`: each
+    /// run appends a gzip member, and readers decode the members one after another.
     pub fn create(path: &Path) -> Result<Self, Error> {
         let err = |source| Error::Archive {
             path: path.display().to_string(),
             source,
         };
-        let file = BufWriter::new(File::create(path).map_err(err)?);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(err)?;
+        let file = BufWriter::new(file);
         let out = if path.extension().is_some_and(|e| e == "gz") {
             Out::Gzip(Box::new(flate2::write::GzEncoder::new(
                 file,
@@ -70,6 +80,49 @@ impl ArchiveWriter {
         Error::Archive {
             path: self.path.clone(),
             source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use streamlens_core::{ChangeEvent, EventKind};
+
+    use super::ArchiveWriter;
+
+    fn event(seq: &str) -> ChangeEvent {
+        ChangeEvent {
+            event_id: seq.into(),
+            kind: EventKind::Insert,
+            keys: Default::default(),
+            old_image: None,
+            new_image: Some(Default::default()),
+            event_time_ms: 1_000,
+            sequence_number: seq.into(),
+            shard_id: "s".into(),
+            size_bytes: 0,
+            view_type: None,
+            ttl_delete: false,
+        }
+    }
+
+    #[test]
+    fn a_second_run_appends_to_the_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.ndjson", "a.ndjson.gz"] {
+            let path = dir.path().join("sub").join(name);
+            for seq in ["1", "2"] {
+                let mut w = ArchiveWriter::create(&path).unwrap();
+                w.write(&event(seq)).unwrap();
+                w.finish().unwrap();
+            }
+            let mut seqs = Vec::new();
+            crate::archive::read_batches(&path, 10, |b| {
+                seqs.extend(b.events.into_iter().map(|e| e.sequence_number));
+                true
+            })
+            .unwrap();
+            assert_eq!(seqs, ["1", "2"], "{name}");
         }
     }
 }

@@ -352,6 +352,28 @@ impl OpenSearchStore {
         &self.index
     }
 
+    /// Deletes every index of this store: aggregates, checkpoints and every day of changes (a
+    /// replay namespace started afresh).
+    pub async fn delete_all(&self) -> Result<(), Error> {
+        let changes = self.changes_pattern();
+        let response = self
+            .send("delete indices", || async {
+                self.client
+                    .indices()
+                    .delete(opensearch::indices::IndicesDeleteParts::Index(&[
+                        &self.index,
+                        &self.checkpoints,
+                        &changes,
+                    ]))
+                    .ignore_unavailable(true)
+                    .allow_no_indices(true)
+                    .send()
+                    .await
+            })
+            .await?;
+        json_ok("delete indices", response).await.map(|_| ())
+    }
+
     async fn install(&self, prefix: &str) -> Result<(), Error> {
         let mut properties = json!({
             "pipeline": { "type": "keyword" },

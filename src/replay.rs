@@ -1,0 +1,497 @@
+//! `streamlens replay` and `streamlens compare`: recompute aggregates from an archive into an
+//! isolated namespace, and compare them with the live ones.
+//!
+//! A replay runs the normal pipeline — the same archive source, window engine and store code —
+//! with three changes: the source is the archive (optionally cut to a time range and paced at a
+//! multiple of real time), the pipeline spec may be another one (to backfill a new metric), and
+//! the store is the namespace's: `<data_dir>/replays/<namespace>/store.redb` for the embedded
+//! store, indices under `<prefix>-replay-<namespace>` for OpenSearch. Nothing of the live store is
+//! written, so live data is untouched. A progress bar on stderr shows changes read, rate and ETA.
+//!
+//! Replaying again into the same namespace recomputes every window of the archive and rewrites it
+//! under a newer version, so an interrupted replay run again ends with the same aggregates as an
+//! uninterrupted one (`--fresh` starts from an empty namespace instead).
+//!
+//! `compare` reads the same windows from the live store and a namespace and lists every window
+//! and group whose counts or metric values differ, or that only one side has.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use streamlens_aggregator::{
+    config::{EmbeddedStoreConfig, OpenSearchStoreConfig},
+    PipelineSpec, StoreConfig,
+};
+use streamlens_core::{AggQuery, AggregateDoc};
+use streamlens_ingest::{config::ArchiveSourceConfig, Batch, Source, SourceConfig, SourceSummary};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    query_cli::{now_ms, time_arg},
+};
+
+/// The flags of `streamlens replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The live config: its store (the namespace is made beside it), spec and archive.
+    #[arg(long, short, env = "STREAMLENS_CONFIG")]
+    pub config: PathBuf,
+    /// The namespace to replay into: lowercase letters, digits, `-` and `_`.
+    #[arg(long, short)]
+    pub namespace: String,
+    /// The archive to replay [default: the config's `archive_to`].
+    #[arg(long)]
+    pub archive: Option<PathBuf>,
+    /// Only changes at or after this time: epoch ms, ISO-8601, `now-<duration>`.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Only changes before this time.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Pace the replay at this multiple of real time (2 = twice as fast as the changes were
+    /// made) instead of full speed, to watch it.
+    #[arg(long)]
+    pub speed: Option<f64>,
+    /// Another pipeline spec (a TOML file with a `[pipeline]` table) to compute instead of the
+    /// config's, e.g. to backfill a new metric.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Keep a change index in the namespace too.
+    #[arg(long)]
+    pub changes: bool,
+    /// Empty the namespace first.
+    #[arg(long)]
+    pub fresh: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Checks a namespace name.
+pub fn check_namespace(namespace: &str) -> anyhow::Result<()> {
+    let ok = !namespace.is_empty()
+        && namespace.len() <= 64
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    anyhow::ensure!(
+        ok,
+        "namespace `{namespace}`: use 1 to 64 lowercase letters, digits, `-` and `_`"
+    );
+    Ok(())
+}
+
+/// Where a namespace's run data (quarantine, embedded store) lives.
+pub fn namespace_dir(config: &Config, namespace: &str) -> PathBuf {
+    config.data_dir.join("replays").join(namespace)
+}
+
+/// The store of a namespace: beside the live one, never the live one.
+pub fn namespace_store(config: &Config, namespace: &str) -> StoreConfig {
+    match &config.store {
+        StoreConfig::Embedded(_) => StoreConfig::Embedded(EmbeddedStoreConfig {
+            path: namespace_dir(config, namespace).join("store.redb"),
+        }),
+        StoreConfig::Opensearch(c) => StoreConfig::Opensearch(OpenSearchStoreConfig {
+            index_prefix: format!("{}-replay-{namespace}", c.index_prefix),
+            ..c.clone()
+        }),
+    }
+}
+
+/// The config a replay runs: the archive as its source, the namespace's store and data
+/// directory, no dashboard, no archive of its own.
+pub fn replay_config(config: &Config, args: &ReplayArgs) -> anyhow::Result<Config> {
+    check_namespace(&args.namespace)?;
+    let archive = args
+        .archive
+        .clone()
+        .or_else(|| config.archive_to.clone())
+        .context("give --archive (the config has no `archive_to`)")?;
+    anyhow::ensure!(
+        archive.exists(),
+        "archive {} does not exist",
+        archive.display()
+    );
+    let pipeline = match &args.spec {
+        None => config.pipeline.clone(),
+        Some(path) => {
+            #[derive(serde::Deserialize)]
+            struct SpecFile {
+                pipeline: PipelineSpec,
+            }
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let spec: SpecFile = toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("spec file {}: {e}", path.display()))?;
+            spec.pipeline
+                .validate()
+                .map_err(|e| anyhow::anyhow!("spec file {}: {e}", path.display()))?;
+            spec.pipeline
+        }
+    };
+    let mut replay = config.clone();
+    replay.source = SourceConfig::Archive(ArchiveSourceConfig::once(archive));
+    replay.store = namespace_store(config, &args.namespace);
+    replay.data_dir = namespace_dir(config, &args.namespace);
+    replay.archive_to = None;
+    replay.pipeline = pipeline;
+    replay.dashboard.enabled = false;
+    replay.changes.enabled = args.changes;
+    Ok(replay)
+}
+
+/// The archive source, cut to a time range, paced, and counted.
+struct Windowed {
+    inner: Box<dyn Source>,
+    from: Option<i64>,
+    to: Option<i64>,
+    speed: Option<f64>,
+    read: Arc<AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl Source for Windowed {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn run(
+        self: Box<Self>,
+        out: mpsc::Sender<Batch>,
+        shutdown: CancellationToken,
+    ) -> Result<SourceSummary, streamlens_ingest::Error> {
+        let Windowed {
+            inner,
+            from,
+            to,
+            speed,
+            read,
+        } = *self;
+        let (tx, mut rx) = mpsc::channel::<Batch>(4);
+        let reader = tokio::spawn(inner.run(tx, shutdown.clone()));
+        let keep = |t: i64| from.is_none_or(|f| t >= f) && to.is_none_or(|e| t < e);
+        let started = Instant::now();
+        let mut first: Option<i64> = None;
+        while let Some(mut batch) = rx.recv().await {
+            read.fetch_add(
+                (batch.events.len() + batch.projected.len() + batch.quarantined.len()) as u64,
+                Ordering::Relaxed,
+            );
+            batch.events.retain(|e| keep(e.event_time_ms));
+            batch.projected.retain(|p| keep(p.event_time_ms));
+            if let Some(speed) = speed {
+                // Changes leave no earlier than their offset from the first one, divided by speed.
+                let newest = batch
+                    .events
+                    .iter()
+                    .map(|e| e.event_time_ms)
+                    .chain(batch.projected.iter().map(|p| p.event_time_ms))
+                    .max();
+                if let Some(newest) = newest {
+                    let first = *first.get_or_insert(newest);
+                    let due =
+                        Duration::from_millis(((newest - first).max(0) as f64 / speed) as u64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = shutdown.cancelled() => break,
+                        }
+                    }
+                }
+            }
+            if out.send(batch).await.is_err() {
+                return Err(streamlens_ingest::Error::DownstreamClosed);
+            }
+        }
+        match reader.await {
+            Ok(result) => result,
+            Err(e) => Err(streamlens_ingest::Error::Config(format!(
+                "archive reader failed: {e}"
+            ))),
+        }
+    }
+}
+
+/// Lines in an archive (decompressed), for the progress bar's length.
+fn count_lines(path: &Path) -> Option<u64> {
+    let mut reader = streamlens_ingest::archive::open(path).ok()?;
+    let mut lines = 0u64;
+    loop {
+        let buf = std::io::BufRead::fill_buf(&mut reader).ok()?;
+        if buf.is_empty() {
+            return Some(lines);
+        }
+        lines += memchr::memchr_iter(b'\n', buf).count() as u64;
+        let n = buf.len();
+        std::io::BufRead::consume(&mut reader, n);
+    }
+}
+
+/// Runs a replay as the flags say.
+pub async fn run(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let replay = replay_config(&config, &args)?;
+    let time = |field: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| {
+                streamlens_aggregator::query::resolve_time(field, &time_arg(t), now_ms())
+                    .map_err(|e| anyhow::anyhow!("--{e}"))
+            })
+            .transpose()
+    };
+    let (from, to) = (time("from", &args.from)?, time("to", &args.to)?);
+    if let Some(speed) = args.speed {
+        anyhow::ensure!(
+            speed.is_finite() && speed > 0.0,
+            "--speed must be a positive number, not {speed}"
+        );
+    }
+    if args.fresh {
+        wipe(&replay).await?;
+    }
+    let SourceConfig::Archive(archive) = &replay.source else {
+        unreachable!("a replay reads an archive");
+    };
+    let archive_path = archive.path.clone();
+    let read = Arc::new(AtomicU64::new(0));
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} replay {msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} changes, {per_sec}, ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(args.namespace.clone());
+    {
+        let (bar, path) = (bar.clone(), archive_path.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Some(lines) = count_lines(&path) {
+                bar.set_length(lines);
+            }
+        });
+    }
+    let ticker = {
+        let (bar, read) = (bar.clone(), read.clone());
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(read.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    tracing::info!(
+        namespace = %args.namespace,
+        archive = %archive_path.display(),
+        store = ?replay.store,
+        "replay started"
+    );
+    let wrap: crate::app::SourceWrapper = {
+        let read = read.clone();
+        let speed = args.speed;
+        Box::new(move |inner| {
+            Box::new(Windowed {
+                inner,
+                from,
+                to,
+                speed,
+                read,
+            })
+        })
+    };
+    let summary = crate::app::run_with(replay, shutdown.clone(), Some(wrap)).await;
+    ticker.abort();
+    bar.set_position(read.load(Ordering::Relaxed));
+    let summary = summary?;
+    if shutdown.is_cancelled() {
+        bar.abandon_with_message(format!(
+            "{} interrupted: run the same command again to finish it",
+            args.namespace
+        ));
+    } else {
+        bar.finish_with_message(format!("{} done", args.namespace));
+    }
+    println!(
+        "replayed {} changes into namespace `{}`: {} aggregated, {} quarantined, {} documents written",
+        summary.source.events, args.namespace, summary.aggregated, summary.quarantined, summary.docs_written
+    );
+    Ok(())
+}
+
+/// Empties a namespace: its store file, or its OpenSearch indices.
+async fn wipe(replay: &Config) -> anyhow::Result<()> {
+    match &replay.store {
+        StoreConfig::Embedded(c) => {
+            if c.path.exists() {
+                std::fs::remove_file(&c.path)
+                    .with_context(|| format!("removing {}", c.path.display()))?;
+            }
+        }
+        StoreConfig::Opensearch(c) => {
+            let store =
+                streamlens_aggregator::store::opensearch::OpenSearchStore::connect(c).await?;
+            store.delete_all().await?;
+        }
+    }
+    Ok(())
+}
+
+/// The flags of `streamlens compare`.
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// The live config.
+    #[arg(long, short, env = "STREAMLENS_CONFIG")]
+    pub config: PathBuf,
+    /// The namespace to compare with the live aggregates.
+    #[arg(long, short)]
+    pub namespace: String,
+    /// Windows starting at or after this time.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Windows starting before this time.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only this window size [default: every one].
+    #[arg(long)]
+    pub window: Option<String>,
+    /// List at most this many differences.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+/// A window and group whose aggregates differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// The group id (pipeline, window, start, dimension, value).
+    pub group: String,
+    /// What differs: `only live`, `only replay`, or `field: live ≠ replay` items.
+    pub what: String,
+}
+
+/// What a document holds, without version, finality and bookkeeping.
+fn content(doc: &AggregateDoc) -> BTreeMap<&'static str, String> {
+    let mut out = BTreeMap::new();
+    out.insert("inserts", doc.inserts.to_string());
+    out.insert("modifies", doc.modifies.to_string());
+    out.insert("removes", doc.removes.to_string());
+    out.insert("net_count", doc.net_count.to_string());
+    out.insert("sums", serde_json::to_string(&doc.sums).unwrap_or_default());
+    out.insert(
+        "counts",
+        serde_json::to_string(&doc.counts).unwrap_or_default(),
+    );
+    out.insert("mins", serde_json::to_string(&doc.mins).unwrap_or_default());
+    out.insert("maxs", serde_json::to_string(&doc.maxs).unwrap_or_default());
+    out.insert(
+        "distinct",
+        serde_json::to_string(&doc.distinct).unwrap_or_default(),
+    );
+    out
+}
+
+/// The differences between two sets of documents, by group.
+pub fn differences(live: &[AggregateDoc], replay: &[AggregateDoc]) -> Vec<Difference> {
+    let by_group = |docs: &[AggregateDoc]| -> BTreeMap<String, AggregateDoc> {
+        docs.iter().map(|d| (d.group_id(), d.clone())).collect()
+    };
+    let (live, replay) = (by_group(live), by_group(replay));
+    let groups: std::collections::BTreeSet<&String> = live.keys().chain(replay.keys()).collect();
+    let mut out = Vec::new();
+    for group in groups {
+        let what = match (live.get(group), replay.get(group)) {
+            (Some(_), None) => "only live".to_owned(),
+            (None, Some(_)) => "only replay".to_owned(),
+            (Some(a), Some(b)) => {
+                let (a, b) = (content(a), content(b));
+                let fields: Vec<String> = a
+                    .iter()
+                    .filter(|(k, v)| b.get(*k) != Some(v))
+                    .map(|(k, v)| format!("{k}: {v} ≠ {}", b.get(k).cloned().unwrap_or_default()))
+                    .collect();
+                if fields.is_empty() {
+                    continue;
+                }
+                fields.join("; ")
+            }
+            (None, None) => continue,
+        };
+        out.push(Difference {
+            group: group.clone(),
+            what,
+        });
+    }
+    out
+}
+
+/// Compares the live aggregates with a namespace's; `Ok(true)` when they agree.
+pub async fn compare(args: CompareArgs) -> anyhow::Result<bool> {
+    check_namespace(&args.namespace)?;
+    let config = Config::load(&args.config)?;
+    let time = |field: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| {
+                streamlens_aggregator::query::resolve_time(field, &time_arg(t), now_ms())
+                    .map_err(|e| anyhow::anyhow!("--{e}"))
+            })
+            .transpose()
+    };
+    let query = AggQuery {
+        pipeline: Some(config.pipeline.name.clone()),
+        window: args.window.clone(),
+        from: time("from", &args.from)?,
+        to: time("to", &args.to)?,
+        ..AggQuery::default()
+    };
+    let live = streamlens_aggregator::store::open(&config.store)
+        .await
+        .context("opening the live store")?;
+    let ns_store = namespace_store(&config, &args.namespace);
+    if let StoreConfig::Embedded(c) = &ns_store {
+        anyhow::ensure!(
+            c.path.exists(),
+            "namespace `{}` has no store at {}: replay into it first",
+            args.namespace,
+            c.path.display()
+        );
+    }
+    let replay = streamlens_aggregator::store::open(&ns_store)
+        .await
+        .context("opening the namespace's store")?;
+    let (a, b) = (live.query(&query).await?, replay.query(&query).await?);
+    let diffs = differences(&a, &b);
+    println!(
+        "compared {} live and {} replayed documents{}: {} differ",
+        a.len(),
+        b.len(),
+        match (&args.from, &args.to) {
+            (None, None) => String::new(),
+            (f, t) => format!(
+                " from {} to {}",
+                f.as_deref().unwrap_or("the start"),
+                t.as_deref().unwrap_or("the end")
+            ),
+        },
+        diffs.len()
+    );
+    for d in diffs.iter().take(args.limit) {
+        println!("  {}: {}", d.group, d.what);
+    }
+    if diffs.len() > args.limit {
+        println!("  … and {} more", diffs.len() - args.limit);
+    }
+    Ok(diffs.is_empty())
+}

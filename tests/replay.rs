@@ -1,0 +1,275 @@
+//! `streamlens replay` and `compare`:
+//!
+//! * a run reading a moto table (600 SDK writes) into osmem-server archives its changes; replaying
+//!   the archive into a namespace reproduces the run's aggregates exactly (equal to totals computed
+//!   from the writes, `compare` finds no difference), and the live indices — every document with
+//!   its version and sequence number — are byte-for-byte what they were before the replay;
+//! * a paced replay interrupted half-way and run again ends with exactly the aggregates of an
+//!   uninterrupted one (and the live run's); a replay with another spec backfills a new metric.
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use streamlens::{
+    config::Config,
+    replay::{self, CompareArgs, ReplayArgs},
+};
+use streamlens_core::{AggQuery, AggregateDoc, AggregateReader};
+use tokio_util::sync::CancellationToken;
+
+fn args(config: &Path, namespace: &str) -> ReplayArgs {
+    ReplayArgs {
+        config: config.to_owned(),
+        namespace: namespace.to_owned(),
+        archive: None,
+        from: None,
+        to: None,
+        speed: None,
+        spec: None,
+        changes: false,
+        fresh: false,
+        quiet: true,
+    }
+}
+
+fn compare_args(config: &Path, namespace: &str) -> CompareArgs {
+    CompareArgs {
+        config: config.to_owned(),
+        namespace: namespace.to_owned(),
+        from: None,
+        to: None,
+        window: None,
+        limit: 10,
+    }
+}
+
+/// Every document of the live indices, as OpenSearch returns them (with `_version`, `_seq_no`
+/// and `_primary_term`), in index and id order: what "untouched" is checked against.
+async fn live_indices(prefix: &str) -> String {
+    let url = format!(
+        "{}/{prefix}-aggregates,{prefix}-checkpoints,{prefix}-changes-*/_search?seq_no_primary_term=true&version=true",
+        common::opensearch_url()
+    );
+    let response: serde_json::Value = reqwest::Client::new()
+        .post(url)
+        .json(&serde_json::json!({ "size": 10000, "query": { "match_all": {} } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut hits: Vec<serde_json::Value> = response["hits"]["hits"].as_array().unwrap().clone();
+    for hit in &mut hits {
+        if let Some(h) = hit.as_object_mut() {
+            h.remove("_score");
+            h.remove("sort");
+        }
+    }
+    hits.sort_by_key(|h| (h["_index"].to_string(), h["_id"].to_string()));
+    assert!(hits.len() > 600, "{} live documents", hits.len());
+    serde_json::to_string(&hits).unwrap()
+}
+
+async fn docs_of(store: &dyn AggregateReader) -> Vec<AggregateDoc> {
+    store.query(&AggQuery::default()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_reproduces_the_run_and_leaves_live_indices_untouched() {
+    common::require("moto", &common::moto_url()).await;
+    common::require("OpenSearch", &common::opensearch_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let table = common::unique("replay");
+    let client = common::dynamodb().await;
+    streamlens_infra::dynamo::create_table_with_stream(&client, &table, "pk")
+        .await
+        .unwrap();
+    let mut writer = common::Writer::new(0x9E3779B97F4A7C15);
+    writer.write(&client, &table, 600).await;
+    let expected = writer.totals();
+
+    let prefix = common::unique("rp");
+    let archive = dir.path().join("changes.ndjson.gz");
+    let text = format!(
+        "data_dir = \"{dir}\"\narchive_to = \"{archive}\"\n[source]\nkind = \"dynamodb\"\ntable = \"{table}\"\n\
+         endpoint_url = \"{moto}\"\nregion = \"us-east-1\"\nstop_when_idle = \"3s\"\n[store]\nkind = \"opensearch\"\n\
+         url = \"{os}\"\nindex_prefix = \"{prefix}\"\n[pipeline]\nname = \"orders\"\ndimensions = [\"status\"]\n\
+         windows = [\"1m\", \"5m\"]\n[[pipeline.metrics]]\nname = \"amount\"\nattribute = \"amount\"\nscale = 2\n\
+         [dashboard]\nenabled = false\n",
+        dir = dir.path().display(),
+        archive = archive.display(),
+        moto = common::moto_url(),
+        os = common::opensearch_url(),
+    );
+    let config_path = dir.path().join("live.toml");
+    std::fs::write(&config_path, &text).unwrap();
+    let config = Config::parse(&text, "live.toml").unwrap();
+    let summary = streamlens::app::run(config.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(summary.source.events, 600);
+    let before = live_indices(&prefix).await;
+
+    replay::run(args(&config_path, "r1"), CancellationToken::new())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        live_indices(&prefix).await,
+        before,
+        "the replay changed the live indices"
+    );
+    assert!(replay::compare(compare_args(&config_path, "r1"))
+        .await
+        .unwrap());
+    let namespace = streamlens_aggregator::store::open(&replay::namespace_store(&config, "r1"))
+        .await
+        .unwrap();
+    let replayed = docs_of(namespace.as_ref()).await;
+    for window in ["1m", "5m"] {
+        assert_eq!(
+            common::totals_of_docs(&replayed, window),
+            expected,
+            "window {window} of the replay"
+        );
+    }
+    // The namespace lives in its own indices.
+    let indices: serde_json::Value = reqwest::get(format!(
+        "{}/_cat/indices/{prefix}-replay-r1-*?format=json",
+        common::opensearch_url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(
+        indices
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["index"] == format!("{prefix}-replay-r1-aggregates")),
+        "{indices}"
+    );
+    let _ = reqwest::Client::new()
+        .delete(format!("{}/{prefix}*", common::opensearch_url()))
+        .send()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_replay_run_again_ends_like_an_uninterrupted_one() {
+    let args = |config: &Path, namespace: &str| ReplayArgs {
+        archive: Some(common::golden("orders.ndjson.gz")),
+        ..args(config, namespace)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let live_store = dir.path().join("golden.redb");
+    let text = format!(
+        "data_dir = \"{dir}\"\n[source]\nkind = \"archive\"\npath = \"{archive}\"\n\
+         batch_size = 200\n[store]\nkind = \"embedded\"\npath = \"{store}\"\n{pipeline}\n[dashboard]\nenabled = false\n",
+        dir = dir.path().display(),
+        archive = common::golden("orders.ndjson.gz").display(),
+        store = live_store.display(),
+        pipeline = std::fs::read_to_string(common::golden("pipeline.toml")).unwrap(),
+    );
+    let config_path = dir.path().join("golden.toml");
+    std::fs::write(&config_path, &text).unwrap();
+    streamlens::app::run(
+        Config::parse(&text, "golden.toml").unwrap(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+
+    // Uninterrupted.
+    replay::run(args(&config_path, "whole"), CancellationToken::new())
+        .await
+        .unwrap();
+    // Paced (the 67 minutes of input in about 3 s), stopped after one second, then run again.
+    let stop = CancellationToken::new();
+    let paced = ReplayArgs {
+        speed: Some(1_500.0),
+        ..args(&config_path, "cut")
+    };
+    let timer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stop.cancel();
+        })
+    };
+    replay::run(paced, stop).await.unwrap();
+    timer.await.unwrap();
+    let config = Config::parse(&text, "golden.toml").unwrap();
+    let cut_store = replay::namespace_store(&config, "cut");
+    {
+        let partial = streamlens_aggregator::store::open(&cut_store)
+            .await
+            .unwrap();
+        let partial = docs_of(partial.as_ref()).await;
+        assert!(!partial.is_empty(), "the first second wrote something");
+        assert!(
+            !replay::differences(&partial, &{
+                let whole =
+                    streamlens_aggregator::store::open(&replay::namespace_store(&config, "whole"))
+                        .await
+                        .unwrap();
+                docs_of(whole.as_ref()).await
+            })
+            .is_empty(),
+            "stopped half-way, the namespace is not complete yet"
+        );
+    }
+    replay::run(args(&config_path, "cut"), CancellationToken::new())
+        .await
+        .unwrap();
+    let open = |ns: &'static str| {
+        let store = replay::namespace_store(&config, ns);
+        async move {
+            let s = streamlens_aggregator::store::open(&store).await.unwrap();
+            docs_of(s.as_ref()).await
+        }
+    };
+    let (whole, cut) = (open("whole").await, open("cut").await);
+    assert!(whole.len() > 1000);
+    assert_eq!(replay::differences(&whole, &cut), vec![]);
+    assert!(replay::compare(compare_args(&config_path, "cut"))
+        .await
+        .unwrap());
+
+    // Another spec: a new metric backfilled into its own namespace.
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "[pipeline]\nname = \"golden\"\ndimensions = [\"status\"]\nwindows = [\"1m\"]\n\
+         allowed_lateness = \"1d\"\n[[pipeline.metrics]]\nname = \"items\"\nattribute = \"items\"\nkind = \"count\"\n",
+    )
+    .unwrap();
+    replay::run(
+        ReplayArgs {
+            spec: Some(spec),
+            ..args(&config_path, "backfill")
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let backfilled = open("backfill").await;
+    assert!(backfilled
+        .iter()
+        .any(|d| d.counts.get("items").is_some_and(|n| *n != 0)));
+    assert!(!replay::compare(compare_args(&config_path, "backfill"))
+        .await
+        .unwrap());
+}
+
+#[test]
+fn namespaces_are_checked_and_never_the_live_store() {
+    for bad in ["", "Live", "a b", "../x", "x/y"] {
+        assert!(replay::check_namespace(bad).is_err(), "{bad}");
+    }
+    assert!(replay::check_namespace("backfill-2026_01").is_ok());
+}
