@@ -78,7 +78,9 @@ pub async fn run_with(
             })),
             // With an archive to archive to or a change index to keep, whole events are needed;
             // else read only what the engine reads.
-            projection: (config.archive_to.is_none() && !config.changes.enabled)
+            projection: (config.archive_to.is_none()
+                && config.archive.is_none()
+                && !config.changes.enabled)
                 .then(|| engine.projection().clone()),
         },
     )
@@ -97,11 +99,17 @@ pub async fn run_with(
     let health = source.health();
     let quarantine = Quarantine::open(&config.data_dir)
         .with_context(|| format!("opening the quarantine in {}", config.data_dir.display()))?;
-    let archive = config
-        .archive_to
-        .as_deref()
-        .map(streamlens_ingest::archive::ArchiveWriter::create)
-        .transpose()?;
+    let archive = match (&config.archive, &config.archive_to) {
+        (Some(segmented), _) => Some(pipeline::Archiver::Segments(
+            streamlens_ingest::archive::segments::SegmentWriter::open(
+                segmented.segments().map_err(anyhow::Error::msg)?,
+            )?,
+        )),
+        (None, Some(file)) => Some(pipeline::Archiver::File(
+            streamlens_ingest::archive::ArchiveWriter::create(file)?,
+        )),
+        (None, None) => None,
+    };
     let (updates, _) = broadcast::channel(256);
     let progress = Arc::new(pipeline::Progress::default());
     let info = PipelineInfo {

@@ -74,6 +74,10 @@ pub struct Config {
     /// (`.gz` compresses); a `kind = "archive"` source replays it.
     #[serde(default)]
     pub archive_to: Option<PathBuf>,
+    /// Keep every change read in a segmented archive directory, committed before each
+    /// checkpoint: `streamlens replay` reads it, beyond the stream's 24 hours.
+    #[serde(default)]
+    pub archive: Option<ArchiveConfig>,
     /// Where aggregates are kept; the embedded store when absent.
     #[serde(default = "default_store")]
     pub store: StoreConfig,
@@ -85,6 +89,52 @@ pub struct Config {
     /// The web dashboard and API.
     #[serde(default)]
     pub dashboard: DashboardConfig,
+}
+
+/// `[archive]`: the segmented archive of every change read (see
+/// `streamlens_ingest::archive::segments`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// The directory (created when missing).
+    pub dir: PathBuf,
+    /// Start a new segment once one holds this many megabytes (compressed).
+    #[serde(default = "default_segment_mb")]
+    pub segment_mb: u64,
+    /// Start a new segment once one is this old.
+    #[serde(default = "default_segment_age")]
+    pub segment_age: String,
+    /// Delete segments whose newest change is older than the newest change read minus this
+    /// (`30d`, `90d`, …); everything is kept when absent.
+    #[serde(default)]
+    pub retention: Option<String>,
+}
+
+fn default_segment_mb() -> u64 {
+    64
+}
+fn default_segment_age() -> String {
+    "1h".to_owned()
+}
+
+impl ArchiveConfig {
+    /// The writer's settings; durations that cannot be read are named.
+    pub fn segments(&self) -> Result<streamlens_ingest::archive::segments::SegmentsConfig, String> {
+        let duration = |key: &str, text: &str| {
+            humantime::parse_duration(text)
+                .map_err(|e| format!("archive.{key}: `{text}` is not a duration: {e}"))
+        };
+        Ok(streamlens_ingest::archive::segments::SegmentsConfig {
+            dir: self.dir.clone(),
+            segment_bytes: self.segment_mb.max(1) << 20,
+            segment_age: duration("segment_age", &self.segment_age)?,
+            retention_ms: self
+                .retention
+                .as_deref()
+                .map(|r| duration("retention", r).map(|d| d.as_millis() as i64))
+                .transpose()?,
+        })
+    }
 }
 
 /// `[changes]`: the raw change index. Every change read is kept whole — table, item key, kind,
@@ -217,6 +267,23 @@ impl Config {
 
     /// The archive written must not be the archive read: it would grow under the reader.
     fn check_archive(&self) -> Result<(), String> {
+        if let Some(archive) = &self.archive {
+            if self.archive_to.is_some() {
+                return Err(
+                    "give either archive_to (one file) or [archive] (segments), not both"
+                        .to_owned(),
+                );
+            }
+            archive.segments()?;
+            if let SourceConfig::Archive(source) = &self.source {
+                if source.path.starts_with(&archive.dir) {
+                    return Err(format!(
+                        "[archive] dir {} holds the source archive: archive to another directory",
+                        archive.dir.display()
+                    ));
+                }
+            }
+        }
         let (Some(to), SourceConfig::Archive(source)) = (&self.archive_to, &self.source) else {
             return Ok(());
         };
@@ -308,6 +375,7 @@ impl Config {
             dashboard: DashboardConfig::default(),
             changes: ChangesConfig::default(),
             archive_to: None,
+            archive: None,
             data_dir,
         }
     }

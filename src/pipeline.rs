@@ -46,6 +46,34 @@ pub struct ChangeIndex {
     pub retention_ms: i64,
 }
 
+/// Where every change read is archived, before it is aggregated.
+pub enum Archiver {
+    /// One newline-delimited file (`archive_to`), buffered.
+    File(ArchiveWriter),
+    /// A segmented archive directory (`[archive]`): each pass committed (fsynced) before the
+    /// pass's checkpoint is written.
+    Segments(streamlens_ingest::archive::segments::SegmentWriter),
+}
+
+impl Archiver {
+    fn append(
+        &mut self,
+        events: &[streamlens_core::ChangeEvent],
+    ) -> Result<(), streamlens_ingest::Error> {
+        match self {
+            Archiver::File(file) => events.iter().try_for_each(|e| file.write(e)),
+            Archiver::Segments(segments) => segments.append(events),
+        }
+    }
+
+    fn finish(self) -> Result<(), streamlens_ingest::Error> {
+        match self {
+            Archiver::File(file) => file.finish(),
+            Archiver::Segments(_) => Ok(()),
+        }
+    }
+}
+
 /// Live updates: the documents each engine pass changed.
 pub type Updates = broadcast::Sender<Arc<Vec<AggregateDoc>>>;
 
@@ -116,7 +144,7 @@ pub async fn run(
     mut engine: WindowEngine,
     store: Arc<dyn Store>,
     mut quarantine: Quarantine,
-    mut archive: Option<ArchiveWriter>,
+    mut archive: Option<Archiver>,
     changes: Option<ChangeIndex>,
     updates: Updates,
     progress: Arc<Progress>,
@@ -189,9 +217,7 @@ pub async fn run(
             .events
             .fetch_add((all.len() + projected.len()) as u64, Ordering::Relaxed);
         if let Some(archive) = archive.as_mut() {
-            for event in &all {
-                archive.write(event)?;
-            }
+            archive.append(&all)?;
         }
         let mut kinds = [0u64; 4];
         for kind in all

@@ -49,7 +49,8 @@ pub struct ReplayArgs {
     /// The namespace to replay into: lowercase letters, digits, `-` and `_`.
     #[arg(long, short)]
     pub namespace: String,
-    /// The archive to replay [default: the config's `archive_to`].
+    /// The archive to replay: a file or a segmented archive directory [default: the config's
+    /// `[archive] dir`, else its `archive_to`].
     #[arg(long)]
     pub archive: Option<PathBuf>,
     /// Only changes at or after this time: epoch ms, ISO-8601, `now-<duration>`.
@@ -116,8 +117,9 @@ pub fn replay_config(config: &Config, args: &ReplayArgs) -> anyhow::Result<Confi
     let archive = args
         .archive
         .clone()
+        .or_else(|| config.archive.as_ref().map(|a| a.dir.clone()))
         .or_else(|| config.archive_to.clone())
-        .context("give --archive (the config has no `archive_to`)")?;
+        .context("give --archive (the config has no [archive] and no archive_to)")?;
     anyhow::ensure!(
         archive.exists(),
         "archive {} does not exist",
@@ -145,6 +147,7 @@ pub fn replay_config(config: &Config, args: &ReplayArgs) -> anyhow::Result<Confi
     replay.store = namespace_store(config, &args.namespace);
     replay.data_dir = namespace_dir(config, &args.namespace);
     replay.archive_to = None;
+    replay.archive = None;
     replay.pipeline = pipeline;
     replay.dashboard.enabled = false;
     replay.changes.enabled = args.changes;

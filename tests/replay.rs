@@ -1,7 +1,7 @@
 //! `streamlens replay` and `compare`:
 //!
-//! * a run reading a moto table (600 SDK writes) into osmem-server archives its changes; replaying
-//!   the archive into a namespace reproduces the run's aggregates exactly (equal to totals computed
+//! * a run reading a moto table (600 SDK writes) into osmem-server archives its changes in a
+//!   segmented archive; replaying the archive into a namespace reproduces the run's aggregates exactly (equal to totals computed
 //!   from the writes, `compare` finds no difference), and the live indices — every document with
 //!   its version and sequence number — are byte-for-byte what they were before the replay;
 //! * a paced replay interrupted half-way and run again ends with exactly the aggregates of an
@@ -91,9 +91,9 @@ async fn a_replay_reproduces_the_run_and_leaves_live_indices_untouched() {
     let expected = writer.totals();
 
     let prefix = common::unique("rp");
-    let archive = dir.path().join("changes.ndjson.gz");
+    let archive = dir.path().join("archive");
     let text = format!(
-        "data_dir = \"{dir}\"\narchive_to = \"{archive}\"\n[source]\nkind = \"dynamodb\"\ntable = \"{table}\"\n\
+        "data_dir = \"{dir}\"\n[archive]\ndir = \"{archive}\"\nsegment_mb = 1\n[source]\nkind = \"dynamodb\"\ntable = \"{table}\"\n\
          endpoint_url = \"{moto}\"\nregion = \"us-east-1\"\nstop_when_idle = \"3s\"\n[store]\nkind = \"opensearch\"\n\
          url = \"{os}\"\nindex_prefix = \"{prefix}\"\n[pipeline]\nname = \"orders\"\ndimensions = [\"status\"]\n\
          windows = [\"1m\", \"5m\"]\n[[pipeline.metrics]]\nname = \"amount\"\nattribute = \"amount\"\nscale = 2\n\
@@ -110,6 +110,12 @@ async fn a_replay_reproduces_the_run_and_leaves_live_indices_untouched() {
         .await
         .unwrap();
     assert_eq!(summary.source.events, 600);
+    let segments = streamlens_ingest::archive::segments::segments(&archive).unwrap();
+    assert_eq!(
+        segments.iter().map(|s| s.records).sum::<u64>(),
+        600,
+        "{segments:?}"
+    );
     let before = live_indices(&prefix).await;
 
     replay::run(args(&config_path, "r1"), CancellationToken::new())

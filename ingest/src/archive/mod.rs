@@ -12,6 +12,7 @@ pub mod fast;
 #[cfg(test)]
 mod fast_tests;
 pub mod parallel;
+pub mod segments;
 mod writer;
 
 use std::{
@@ -61,12 +62,20 @@ impl ArchiveSource {
     }
 }
 
-/// Opens a plain, gzip or zstd file for line reading.
+/// Opens a plain, gzip or zstd file, or a [segmented archive](segments) directory, for line
+/// reading.
 pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, Error> {
     let err = |source| Error::Archive {
         path: path.display().to_string(),
         source,
     };
+    if path.is_dir() {
+        // A segmented archive: its segments one after another.
+        return Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            segments::open_dir(path)?,
+        )));
+    }
     let mut file = File::open(path).map_err(err)?;
     let mut magic = [0u8; 4];
     let n = read_up_to(&mut file, &mut magic).map_err(err)?;
