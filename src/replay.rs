@@ -1,9 +1,9 @@
 //! `streamlens replay` and `streamlens compare`: recompute aggregates from an archive into an
 //! isolated namespace, and compare them with the live ones.
 //!
-//! A replay runs the normal pipeline — the same archive source, window engine and store code —
-//! with three changes: the source is the archive (optionally cut to a time range and paced at a
-//! multiple of real time), the pipeline spec may be another one (to backfill a new metric), and
+//! A replay runs the normal pipeline — the same sources, window engine and store code — with
+//! three changes: the source is the archive (or, with `--stream`, the live stream from a start
+//! position until caught up), optionally cut to a time range and paced at a multiple of real time; the pipeline spec may be another one (to backfill a new metric), and
 //! the store is the namespace's: `<data_dir>/replays/<namespace>/store.redb` for the embedded
 //! store, indices under `<prefix>-replay-<namespace>` for OpenSearch. Nothing of the live store is
 //! written, so live data is untouched. A progress bar on stderr shows changes read, rate and ETA.
@@ -51,8 +51,13 @@ pub struct ReplayArgs {
     pub namespace: String,
     /// The archive to replay: a file or a segmented archive directory [default: the config's
     /// `[archive] dir`, else its `archive_to`].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stream")]
     pub archive: Option<PathBuf>,
+    /// Replay from the config's DynamoDB stream instead (its last 24 hours), starting at
+    /// `trim_horizon`, `at:<sequence number>` or `after:<sequence number>`; combine with
+    /// `--from` to start at a time. Ends once every shard is caught up.
+    #[arg(long)]
+    pub stream: Option<String>,
     /// Only changes at or after this time: epoch ms, ISO-8601, `now-<duration>`.
     #[arg(long)]
     pub from: Option<String>,
@@ -114,6 +119,41 @@ pub fn namespace_store(config: &Config, namespace: &str) -> StoreConfig {
 /// directory, no dashboard, no archive of its own.
 pub fn replay_config(config: &Config, args: &ReplayArgs) -> anyhow::Result<Config> {
     check_namespace(&args.namespace)?;
+    let source = match &args.stream {
+        Some(start) => SourceConfig::Dynamodb(stream_source(config, start)?),
+        None => SourceConfig::Archive(ArchiveSourceConfig::once(archive_of(config, args)?)),
+    };
+    let mut replay = replay_config_with(config, args)?;
+    replay.source = source;
+    Ok(replay)
+}
+
+/// The live config's stream, read from `start` until caught up, without leases.
+fn stream_source(
+    config: &Config,
+    start: &str,
+) -> anyhow::Result<streamlens_ingest::config::DynamoDbSourceConfig> {
+    use streamlens_ingest::config::StartPosition;
+    let SourceConfig::Dynamodb(live) = &config.source else {
+        anyhow::bail!("--stream needs a config whose source is a DynamoDB stream");
+    };
+    let start = match start.split_once(':') {
+        None if start == "trim_horizon" => StartPosition::TrimHorizon,
+        Some(("at", seq)) => StartPosition::AtSequenceNumber(seq.to_owned()),
+        Some(("after", seq)) => StartPosition::AfterSequenceNumber(seq.to_owned()),
+        _ => anyhow::bail!(
+            "--stream `{start}`: give trim_horizon, at:<sequence number> or after:<sequence number>"
+        ),
+    };
+    Ok(streamlens_ingest::config::DynamoDbSourceConfig {
+        start,
+        stop_when_idle: Some(live.stop_when_idle.unwrap_or(Duration::from_secs(5))),
+        lease: None,
+        ..live.clone()
+    })
+}
+
+fn archive_of(config: &Config, args: &ReplayArgs) -> anyhow::Result<PathBuf> {
     let archive = args
         .archive
         .clone()
@@ -125,6 +165,11 @@ pub fn replay_config(config: &Config, args: &ReplayArgs) -> anyhow::Result<Confi
         "archive {} does not exist",
         archive.display()
     );
+    Ok(archive)
+}
+
+/// The replay config but for its source.
+fn replay_config_with(config: &Config, args: &ReplayArgs) -> anyhow::Result<Config> {
     let pipeline = match &args.spec {
         None => config.pipeline.clone(),
         Some(path) => {
@@ -143,7 +188,6 @@ pub fn replay_config(config: &Config, args: &ReplayArgs) -> anyhow::Result<Confi
         }
     };
     let mut replay = config.clone();
-    replay.source = SourceConfig::Archive(ArchiveSourceConfig::once(archive));
     replay.store = namespace_store(config, &args.namespace);
     replay.data_dir = namespace_dir(config, &args.namespace);
     replay.archive_to = None;
@@ -263,10 +307,10 @@ pub async fn run(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Resul
     if args.fresh {
         wipe(&replay).await?;
     }
-    let SourceConfig::Archive(archive) = &replay.source else {
-        unreachable!("a replay reads an archive");
+    let archive_path = match &replay.source {
+        SourceConfig::Archive(archive) => Some(archive.path.clone()),
+        _ => None,
     };
-    let archive_path = archive.path.clone();
     let read = Arc::new(AtomicU64::new(0));
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
@@ -280,8 +324,8 @@ pub async fn run(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Resul
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(args.namespace.clone());
-    {
-        let (bar, path) = (bar.clone(), archive_path.clone());
+    if let Some(path) = archive_path.clone() {
+        let bar = bar.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(lines) = count_lines(&path) {
                 bar.set_length(lines);
@@ -299,7 +343,7 @@ pub async fn run(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Resul
     };
     tracing::info!(
         namespace = %args.namespace,
-        archive = %archive_path.display(),
+        source = %archive_path.map_or_else(|| "the stream".to_owned(), |p| p.display().to_string()),
         store = ?replay.store,
         "replay started"
     );

@@ -2,7 +2,8 @@
 //!
 //! * a run reading a moto table (600 SDK writes) into osmem-server archives its changes in a
 //!   segmented archive; replaying the archive into a namespace reproduces the run's aggregates exactly (equal to totals computed
-//!   from the writes, `compare` finds no difference), and the live indices — every document with
+//!   from the writes, `compare` finds no difference; so does a replay from the stream itself), and
+//!   the live indices — every document with
 //!   its version and sequence number — are byte-for-byte what they were before the replay;
 //! * a paced replay interrupted half-way and run again ends with exactly the aggregates of an
 //!   uninterrupted one (and the live run's); a replay with another spec backfills a new metric.
@@ -23,6 +24,7 @@ fn args(config: &Path, namespace: &str) -> ReplayArgs {
         config: config.to_owned(),
         namespace: namespace.to_owned(),
         archive: None,
+        stream: None,
         from: None,
         to: None,
         speed: None,
@@ -121,6 +123,19 @@ async fn a_replay_reproduces_the_run_and_leaves_live_indices_untouched() {
     replay::run(args(&config_path, "r1"), CancellationToken::new())
         .await
         .unwrap();
+    // The same from the stream itself (its last 24 hours), from the trim horizon.
+    replay::run(
+        ReplayArgs {
+            stream: Some("trim_horizon".to_owned()),
+            ..args(&config_path, "from-stream")
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(replay::compare(compare_args(&config_path, "from-stream"))
+        .await
+        .unwrap());
 
     assert_eq!(
         live_indices(&prefix).await,
