@@ -1166,19 +1166,7 @@ fn chart(docs: &[AggregateDoc], metric: &Metric) -> AnyView {
         })
         .collect_view();
 
-    let legend = series
-        .iter()
-        .enumerate()
-        .map(|(si, s)| {
-            let style = format!("background:{}", PALETTE[si % PALETTE.len()]);
-            view! {
-                <li>
-                    <span class="swatch" style=style></span>
-                    {s.name.clone()}
-                </li>
-            }
-        })
-        .collect_view();
+    let legend = legend(series.iter().map(|s| s.name.as_str()));
 
     let label = format!("{} per window", metric.label());
     view! {
@@ -1195,6 +1183,31 @@ fn chart(docs: &[AggregateDoc], metric: &Metric) -> AnyView {
         <ul class="legend">{legend}</ul>
     }
     .into_any()
+}
+
+/// A chart's legend: one swatch per series, in [`PALETTE`] order.
+pub(crate) fn legend<'a>(names: impl Iterator<Item = &'a str>) -> impl IntoView {
+    names
+        .enumerate()
+        .map(|(si, name)| {
+            let style = format!("background:{}", PALETTE[si % PALETTE.len()]);
+            view! {
+                <li>
+                    <span class="swatch" style=style></span>
+                    {name.to_owned()}
+                </li>
+            }
+        })
+        .collect_view()
+}
+
+/// The message of a failed server function, without the framework's prefix.
+pub(crate) fn server_error(e: &ServerFnError) -> String {
+    let message = e.to_string();
+    message
+        .strip_prefix("error running server function: ")
+        .unwrap_or(&message)
+        .to_owned()
 }
 
 /// Percent-encodes a query-string value (everything but RFC 3986 unreserved characters).

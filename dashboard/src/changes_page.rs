@@ -270,13 +270,8 @@ fn results(form: &ChangeForm, page: Result<ChangePage, ServerFnError>) -> AnyVie
     let page = match page {
         Ok(page) => page,
         Err(e) => {
-            let message = e.to_string();
-            let message = message
-                .strip_prefix("error running server function: ")
-                .unwrap_or(&message)
-                .to_owned();
-            return view! { <p class="error" role="alert">{format!("cannot search: {message}")}</p> }
-                .into_any();
+            let message = format!("cannot search: {}", crate::app::server_error(&e));
+            return view! { <p class="error" role="alert">{message}</p> }.into_any();
         }
     };
     let heading = match &form.key {

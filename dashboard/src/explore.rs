@@ -258,13 +258,8 @@ fn answer_view(form: &ExploreForm, result: Result<QueryResult, ServerFnError>) -
     let result = match result {
         Ok(result) => result,
         Err(e) => {
-            let message = e.to_string();
-            let message = message
-                .strip_prefix("error running server function: ")
-                .unwrap_or(&message)
-                .to_owned();
-            return view! { <p class="error" role="alert">{format!("cannot answer: {message}")}</p> }
-                .into_any();
+            let message = format!("cannot answer: {}", crate::app::server_error(&e));
+            return view! { <p class="error" role="alert">{message}</p> }.into_any();
         }
     };
     let caption = format!(
@@ -509,20 +504,7 @@ pub(crate) fn line_chart(result: &QueryResult, panel: &'static str) -> AnyView {
             }
         })
         .collect_view();
-    let legend = result
-        .series
-        .iter()
-        .enumerate()
-        .map(|(si, s)| {
-            let style = format!("background:{}", PALETTE[si % PALETTE.len()]);
-            view! {
-                <li>
-                    <span class="swatch" style=style></span>
-                    {s.group.clone()}
-                </li>
-            }
-        })
-        .collect_view();
+    let legend = crate::app::legend(result.series.iter().map(|s| s.group.as_str()));
     let viewbox = format!("0 0 {CHART_W} {CHART_H}");
     view! {
         <svg

@@ -413,20 +413,22 @@ async fn metric_query(
     State(context): State<ServerContext>,
     body: Result<Json<MetricQuery>, JsonRejection>,
 ) -> Response {
-    let query = match body {
-        Ok(Json(query)) => query,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid query: {}", e.body_text()),
-            )
-        }
-    };
-    match (context.0.query)(query).await {
-        Ok(result) => Json(result).into_response(),
+    match body {
+        Ok(Json(query)) => answer("metric query", (context.0.query)(query).await),
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid query: {}", e.body_text()),
+        ),
+    }
+}
+
+/// An API answer as JSON; a refused request is a `400`, a store that could not answer a `503`.
+fn answer<T: serde::Serialize>(what: &str, result: Result<T, QueryError>) -> Response {
+    match result {
+        Ok(value) => Json(value).into_response(),
         Err(QueryError::Invalid(message)) => error(StatusCode::BAD_REQUEST, message),
         Err(e @ QueryError::Store(_)) => {
-            tracing::warn!(error = %e, "metric query failed");
+            tracing::warn!(error = %e, "{what} failed");
             error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
     }
@@ -468,8 +470,7 @@ async fn query_csv(
             result.to_csv(),
         )
             .into_response(),
-        Err(QueryError::Invalid(message)) => error(StatusCode::BAD_REQUEST, message),
-        Err(e @ QueryError::Store(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => answer::<()>("csv query", Err(e)),
     }
 }
 
@@ -477,22 +478,12 @@ async fn change_search(
     State(context): State<ServerContext>,
     body: Result<Json<ChangeQuery>, JsonRejection>,
 ) -> Response {
-    let query = match body {
-        Ok(Json(query)) => query,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid change search: {}", e.body_text()),
-            )
-        }
-    };
-    match (context.0.changes)(query).await {
-        Ok(page) => Json(page).into_response(),
-        Err(QueryError::Invalid(message)) => error(StatusCode::BAD_REQUEST, message),
-        Err(e @ QueryError::Store(_)) => {
-            tracing::warn!(error = %e, "change search failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
+    match body {
+        Ok(Json(query)) => answer("change search", (context.0.changes)(query).await),
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid change search: {}", e.body_text()),
+        ),
     }
 }
 
