@@ -76,6 +76,25 @@ pub struct ChangesArgs {
     pub format: ChangesFormat,
 }
 
+/// The store of `--config`, or `None` when a dashboard is asked (`--url`); one of them is needed.
+pub async fn store_unless_url(
+    url: Option<&str>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<Option<std::sync::Arc<dyn streamlens_aggregator::Store>>> {
+    match (url, config) {
+        (Some(_), _) => Ok(None),
+        (None, Some(path)) => {
+            let config = Config::load(path)?;
+            Ok(Some(
+                streamlens_aggregator::store::open(&config.store)
+                    .await
+                    .context("opening the store")?,
+            ))
+        }
+        (None, None) => anyhow::bail!("give --config (read the store) or --url (ask a dashboard)"),
+    }
+}
+
 /// Key attributes from `attribute=value` arguments.
 pub fn key_of(
     parts: &[String],
@@ -119,18 +138,7 @@ pub fn query_of(args: &ChangesArgs) -> anyhow::Result<ChangeQuery> {
 /// Runs the search as the flags say and prints the changes.
 pub async fn run(args: ChangesArgs) -> anyhow::Result<()> {
     let mut query = query_of(&args)?;
-    let store = match (&args.url, &args.config) {
-        (Some(_), _) => None,
-        (None, Some(path)) => {
-            let config = Config::load(path)?;
-            Some(
-                streamlens_aggregator::store::open(&config.store)
-                    .await
-                    .context("opening the store")?,
-            )
-        }
-        (None, None) => anyhow::bail!("give --config (read the store) or --url (ask a dashboard)"),
-    };
+    let store = store_unless_url(args.url.as_deref(), args.config.as_deref()).await?;
     let mut out = std::io::stdout().lock();
     let mut first = true;
     loop {

@@ -8,14 +8,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use streamlens_core::{
     changes::state_at, query::TimeArg, ChangeDoc, ChangePage, ChangeQuery, Item, QueryError,
 };
 
 use crate::{
     changes_cli::describe,
-    config::Config,
     query_cli::{iso, now_ms, post},
 };
 
@@ -99,18 +97,8 @@ fn plain(item: &Item) -> serde_json::Value {
 /// Prints the item's history and its state at `--at`.
 pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
     let key = crate::changes_cli::key_of(&args.key)?;
-    let store = match (&args.url, &args.config) {
-        (Some(_), _) => None,
-        (None, Some(path)) => {
-            let config = Config::load(path)?;
-            Some(
-                streamlens_aggregator::store::open(&config.store)
-                    .await
-                    .context("opening the store")?,
-            )
-        }
-        (None, None) => anyhow::bail!("give --config (read the store) or --url (ask a dashboard)"),
-    };
+    let store =
+        crate::changes_cli::store_unless_url(args.url.as_deref(), args.config.as_deref()).await?;
     let at = match &args.at {
         None => now_ms(),
         Some(text) => {

@@ -324,17 +324,8 @@ pub fn utc_time(ms: i64, seconds: bool) -> String {
 
 /// `YYYY-MM-DD HH:MM:SS UTC` of an epoch-millisecond time.
 pub fn utc_datetime(ms: i64) -> String {
-    // Howard Hinnant's `civil_from_days`.
-    let z = ms.div_euclid(86_400_000) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {} UTC", utc_time(ms, true))
+    let iso = streamlens_core::query::iso8601(ms);
+    format!("{} {} UTC", &iso[..10], &iso[11..19])
 }
 
 /// The state of the live stream, shown in the header and as `data-stream` on the root.
