@@ -321,6 +321,13 @@ pub async fn run(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Resul
     if args.fresh {
         wipe(&replay).await?;
     }
+    let mut replay = replay;
+    if let (SourceConfig::Archive(archive), true) =
+        (&mut replay.source, from.is_some() || to.is_some())
+    {
+        // A segmented archive's index lets whole segments outside the range be skipped.
+        archive.segment_range = Some((from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX)));
+    }
     let archive_path = match &replay.source {
         SourceConfig::Archive(archive) => Some(archive.path.clone()),
         _ => None,

@@ -143,6 +143,10 @@ pub struct ArchiveSourceConfig {
     /// Events per batch sent downstream.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Set by `streamlens replay --from/--to`: a segmented archive skips the segments that hold
+    /// no change with an event time in `[from, to)`. Not a config key.
+    #[serde(skip)]
+    pub segment_range: Option<(i64, i64)>,
 }
 
 impl ArchiveSourceConfig {
@@ -153,6 +157,7 @@ impl ArchiveSourceConfig {
             live_replay: false,
             speed: default_speed(),
             batch_size: default_batch_size(),
+            segment_range: None,
         }
     }
 }

@@ -65,6 +65,12 @@ impl ArchiveSource {
 /// Opens a plain, gzip or zstd file, or a [segmented archive](segments) directory, for line
 /// reading.
 pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, Error> {
+    open_in(path, None)
+}
+
+/// [`open`]; a segmented archive skips the segments holding no change in `range` (`[from, to)`
+/// event times). A file is read whole.
+pub fn open_in(path: &Path, range: Option<(i64, i64)>) -> Result<Box<dyn BufRead + Send>, Error> {
     let err = |source| Error::Archive {
         path: path.display().to_string(),
         source,
@@ -73,7 +79,7 @@ pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, Error> {
         // A segmented archive: its segments one after another.
         return Ok(Box::new(BufReader::with_capacity(
             1 << 16,
-            segments::open_dir(path)?,
+            segments::open_dir_in(path, range)?,
         )));
     }
     let mut file = File::open(path).map_err(err)?;
@@ -122,9 +128,19 @@ pub fn decode_line(
 pub fn read_batches(
     path: &Path,
     batch_size: usize,
+    batch: impl FnMut(Batch) -> bool,
+) -> Result<bool, Error> {
+    read_batches_in(path, None, batch_size, batch)
+}
+
+/// [`read_batches`] of the segments that can hold changes in `range` ([`open_in`]).
+pub fn read_batches_in(
+    path: &Path,
+    range: Option<(i64, i64)>,
+    batch_size: usize,
     mut batch: impl FnMut(Batch) -> bool,
 ) -> Result<bool, Error> {
-    let reader = open(path)?;
+    let reader = open_in(path, range)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -171,10 +187,14 @@ impl Source for ArchiveSource {
             return tokio::task::spawn_blocking(move || {
                 let mut summary = SourceSummary::default();
                 let mut closed = false;
-                read_projected(
+                read_projected_with(
                     &config.path,
-                    &projection,
-                    config.batch_size.max(1),
+                    &CompiledProjection::new(&projection),
+                    ReadOptions {
+                        batch_size: config.batch_size.max(1),
+                        time_range: config.segment_range,
+                        ..ReadOptions::default()
+                    },
                     |batch| {
                         if shutdown.is_cancelled() {
                             return false;
@@ -202,15 +222,20 @@ impl Source for ArchiveSource {
         tokio::task::spawn_blocking(move || {
             let mut summary = SourceSummary::default();
             let mut closed = false;
-            read_batches(&config.path, config.batch_size.max(1), |batch| {
-                if shutdown.is_cancelled() {
-                    return false;
-                }
-                summary.events += batch.events.len() as u64;
-                summary.quarantined += batch.quarantined.len() as u64;
-                closed = out.blocking_send(batch).is_err();
-                !closed
-            })?;
+            read_batches_in(
+                &config.path,
+                config.segment_range,
+                config.batch_size.max(1),
+                |batch| {
+                    if shutdown.is_cancelled() {
+                        return false;
+                    }
+                    summary.events += batch.events.len() as u64;
+                    summary.quarantined += batch.quarantined.len() as u64;
+                    closed = out.blocking_send(batch).is_err();
+                    !closed
+                },
+            )?;
             if closed {
                 return Err(Error::DownstreamClosed);
             }

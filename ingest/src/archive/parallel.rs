@@ -52,6 +52,9 @@ pub struct ReadOptions {
     pub chunk_bytes: usize,
     /// Chunks read but not yet delivered, at most (at least `threads`).
     pub chunks_in_flight: usize,
+    /// A segmented archive reads only the segments that can hold changes with event times in
+    /// `[from, to)`; `None` reads everything.
+    pub time_range: Option<(i64, i64)>,
 }
 
 impl Default for ReadOptions {
@@ -62,6 +65,7 @@ impl Default for ReadOptions {
             threads,
             chunk_bytes: 1 << 20,
             chunks_in_flight: 2 * threads + 2,
+            time_range: None,
         }
     }
 }
@@ -423,7 +427,7 @@ fn pipeline<T: Send>(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut input = Input {
-        reader: super::open(path)?,
+        reader: super::open_in(path, options.time_range)?,
         carry: Vec::new(),
         done: false,
         chunk_bytes: options.chunk_bytes.max(4096),
@@ -630,6 +634,7 @@ mod tests {
                         threads,
                         chunk_bytes,
                         chunks_in_flight: threads + 1,
+                        time_range: None,
                     };
                     let (summary, got) = read(&path, options);
                     assert!(got == expected, "{options:?}");

@@ -112,8 +112,17 @@ pub fn segments(dir: &Path) -> Result<Vec<SegmentMeta>, Error> {
 /// A reader of a directory's segments one after another, each up to its committed length and
 /// decompressed.
 pub fn open_dir(dir: &Path) -> Result<Box<dyn Read + Send>, Error> {
+    open_dir_in(dir, None)
+}
+
+/// [`open_dir`], skipping the segments whose index says they hold no change with an event time
+/// in `[from, to)`.
+pub fn open_dir_in(dir: &Path, range: Option<(i64, i64)>) -> Result<Box<dyn Read + Send>, Error> {
     let mut parts: Vec<Box<dyn Read + Send>> = Vec::new();
     for meta in segments(dir)? {
+        if range.is_some_and(|(from, to)| meta.last_time < from || meta.first_time >= to) {
+            continue;
+        }
         let path = dir.join(&meta.file);
         let file = File::open(&path).map_err(err(&path))?;
         parts.push(Box::new(flate2::read::MultiGzDecoder::new(
@@ -341,6 +350,27 @@ mod tests {
             .unwrap();
         file.write_all(&[0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
         assert_eq!(read_seqs(&config.dir), want);
+
+        // The index lets a time range skip whole segments.
+        let later: Vec<String> = {
+            let from = segs[1].first_time;
+            let reader =
+                std::io::BufReader::new(open_dir_in(&config.dir, Some((from, i64::MAX))).unwrap());
+            reader
+                .lines()
+                .map(|l| {
+                    StreamRecord::from_json(&l.unwrap())
+                        .unwrap()
+                        .dynamodb
+                        .sequence_number
+                })
+                .collect()
+        };
+        assert_eq!(later.len() as u64, 20 - segs[0].records);
+        assert_eq!(
+            later.first().map(String::as_str),
+            Some(segs[0].records.to_string().as_str())
+        );
 
         // A restart starts a new segment and reading goes on in order.
         let mut writer = SegmentWriter::open(config.clone()).unwrap();
