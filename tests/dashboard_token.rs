@@ -70,6 +70,16 @@ async fn pages_and_api_need_the_token() {
         redirected.headers()["location"],
         "/explore?metric=amount&range=1h"
     );
+    let elsewhere = client
+        .get(format!("{base}//evil.example/x?token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        elsewhere.headers()["location"],
+        "/evil.example/x",
+        "same origin only"
+    );
     let cookie = redirected.headers()["set-cookie"]
         .to_str()
         .unwrap()

@@ -600,6 +600,8 @@ async fn check_token(
         .collect();
     if let Some(given) = given {
         if same(&given, token) {
+            // Same origin only: `//host/...` would send the browser elsewhere.
+            let path = format!("/{}", path.trim_start_matches('/'));
             let location = if rest.is_empty() {
                 path
             } else {
