@@ -148,7 +148,7 @@ pub async fn run_with(
             info,
             site_root: config.dashboard.site_root.clone(),
             health,
-            query: query_engine(store.clone(), config.pipeline.clone()),
+            query: query_engine(store.clone(), config.clone()),
             changes: if config.changes.enabled {
                 change_search(store.clone())
             } else {
@@ -232,18 +232,51 @@ pub async fn run_with(
     Ok(summary)
 }
 
-/// `POST /api/query`: the pipeline's queries answered from its store.
+/// `POST /api/query`: the pipeline's queries answered from its store, or from a replay
+/// namespace's (opened once, then kept) when the query names one.
 fn query_engine(
     store: Arc<dyn streamlens_aggregator::Store>,
-    spec: streamlens_aggregator::PipelineSpec,
+    config: Config,
 ) -> streamlens_dashboard::server::QueryFn {
-    let spec = Arc::new(spec);
+    type Opened = (
+        Arc<dyn streamlens_aggregator::Store>,
+        streamlens_aggregator::PipelineSpec,
+    );
+    let spec = Arc::new(config.pipeline.clone());
+    let config = Arc::new(config);
+    let namespaces = Arc::new(tokio::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        Opened,
+    >::new()));
     Arc::new(move |query| {
-        let (store, spec) = (store.clone(), spec.clone());
+        let (store, spec, config, namespaces) = (
+            store.clone(),
+            spec.clone(),
+            config.clone(),
+            namespaces.clone(),
+        );
         Box::pin(async move {
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
+            let Some(namespace) = query.namespace.clone() else {
+                return streamlens_aggregator::query::run(store.as_ref(), &spec, &query, now).await;
+            };
+            let (store, spec) = {
+                let mut open = namespaces.lock().await;
+                match open.get(&namespace) {
+                    Some(opened) => opened.clone(),
+                    None => {
+                        let opened = crate::replay::open_namespace(&config, &namespace)
+                            .await
+                            .map_err(|e| {
+                                streamlens_core::QueryError::Invalid(format!("`namespace`: {e:#}"))
+                            })?;
+                        open.insert(namespace.clone(), opened.clone());
+                        opened
+                    }
+                }
+            };
             streamlens_aggregator::query::run(store.as_ref(), &spec, &query, now).await
         })
     })

@@ -35,7 +35,7 @@ pub struct QueryArgs {
     pub url: Option<String>,
     /// The whole query as JSON (the body of `POST /api/query`); the other query flags are then
     /// not allowed.
-    #[arg(long, conflicts_with_all = ["metric", "from", "to", "interval", "group_by", "filter", "top", "pipeline"])]
+    #[arg(long, conflicts_with_all = ["metric", "from", "to", "interval", "group_by", "filter", "top", "pipeline", "namespace"])]
     pub json: Option<String>,
     /// The pipeline (may be left out when there is one).
     #[arg(long)]
@@ -61,6 +61,9 @@ pub struct QueryArgs {
     /// Keep the N largest groups.
     #[arg(long)]
     pub top: Option<usize>,
+    /// Answer from this replay namespace (`streamlens replay`) instead of the live aggregates.
+    #[arg(long)]
+    pub namespace: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -98,6 +101,7 @@ pub fn query_of(args: &QueryArgs) -> anyhow::Result<MetricQuery> {
         group_by: args.group_by.clone(),
         filters,
         top: args.top,
+        namespace: args.namespace.clone(),
         ..MetricQuery::new(args.metric.clone().unwrap_or_default())
     })
 }
@@ -109,10 +113,16 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         (Some(url), _) => ask(url, &query).await?,
         (None, Some(path)) => {
             let config = Config::load(path)?;
-            let store = streamlens_aggregator::store::open(&config.store)
-                .await
-                .context("opening the store")?;
-            streamlens_aggregator::query::run(store.as_ref(), &config.pipeline, &query, now_ms())
+            let (store, spec) = match &query.namespace {
+                Some(namespace) => crate::replay::open_namespace(&config, namespace).await?,
+                None => (
+                    streamlens_aggregator::store::open(&config.store)
+                        .await
+                        .context("opening the store")?,
+                    config.pipeline.clone(),
+                ),
+            };
+            streamlens_aggregator::query::run(store.as_ref(), &spec, &query, now_ms())
                 .await
                 .map_err(|e| match e {
                     QueryError::Invalid(m) => anyhow::anyhow!("bad query: {m}"),

@@ -83,6 +83,54 @@ pub struct ReplayArgs {
     pub quiet: bool,
 }
 
+/// The spec a namespace was replayed with, kept in its directory when it differs from the
+/// live one.
+pub const SPEC_FILE: &str = "spec.toml";
+
+/// A namespace's store and the spec its aggregates were computed with, for queries.
+pub async fn open_namespace(
+    config: &Config,
+    namespace: &str,
+) -> anyhow::Result<(
+    std::sync::Arc<dyn streamlens_aggregator::Store>,
+    PipelineSpec,
+)> {
+    check_namespace(namespace)?;
+    let store = namespace_store(config, namespace);
+    if let StoreConfig::Embedded(c) = &store {
+        anyhow::ensure!(
+            c.path.exists(),
+            "no replay namespace `{namespace}` (nothing at {})",
+            c.path.display()
+        );
+    }
+    let spec_path = namespace_dir(config, namespace).join(SPEC_FILE);
+    let spec = if spec_path.exists() {
+        read_spec(&spec_path)?
+    } else {
+        config.pipeline.clone()
+    };
+    let store = streamlens_aggregator::store::open(&store)
+        .await
+        .with_context(|| format!("opening replay namespace `{namespace}`"))?;
+    Ok((store, spec))
+}
+
+fn read_spec(path: &Path) -> anyhow::Result<PipelineSpec> {
+    #[derive(serde::Deserialize)]
+    struct SpecFile {
+        pipeline: PipelineSpec,
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let spec: SpecFile =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("spec file {}: {e}", path.display()))?;
+    spec.pipeline
+        .validate()
+        .map_err(|e| anyhow::anyhow!("spec file {}: {e}", path.display()))?;
+    Ok(spec.pipeline)
+}
+
 /// Checks a namespace name.
 pub fn check_namespace(namespace: &str) -> anyhow::Result<()> {
     let ok = !namespace.is_empty()
@@ -172,20 +220,7 @@ fn archive_of(config: &Config, args: &ReplayArgs) -> anyhow::Result<PathBuf> {
 fn replay_config_with(config: &Config, args: &ReplayArgs) -> anyhow::Result<Config> {
     let pipeline = match &args.spec {
         None => config.pipeline.clone(),
-        Some(path) => {
-            #[derive(serde::Deserialize)]
-            struct SpecFile {
-                pipeline: PipelineSpec,
-            }
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let spec: SpecFile = toml::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("spec file {}: {e}", path.display()))?;
-            spec.pipeline
-                .validate()
-                .map_err(|e| anyhow::anyhow!("spec file {}: {e}", path.display()))?;
-            spec.pipeline
-        }
+        Some(path) => read_spec(path)?,
     };
     let mut replay = config.clone();
     replay.store = namespace_store(config, &args.namespace);
@@ -381,6 +416,13 @@ pub async fn run(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Resul
             })
         })
     };
+    // The namespace keeps the spec it was computed with, for queries of it.
+    if let Some(spec) = &args.spec {
+        let dir = namespace_dir(&config, &args.namespace);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::copy(spec, dir.join(SPEC_FILE))
+            .with_context(|| format!("keeping {} in {}", spec.display(), dir.display()))?;
+    }
     let started = Instant::now();
     let summary = crate::app::run_with(replay, shutdown.clone(), Some(wrap)).await;
     let took = started.elapsed().as_secs_f64();

@@ -481,6 +481,7 @@ async fn the_http_api_answers_and_refuses_with_reasons() {
         group_by: Some("status".into()),
         filters: Vec::new(),
         top: Some(1),
+        namespace: Some("n".into()),
         ..MetricQuery::new("amount")
     })
     .unwrap();

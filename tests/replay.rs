@@ -281,7 +281,7 @@ async fn an_interrupted_replay_run_again_ends_like_an_uninterrupted_one() {
     std::fs::write(
         &spec,
         "[pipeline]\nname = \"golden\"\ndimensions = [\"status\"]\nwindows = [\"1m\"]\n\
-         allowed_lateness = \"1d\"\n[[pipeline.metrics]]\nname = \"items\"\nattribute = \"items\"\nkind = \"count\"\n",
+         allowed_lateness = \"1d\"\n[[pipeline.metrics]]\nname = \"item_lines\"\nattribute = \"items\"\nkind = \"count\"\n",
     )
     .unwrap();
     replay::run(
@@ -296,10 +296,60 @@ async fn an_interrupted_replay_run_again_ends_like_an_uninterrupted_one() {
     let backfilled = open("backfill").await;
     assert!(backfilled
         .iter()
-        .any(|d| d.counts.get("items").is_some_and(|n| *n != 0)));
+        .any(|d| d.counts.get("item_lines").is_some_and(|n| *n != 0)));
     assert!(!replay::compare(compare_args(&config_path, "backfill"))
         .await
         .unwrap());
+
+    // The query API answers from a namespace, with the spec the namespace was computed with.
+    let query = |extra: &[&str]| {
+        let mut args = vec!["query", "--config", config_path.to_str().unwrap()];
+        args.extend([
+            "--from",
+            "2025-12-31T00:00:00Z",
+            "--to",
+            "2026-01-02T00:00:00Z",
+            "--interval",
+            "1h",
+            "--format",
+            "json",
+        ]);
+        args.extend(extra);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamlens"))
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, live, stderr) = query(&["--metric", "amount", "--group-by", "status"]);
+    assert!(ok, "{stderr}");
+    let (ok, whole, stderr) = query(&[
+        "--metric",
+        "amount",
+        "--group-by",
+        "status",
+        "--namespace",
+        "whole",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(live, whole, "the namespace answers like live");
+    let (ok, _, stderr) = query(&["--metric", "item_lines"]);
+    assert!(
+        !ok && stderr.contains("unknown metric `item_lines`"),
+        "{stderr}"
+    );
+    let (ok, items, stderr) = query(&["--metric", "item_lines", "--namespace", "backfill"]);
+    assert!(ok, "{stderr}");
+    assert!(items.contains("\"kind\": \"count\""), "{items}");
+    let (ok, _, stderr) = query(&["--metric", "amount", "--namespace", "nowhere"]);
+    assert!(
+        !ok && stderr.contains("no replay namespace `nowhere`"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -65,6 +65,9 @@ pub struct MetricQuery {
     /// Keep the N groups with the largest total over the range.
     #[serde(default)]
     pub top: Option<usize>,
+    /// Answer from this replay namespace (`streamlens replay`) instead of the live aggregates.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 impl MetricQuery {
@@ -79,6 +82,7 @@ impl MetricQuery {
             group_by: None,
             filters: Vec::new(),
             top: None,
+            namespace: None,
         }
     }
 }

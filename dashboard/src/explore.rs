@@ -1,7 +1,8 @@
 //! The Explore page (`/explore`): a query builder over the query API.
 //!
 //! The query lives in the URL — `metric`, `group_by`, `filter` (`dimension=value1,value2`),
-//! `interval`, `top`, the time range and `live=1` — so a link reproduces it exactly. The server
+//! `interval`, `top`, the time range, `ns` (a replay namespace to read instead of the live
+//! aggregates) and `live=1` — so a link reproduces it exactly. The server
 //! answers it with the same code as `POST /api/query` and renders a line chart (one line per
 //! group, every point with a tooltip) and the table of buckets × groups; `/api/query.csv` with the
 //! same query string downloads the answer as CSV. Followed live, the query is answered again
@@ -49,6 +50,8 @@ pub struct ExploreForm {
     pub top: Option<String>,
     /// The time range.
     pub range: RangeForm,
+    /// A replay namespace to answer from instead of the live aggregates.
+    pub ns: Option<String>,
 }
 
 impl ExploreForm {
@@ -66,6 +69,7 @@ impl ExploreForm {
                 from: get("from"),
                 to: get("to"),
             },
+            ns: get("ns"),
         }
     }
 
@@ -100,6 +104,7 @@ impl ExploreForm {
             group_by: self.group_by.clone(),
             filters,
             top,
+            namespace: self.ns.clone(),
             ..MetricQuery::new(self.metric.clone().unwrap_or_else(|| "events".to_owned()))
         })
     }
@@ -115,6 +120,7 @@ impl ExploreForm {
             ("range", &self.range.range),
             ("from", &self.range.from),
             ("to", &self.range.to),
+            ("ns", &self.ns),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode_query_value(v))))
@@ -249,6 +255,15 @@ fn controls(form: &ExploreForm, live: bool, info: &PipelineInfo) -> impl IntoVie
                 />
             </label>
             {range_fields(&form.range, DEFAULT_RANGE, live)}
+            <label>
+                "replay namespace "
+                <input
+                    name="ns"
+                    size="10"
+                    placeholder="(live)"
+                    value=form.ns.clone().unwrap_or_default()
+                />
+            </label>
             <button type="submit">"run"</button>
         </form>
     }
@@ -263,7 +278,11 @@ fn answer_view(form: &ExploreForm, result: Result<QueryResult, ServerFnError>) -
         }
     };
     let caption = format!(
-        "{} ({}) every {} from {} to {}{}",
+        "{}{} ({}) every {} from {} to {}{}",
+        form.ns
+            .as_ref()
+            .map(|ns| format!("replay `{ns}`: "))
+            .unwrap_or_default(),
         result.metric,
         result.kind,
         result.interval,
