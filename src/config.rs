@@ -373,7 +373,11 @@ impl Config {
                 ..PipelineSpec::default()
             },
             dashboard: DashboardConfig::default(),
-            changes: ChangesConfig::default(),
+            // The demo replays its sample for ever: a day of changes is plenty to search.
+            changes: ChangesConfig {
+                retention: "1d".to_owned(),
+                ..ChangesConfig::default()
+            },
             archive_to: None,
             archive: None,
             data_dir,
