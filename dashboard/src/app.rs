@@ -1003,9 +1003,23 @@ fn series_of(docs: &[AggregateDoc], metric: &Metric) -> Vec<Series> {
     all
 }
 
+/// A value axis over `values` and zero: its ends, rounded out to whole ticks, and the tick step.
+pub(crate) fn axis(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
+    let (mut lo, mut hi) = (0.0_f64, 0.0_f64);
+    for v in values {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if hi - lo <= 0.0 {
+        hi = lo + 1.0;
+    }
+    let step = nice_step(hi - lo);
+    ((lo / step).floor() * step, (hi / step).ceil() * step, step)
+}
+
 /// A "nice" tick step (1, 2 or 5 times a power of ten) of about `span / 4`, found by exact
 /// multiplication and division only, so server and browser agree to the bit.
-pub(crate) fn nice_step(span: f64) -> f64 {
+fn nice_step(span: f64) -> f64 {
     let raw = span / 4.0;
     let mut magnitude = 1.0;
     while magnitude * 10.0 <= raw {
@@ -1063,17 +1077,7 @@ fn chart(docs: &[AggregateDoc], metric: &Metric) -> AnyView {
         .collect();
     let series = series_of(docs, metric);
 
-    let (mut lo, mut hi) = (0.0_f64, 0.0_f64);
-    for v in series.iter().flat_map(|s| s.values.values()) {
-        lo = lo.min(*v);
-        hi = hi.max(*v);
-    }
-    if hi - lo <= 0.0 {
-        hi = lo + 1.0;
-    }
-    let step = nice_step(hi - lo);
-    let lo = (lo / step).floor() * step;
-    let hi = (hi / step).ceil() * step;
+    let (lo, hi, step) = axis(series.iter().flat_map(|s| s.values.values().copied()));
     let plot_w = CHART_W - MARGIN_LEFT - MARGIN_RIGHT;
     let plot_h = CHART_H - MARGIN_TOP - MARGIN_BOTTOM;
     let y = move |v: f64| MARGIN_TOP + (hi - v) / (hi - lo) * plot_h;

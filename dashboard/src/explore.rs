@@ -23,9 +23,8 @@ use streamlens_core::{
 
 use crate::{
     app::{
-        coord, encode_query_value, load_pipeline, nice_step, tick_label, utc_datetime, utc_time,
-        StreamStatus, CHART_H, CHART_W, MARGIN_BOTTOM, MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP,
-        PALETTE,
+        coord, encode_query_value, load_pipeline, tick_label, utc_datetime, utc_time, StreamStatus,
+        CHART_H, CHART_W, MARGIN_BOTTOM, MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, PALETTE,
     },
     chrome::{header, range_fields, RangeForm},
 };
@@ -414,17 +413,7 @@ pub(crate) fn line_chart(result: &QueryResult, panel: &'static str) -> AnyView {
     if points.is_empty() {
         return view! { <p class="empty">"no data in this range"</p> }.into_any();
     }
-    let (mut lo, mut hi) = (0.0_f64, 0.0_f64);
-    for (_, _, v, _) in &points {
-        lo = lo.min(*v);
-        hi = hi.max(*v);
-    }
-    if hi - lo <= 0.0 {
-        hi = lo + 1.0;
-    }
-    let step = nice_step(hi - lo);
-    let lo = (lo / step).floor() * step;
-    let hi = (hi / step).ceil() * step;
+    let (lo, hi, step) = crate::app::axis(points.iter().map(|p| p.2));
     let plot_w = CHART_W - MARGIN_LEFT - MARGIN_RIGHT;
     let plot_h = CHART_H - MARGIN_TOP - MARGIN_BOTTOM;
     let (t0, t1) = (

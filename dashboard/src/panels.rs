@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use streamlens_core::query::QueryResult;
 
 use crate::{
-    app::{coord, nice_step, tick_label, utc_datetime, PALETTE},
+    app::{coord, tick_label, utc_datetime, PALETTE},
     chrome::RangeForm,
 };
 
@@ -251,16 +251,7 @@ fn top_bars(result: &QueryResult) -> AnyView {
         }
         .into_any();
     }
-    let (mut lo, mut hi) = (0.0_f64, 0.0_f64);
-    for (_, v, _) in &totals {
-        lo = lo.min(*v);
-        hi = hi.max(*v);
-    }
-    if hi - lo <= 0.0 {
-        hi = lo + 1.0;
-    }
-    let step = nice_step(hi - lo);
-    let (lo, hi) = ((lo / step).floor() * step, (hi / step).ceil() * step);
+    let (lo, hi, step) = crate::app::axis(totals.iter().map(|t| t.1));
     let plot = BAR_W - BAR_LABEL - 70.0;
     let x = move |v: f64| BAR_LABEL + (v - lo) / (hi - lo) * plot;
     let height = BAR_ROW * totals.len() as f64 + 22.0;

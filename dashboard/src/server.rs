@@ -375,6 +375,15 @@ fn warn_if_bundle_missing(pkg_dir: &std::path::Path) {
     }
 }
 
+/// A query string's pairs, or why it cannot be read.
+fn query_params(
+    params: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, String> {
+    params
+        .map(|Query(params)| params)
+        .map_err(|e| format!("invalid query string: {}", e.body_text()))
+}
+
 /// A JSON error body: `{"error": message}`.
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
@@ -384,14 +393,9 @@ async fn aggregates(
     State(context): State<ServerContext>,
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let params = match params {
-        Ok(Query(params)) => params,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid query string: {}", e.body_text()),
-            )
-        }
+    let params = match query_params(params) {
+        Ok(params) => params,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let query = match context.aggregate_query(&params) {
         Ok(query) => query,
@@ -439,14 +443,9 @@ async fn query_csv(
     State(context): State<ServerContext>,
     params: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let params = match params {
-        Ok(Query(params)) => params,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid query string: {}", e.body_text()),
-            )
-        }
+    let params = match query_params(params) {
+        Ok(params) => params,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let form = crate::explore::ExploreForm::from_lookup(|k| {
         params
