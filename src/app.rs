@@ -332,8 +332,10 @@ fn restore_horizon(config: &Config, _engine: &WindowEngine) -> anyhow::Result<i6
 /// Where to resume: for a stream source with a stored checkpoint, documents written after the
 /// checkpoint (a crash between the two) are rolled back, the engine's state is restored from the
 /// stored documents the checkpoint covers, and the source continues after the checkpoint's
-/// positions, in the checkpoint's stream. Archives are re-read whole (their documents are
-/// rewritten, not added to).
+/// positions, in the checkpoint's stream. An archive read resumes the same way after the lines
+/// its checkpoint covers, if the checkpoint is of the same archive (and time range); a
+/// checkpoint of another archive is not resumed from: the archive is read from the start and its
+/// windows rewritten. A live replay of an archive keeps no position.
 async fn resume(
     config: &Config,
     engine: &mut WindowEngine,
@@ -344,12 +346,26 @@ async fn resume(
         stream: None,
         committer: None,
     };
-    if !matches!(config.source, SourceConfig::Dynamodb(_)) {
-        return Ok(fresh);
-    }
+    let archive = match &config.source {
+        SourceConfig::Dynamodb(_) => None,
+        SourceConfig::Archive(c) if !c.live_replay => Some(streamlens_ingest::Source::describe(
+            &streamlens_ingest::archive::ArchiveSource::new(c.clone()),
+        )),
+        SourceConfig::Archive(_) => return Ok(fresh),
+    };
     let Some(checkpoint) = store.checkpoint(&config.pipeline.name).await? else {
         return Ok(fresh);
     };
+    if let Some(archive) = &archive {
+        if checkpoint.source != *archive {
+            tracing::info!(
+                checkpoint = %checkpoint.source,
+                source = %archive,
+                "the stored checkpoint is of another source: reading the archive from the start"
+            );
+            return Ok(fresh);
+        }
+    }
     let undone = store
         .roll_back(
             &config.pipeline.name,
@@ -387,6 +403,7 @@ async fn resume(
         stream: checkpoint
             .source
             .strip_prefix("dynamodb:")
+            .filter(|_| archive.is_none())
             .map(str::to_owned),
         positions: checkpoint.positions,
         committer: None,

@@ -179,7 +179,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Query(args) => streamlens::query_cli::run(args).await?,
         Command::Changes(args) => streamlens::changes_cli::run(args).await?,
         Command::History(args) => streamlens::history_cli::run(args).await?,
-        Command::Replay(args) => streamlens::replay::run(args, interrupted()).await?,
+        Command::Replay(args) => {
+            streamlens::replay::run(args, interrupted()).await?;
+        }
         Command::Compare(args) => {
             if !streamlens::replay::compare(args).await? {
                 std::process::exit(1);

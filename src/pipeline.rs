@@ -111,6 +111,8 @@ pub struct RunSummary {
     pub passes: u64,
     /// The longest pass, milliseconds: how long a change can wait to be written and announced.
     pub max_pass_ms: u64,
+    /// The checkpoint positions the run resumed after (empty for a run from the start).
+    pub resumed_from: Checkpoint,
 }
 
 /// Live counters of a running pipeline, read by the health report.
@@ -159,7 +161,10 @@ pub async fn run(
     let source_name = source.describe();
     tracing::info!(source = %source_name, store = %store.describe(), "pipeline started");
     let source_task = tokio::spawn(source.run(tx, shutdown.clone()));
-    let mut summary = RunSummary::default();
+    let mut summary = RunSummary {
+        resumed_from: positions.clone(),
+        ..RunSummary::default()
+    };
     let mut pending: Vec<Batch> = Vec::new();
     let mut expired_at: Option<Instant> = None;
     let pass_cap = if changes.is_some() {

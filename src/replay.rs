@@ -8,9 +8,13 @@
 //! store, indices under `<prefix>-replay-<namespace>` for OpenSearch. Nothing of the live store is
 //! written, so live data is untouched. A progress bar on stderr shows changes read, rate and ETA.
 //!
-//! Replaying again into the same namespace recomputes every window of the archive and rewrites it
-//! under a newer version, so an interrupted replay run again ends with the same aggregates as an
-//! uninterrupted one (`--fresh` starts from an empty namespace instead).
+//! A replay checkpoints like a live run: each pass stores its windows with the archive position
+//! they cover (the lines read, and the first segment read). Run again, a replay goes on from
+//! its namespace's checkpoint — the lines it covers are passed over undecoded and the open
+//! windows restored from the namespace's store — so an interrupted replay finishes where it
+//! stopped and ends with the aggregates of an uninterrupted one; a finished one reads only what
+//! the archive gained since. Another archive or time range starts from the beginning; another
+//! spec is refused unless `--fresh`, which empties the namespace first.
 //!
 //! `compare` reads the same windows from the live store and a namespace and lists every window
 //! and group whose counts or metric values differ, or that only one side has.
@@ -239,7 +243,7 @@ struct Windowed {
     from: Option<i64>,
     to: Option<i64>,
     speed: Option<f64>,
-    read: Arc<AtomicU64>,
+    progress: Arc<ReplayProgress>,
 }
 
 #[async_trait::async_trait]
@@ -258,18 +262,38 @@ impl Source for Windowed {
             from,
             to,
             speed,
-            read,
+            progress,
         } = *self;
         let (tx, mut rx) = mpsc::channel::<Batch>(4);
         let reader = tokio::spawn(inner.run(tx, shutdown.clone()));
         let keep = |t: i64| from.is_none_or(|f| t >= f) && to.is_none_or(|e| t < e);
         let started = Instant::now();
         let mut first: Option<i64> = None;
+        let mut positioned = false;
         while let Some(mut batch) = rx.recv().await {
-            read.fetch_add(
-                (batch.events.len() + batch.projected.len() + batch.quarantined.len()) as u64,
-                Ordering::Relaxed,
-            );
+            match streamlens_ingest::archive::ArchivePosition::of(&batch.positions) {
+                Ok(Some(position)) => {
+                    if !positioned {
+                        positioned = true;
+                        // The first batch of a resumed read: the lines before it were passed over
+                        // (about: blank lines are not in the batch; for the bar only).
+                        let this = (batch.projected.len()
+                            + batch.events.len()
+                            + batch.quarantined.len()) as u64;
+                        progress
+                            .resumed_after
+                            .store(position.lines.saturating_sub(this), Ordering::Relaxed);
+                    }
+                    progress.read.store(position.lines, Ordering::Relaxed);
+                }
+                _ => {
+                    progress.read.fetch_add(
+                        (batch.events.len() + batch.projected.len() + batch.quarantined.len())
+                            as u64,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
             batch.events.retain(|e| keep(e.event_time_ms));
             batch.projected.retain(|p| keep(p.event_time_ms));
             if let Some(speed) = speed {
@@ -334,10 +358,35 @@ fn count_lines(path: &Path) -> Option<u64> {
     }
 }
 
-/// Runs a replay as the flags say.
-pub async fn run(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
-    let replay = replay_config(&config, &args)?;
+/// How far a replay has got, shared with whoever shows it (the command's progress bar, the
+/// dashboard's replays page).
+#[derive(Debug, Default)]
+pub struct ReplayProgress {
+    /// Archive lines read (a resumed replay counts the lines it passed over), or changes read
+    /// from a stream.
+    pub read: AtomicU64,
+    /// The lines of the archive (estimated for a large plain file); 0 while unknown or for a
+    /// stream.
+    pub total: AtomicU64,
+    /// The archive lines a resumed replay passed over (its checkpoint's).
+    pub resumed_after: AtomicU64,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone)]
+pub struct ReplayOutcome {
+    /// The pipeline run (this run's changes only, when resumed).
+    pub summary: crate::pipeline::RunSummary,
+    /// Archive lines passed over because the namespace's checkpoint covered them.
+    pub resumed_after: u64,
+    /// Seconds taken.
+    pub seconds: f64,
+    /// False when stopped before the end (run the same replay again to finish it).
+    pub completed: bool,
+}
+
+/// The time flags of a replay, resolved to epoch ms.
+pub fn replay_range(args: &ReplayArgs) -> anyhow::Result<(Option<i64>, Option<i64>)> {
     let time = |field: &str, text: &Option<String>| {
         text.as_deref()
             .map(|t| {
@@ -346,15 +395,131 @@ pub async fn run(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Resul
             })
             .transpose()
     };
-    let (from, to) = (time("from", &args.from)?, time("to", &args.to)?);
+    Ok((time("from", &args.from)?, time("to", &args.to)?))
+}
+
+/// Checks that a namespace is replayed with the spec it was computed with (unless `--fresh`):
+/// resuming one spec's windows with another's engine would mix them.
+fn check_spec(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
+    if args.fresh {
+        return Ok(());
+    }
+    let kept = namespace_dir(config, &args.namespace).join(SPEC_FILE);
+    let same = match (&args.spec, kept.exists()) {
+        (None, false) => true,
+        (None, true) => false,
+        (Some(_), false) => true,
+        (Some(spec), true) => {
+            let read =
+                |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            read(spec)? == read(&kept)?
+        }
+    };
+    anyhow::ensure!(
+        same,
+        "namespace `{}` was replayed with {}: give the same spec to finish or extend it, or \
+         --fresh to start it again",
+        args.namespace,
+        if kept.exists() {
+            format!("the spec kept in {}", kept.display())
+        } else {
+            "the config's spec".to_owned()
+        }
+    );
+    Ok(())
+}
+
+/// Runs a replay as the flags say, with a progress bar on stderr.
+pub async fn run(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Result<ReplayOutcome> {
+    let config = Config::load(&args.config)?;
+    let progress = Arc::new(ReplayProgress::default());
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} replay {msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} lines, {per_sec}, ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(args.namespace.clone());
+    let ticker = {
+        let (bar, progress) = (bar.clone(), progress.clone());
+        tokio::spawn(async move {
+            let mut resumed = false;
+            loop {
+                let total = progress.total.load(Ordering::Relaxed);
+                if total > 0 {
+                    bar.set_length(total);
+                }
+                let after = progress.resumed_after.load(Ordering::Relaxed);
+                if after > 0 && !resumed {
+                    // The rate and ETA count what this run reads, not what it passed over.
+                    resumed = true;
+                    bar.reset();
+                }
+                bar.set_position(progress.read.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let outcome = run_with_progress(&config, &args, progress.clone(), shutdown).await;
+    ticker.abort();
+    bar.set_position(progress.read.load(Ordering::Relaxed));
+    let outcome = outcome?;
+    if outcome.completed {
+        bar.finish_with_message(format!("{} done", args.namespace));
+    } else {
+        bar.abandon_with_message(format!(
+            "{} interrupted: run the same command again to finish it",
+            args.namespace
+        ));
+    }
+    let summary = &outcome.summary;
+    println!(
+        "replayed {} changes into namespace `{}` in {:.1} s ({:.0} changes/s){}: {} aggregated, {} quarantined, {} documents written",
+        summary.source.events,
+        args.namespace,
+        outcome.seconds,
+        summary.source.events as f64 / outcome.seconds.max(1e-9),
+        if outcome.resumed_after > 0 {
+            format!(", resumed after line {}", outcome.resumed_after)
+        } else {
+            String::new()
+        },
+        summary.aggregated,
+        summary.quarantined,
+        summary.docs_written
+    );
+    Ok(outcome)
+}
+
+/// Runs a replay of `config`'s archive or stream into a namespace, reporting to `progress`:
+/// what `streamlens replay` and the dashboard's replays page run.
+///
+/// A namespace replayed before continues where its checkpoint stands (the lines it covers are
+/// passed over undecoded and the open windows restored from the namespace's store), so an
+/// interrupted replay run again ends as an uninterrupted one; `fresh` empties it first.
+pub async fn run_with_progress(
+    config: &Config,
+    args: &ReplayArgs,
+    progress: Arc<ReplayProgress>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ReplayOutcome> {
+    let replay = replay_config(config, args)?;
+    let (from, to) = replay_range(args)?;
     if let Some(speed) = args.speed {
         anyhow::ensure!(
             speed.is_finite() && speed > 0.0,
             "--speed must be a positive number, not {speed}"
         );
     }
+    check_spec(config, args)?;
     if args.fresh {
         wipe(&replay).await?;
+        let _ = std::fs::remove_file(namespace_dir(config, &args.namespace).join(SPEC_FILE));
     }
     let mut replay = replay;
     if let (SourceConfig::Archive(archive), true) =
@@ -367,36 +532,14 @@ pub async fn run(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Resul
         SourceConfig::Archive(archive) => Some(archive.path.clone()),
         _ => None,
     };
-    let read = Arc::new(AtomicU64::new(0));
-    let bar = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new_spinner()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} replay {msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} changes, {per_sec}, ETA {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(args.namespace.clone());
-    if let (Some(path), false) = (archive_path.clone(), args.quiet) {
-        let bar = bar.clone();
+    if let Some(path) = archive_path.clone() {
+        let progress = progress.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(lines) = count_lines(&path) {
-                bar.set_length(lines);
+                progress.total.store(lines, Ordering::Relaxed);
             }
         });
     }
-    let ticker = {
-        let (bar, read) = (bar.clone(), read.clone());
-        tokio::spawn(async move {
-            loop {
-                bar.set_position(read.load(Ordering::Relaxed));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
     tracing::info!(
         namespace = %args.namespace,
         source = %archive_path.map_or_else(|| "the stream".to_owned(), |p| p.display().to_string()),
@@ -404,7 +547,7 @@ pub async fn run(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Resul
         "replay started"
     );
     let wrap: crate::app::SourceWrapper = {
-        let read = read.clone();
+        let progress = progress.clone();
         let speed = args.speed;
         Box::new(move |inner| {
             Box::new(Windowed {
@@ -412,41 +555,36 @@ pub async fn run(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Resul
                 from,
                 to,
                 speed,
-                read,
+                progress,
             })
         })
     };
     // The namespace keeps the spec it was computed with, for queries of it.
     if let Some(spec) = &args.spec {
-        let dir = namespace_dir(&config, &args.namespace);
+        let dir = namespace_dir(config, &args.namespace);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::copy(spec, dir.join(SPEC_FILE))
             .with_context(|| format!("keeping {} in {}", spec.display(), dir.display()))?;
     }
     let started = Instant::now();
-    let summary = crate::app::run_with(replay, shutdown.clone(), Some(wrap)).await;
-    let took = started.elapsed().as_secs_f64();
-    ticker.abort();
-    bar.set_position(read.load(Ordering::Relaxed));
-    let summary = summary?;
-    if shutdown.is_cancelled() {
-        bar.abandon_with_message(format!(
-            "{} interrupted: run the same command again to finish it",
-            args.namespace
-        ));
-    } else {
-        bar.finish_with_message(format!("{} done", args.namespace));
-    }
-    println!(
-        "replayed {} changes into namespace `{}` in {took:.1} s ({:.0} changes/s): {} aggregated, {} quarantined, {} documents written",
-        summary.source.events,
-        args.namespace,
-        summary.source.events as f64 / took.max(1e-9),
-        summary.aggregated,
-        summary.quarantined,
-        summary.docs_written
-    );
-    Ok(())
+    let summary = crate::app::run_with(replay, shutdown.clone(), Some(wrap))
+        .await
+        .with_context(|| {
+            format!(
+                "replay into namespace `{}` (--fresh starts it again from the beginning)",
+                args.namespace
+            )
+        })?;
+    let resumed_after = streamlens_ingest::archive::ArchivePosition::of(&summary.resumed_from)
+        .ok()
+        .flatten()
+        .map_or(0, |p| p.lines);
+    Ok(ReplayOutcome {
+        summary,
+        resumed_after,
+        seconds: started.elapsed().as_secs_f64(),
+        completed: !shutdown.is_cancelled(),
+    })
 }
 
 /// Empties a namespace: its store file, or its OpenSearch indices.

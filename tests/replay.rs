@@ -221,9 +221,10 @@ async fn an_interrupted_replay_run_again_ends_like_an_uninterrupted_one() {
     .unwrap();
 
     // Uninterrupted.
-    replay::run(args(&config_path, "whole"), CancellationToken::new())
+    let uninterrupted = replay::run(args(&config_path, "whole"), CancellationToken::new())
         .await
         .unwrap();
+    assert_eq!(uninterrupted.resumed_after, 0);
     // Paced (the 67 minutes of input in about 3 s), stopped after one second, then run again.
     let stop = CancellationToken::new();
     let paced = ReplayArgs {
@@ -237,8 +238,9 @@ async fn an_interrupted_replay_run_again_ends_like_an_uninterrupted_one() {
             stop.cancel();
         })
     };
-    replay::run(paced, stop).await.unwrap();
+    let cut = replay::run(paced, stop).await.unwrap();
     timer.await.unwrap();
+    assert!(!cut.completed);
     let config = Config::parse(&text, "golden.toml").unwrap();
     let cut_store = replay::namespace_store(&config, "cut");
     {
@@ -259,9 +261,24 @@ async fn an_interrupted_replay_run_again_ends_like_an_uninterrupted_one() {
             "stopped half-way, the namespace is not complete yet"
         );
     }
-    replay::run(args(&config_path, "cut"), CancellationToken::new())
+    let rest = replay::run(args(&config_path, "cut"), CancellationToken::new())
         .await
         .unwrap();
+    // It went on from the checkpoint: what the first run read was not read again.
+    assert!(rest.completed);
+    assert!(
+        rest.resumed_after > 0 && rest.resumed_after < 4000,
+        "resumed after line {}",
+        rest.resumed_after
+    );
+    assert_eq!(rest.summary.source.events, 4000 - rest.resumed_after);
+    assert_eq!(
+        cut.summary.aggregated + rest.summary.aggregated,
+        uninterrupted.summary.aggregated,
+        "first run {:?}, second {:?}",
+        cut.summary,
+        rest.summary
+    );
     let open = |ns: &'static str| {
         let store = replay::namespace_store(&config, ns);
         async move {

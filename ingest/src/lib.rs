@@ -234,7 +234,9 @@ pub async fn build(config: &SourceConfig, resume: Resume) -> Result<Box<dyn Sour
             }))
         }
         SourceConfig::Archive(c) => Ok(Box::new(
-            archive::ArchiveSource::new(c.clone()).with_projection(resume.projection),
+            archive::ArchiveSource::new(c.clone())
+                .with_projection(resume.projection)
+                .resume_from(&resume.checkpoint)?,
         )),
     }
 }

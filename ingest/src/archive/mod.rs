@@ -37,11 +37,64 @@ use crate::{
     config::ArchiveSourceConfig, now_ms, Batch, Error, Quarantined, Source, SourceSummary,
 };
 
+/// The checkpoint key of an archive read's [`ArchivePosition`].
+pub const POSITION_KEY: &str = "archive";
+
+/// How far an archive read has gone: the lines of the archive read (blank and bad ones
+/// included), and for a segmented archive the segment the read started with.
+///
+/// Lines are counted in the decompressed concatenation of the segments the read opens. The same
+/// archive read with the same time range opens the same segments, from the same first one: later
+/// segments only ever come after, and retention only deletes from the front, which the first
+/// segment's name detects. In a checkpoint it is `<lines>`, or `<first segment>:<lines>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchivePosition {
+    /// The first segment read (segmented archives).
+    pub first_segment: Option<String>,
+    /// Lines read.
+    pub lines: u64,
+}
+
+impl ArchivePosition {
+    /// The position in a checkpoint, if it holds one.
+    pub fn of(checkpoint: &crate::Checkpoint) -> Result<Option<Self>, Error> {
+        let Some(text) = checkpoint.get(POSITION_KEY) else {
+            return Ok(None);
+        };
+        let (first, lines) = match text.rsplit_once(':') {
+            Some((first, lines)) => (Some(first.to_owned()), lines),
+            None => (None, text.as_str()),
+        };
+        let lines = lines.parse().map_err(|_| {
+            Error::Config(format!(
+                "checkpoint position `{text}` is not an archive position (`[<first segment>:]<lines>`)"
+            ))
+        })?;
+        Ok(Some(ArchivePosition {
+            first_segment: first,
+            lines,
+        }))
+    }
+
+    /// The position as a checkpoint holds it.
+    pub fn checkpoint(&self) -> crate::Checkpoint {
+        let text = match &self.first_segment {
+            Some(first) => format!("{first}:{}", self.lines),
+            None => self.lines.to_string(),
+        };
+        [(POSITION_KEY.to_owned(), text)].into()
+    }
+}
+
 /// Reads an archive once, or replays it live for ever.
+///
+/// A read (not a live replay) puts its [`ArchivePosition`] into every batch, and resumed from a
+/// checkpoint holding one it starts after it: the lines before are passed over undecoded.
 #[derive(Debug, Clone)]
 pub struct ArchiveSource {
     config: ArchiveSourceConfig,
     projection: Option<streamlens_core::Projection>,
+    start: Option<ArchivePosition>,
 }
 
 impl ArchiveSource {
@@ -50,7 +103,44 @@ impl ArchiveSource {
         ArchiveSource {
             config,
             projection: None,
+            start: None,
         }
+    }
+
+    /// Starts after a checkpoint's position (from the beginning if it holds none).
+    pub fn resume_from(mut self, checkpoint: &crate::Checkpoint) -> Result<Self, Error> {
+        self.start = ArchivePosition::of(checkpoint)?;
+        Ok(self)
+    }
+
+    /// The first segment the read opens (segmented archives), checked against where the resumed
+    /// read started; the lines to pass over.
+    fn begin(&self) -> Result<(Option<String>, u64), Error> {
+        let path = &self.config.path;
+        let first = if path.is_dir() {
+            segments::segments_in(path, self.config.segment_range)?
+                .into_iter()
+                .next()
+                .map(|meta| meta.file)
+        } else {
+            None
+        };
+        let Some(start) = &self.start else {
+            return Ok((first, 0));
+        };
+        if start.lines > 0 && start.first_segment != first {
+            return Err(Error::Config(format!(
+                "cannot resume reading {}: the read started with segment {}, which is no longer \
+                 the first of the range (archive retention deleted it), so line {} cannot be found",
+                path.display(),
+                start.first_segment.as_deref().unwrap_or("(a plain file)"),
+                start.lines
+            )));
+        }
+        if start.lines > 0 {
+            tracing::info!(archive = %path.display(), lines = start.lines, "resuming the archive read after the checkpoint");
+        }
+        Ok((first, start.lines))
     }
 
     /// Reads on the fast path: lines are decoded (on every core) straight into changes reduced
@@ -140,30 +230,54 @@ pub fn read_batches_in(
     batch_size: usize,
     mut batch: impl FnMut(Batch) -> bool,
 ) -> Result<bool, Error> {
+    read_batches_at(path, range, 0, batch_size, |b, _| batch(b))
+}
+
+/// [`read_batches_in`], passing over the first `skip_lines` lines undecoded; `batch` gets each
+/// batch with the lines read up to its last one (the last batch: up to the end).
+pub fn read_batches_at(
+    path: &Path,
+    range: Option<(i64, i64)>,
+    skip_lines: u64,
+    batch_size: usize,
+    mut batch: impl FnMut(Batch, u64) -> bool,
+) -> Result<bool, Error> {
     let reader = open_in(path, range)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let archive_error = |source| Error::Archive {
+        path: path.display().to_string(),
+        source,
+    };
     let mut current = Batch::default();
+    let (mut lines, mut delivered) = (0u64, skip_lines);
     for (index, line) in reader.lines().enumerate() {
-        let line = line.map_err(|source| Error::Archive {
-            path: path.display().to_string(),
-            source,
-        })?;
-        if line.trim().is_empty() {
+        let line = line.map_err(archive_error)?;
+        lines = index as u64 + 1;
+        if lines <= skip_lines || line.trim().is_empty() {
             continue;
         }
-        match decode_line(&line, || format!("{name} line {}", index + 1)) {
+        match decode_line(&line, || format!("{name} line {lines}")) {
             Ok(event) => current.events.push(event),
             Err(q) => current.quarantined.push(q),
         }
-        if current.events.len() >= batch_size && !batch(std::mem::take(&mut current)) {
-            return Ok(false);
+        if current.events.len() >= batch_size {
+            delivered = lines;
+            if !batch(std::mem::take(&mut current), lines) {
+                return Ok(false);
+            }
         }
     }
-    if !current.is_empty() {
-        return Ok(batch(current));
+    if lines < skip_lines {
+        return Err(archive_error(std::io::Error::other(format!(
+            "the input ends after {lines} lines, before line {skip_lines} where the read was to resume"
+        ))));
+    }
+    // The last batch; an empty one too when blank lines after the last change move the position.
+    if !current.is_empty() || lines > delivered {
+        return Ok(batch(current, lines));
     }
     Ok(true)
 }
@@ -171,7 +285,11 @@ pub fn read_batches_in(
 #[async_trait::async_trait]
 impl Source for ArchiveSource {
     fn describe(&self) -> String {
-        format!("archive:{}", self.config.path.display())
+        match self.config.segment_range {
+            // Another range opens other segments: positions are the range's own.
+            Some((from, to)) => format!("archive:{} [{from}, {to})", self.config.path.display()),
+            None => format!("archive:{}", self.config.path.display()),
+        }
     }
 
     async fn run(
@@ -182,6 +300,14 @@ impl Source for ArchiveSource {
         if self.config.live_replay {
             return live_replay(self.config, out, shutdown).await;
         }
+        let (first, skip_lines) = self.begin()?;
+        let position = move |lines: u64| {
+            ArchivePosition {
+                first_segment: first.clone(),
+                lines,
+            }
+            .checkpoint()
+        };
         let config = self.config;
         if let Some(projection) = self.projection {
             return tokio::task::spawn_blocking(move || {
@@ -193,6 +319,8 @@ impl Source for ArchiveSource {
                     ReadOptions {
                         batch_size: config.batch_size.max(1),
                         time_range: config.segment_range,
+                        skip_lines,
+                        positions: true,
                         ..ReadOptions::default()
                     },
                     |batch| {
@@ -205,6 +333,7 @@ impl Source for ArchiveSource {
                             .blocking_send(Batch {
                                 projected: batch.changes,
                                 quarantined: batch.quarantined,
+                                positions: position(batch.lines),
                                 ..Batch::default()
                             })
                             .is_err();
@@ -222,14 +351,16 @@ impl Source for ArchiveSource {
         tokio::task::spawn_blocking(move || {
             let mut summary = SourceSummary::default();
             let mut closed = false;
-            read_batches_in(
+            read_batches_at(
                 &config.path,
                 config.segment_range,
+                skip_lines,
                 config.batch_size.max(1),
-                |batch| {
+                |mut batch, lines| {
                     if shutdown.is_cancelled() {
                         return false;
                     }
+                    batch.positions = position(lines);
                     summary.events += batch.events.len() as u64;
                     summary.quarantined += batch.quarantined.len() as u64;
                     closed = out.blocking_send(batch).is_err();

@@ -109,6 +109,16 @@ pub fn segments(dir: &Path) -> Result<Vec<SegmentMeta>, Error> {
     Ok(out)
 }
 
+/// The committed segments that can hold changes with event times in `range` (`[from, to)`),
+/// in write order: those [`open_dir_in`] reads.
+pub fn segments_in(dir: &Path, range: Option<(i64, i64)>) -> Result<Vec<SegmentMeta>, Error> {
+    let mut all = segments(dir)?;
+    all.retain(|meta| {
+        !range.is_some_and(|(from, to)| meta.last_time < from || meta.first_time >= to)
+    });
+    Ok(all)
+}
+
 /// A reader of a directory's segments one after another, each up to its committed length and
 /// decompressed.
 pub fn open_dir(dir: &Path) -> Result<Box<dyn Read + Send>, Error> {
@@ -119,10 +129,7 @@ pub fn open_dir(dir: &Path) -> Result<Box<dyn Read + Send>, Error> {
 /// in `[from, to)`.
 pub fn open_dir_in(dir: &Path, range: Option<(i64, i64)>) -> Result<Box<dyn Read + Send>, Error> {
     let mut parts: Vec<Box<dyn Read + Send>> = Vec::new();
-    for meta in segments(dir)? {
-        if range.is_some_and(|(from, to)| meta.last_time < from || meta.first_time >= to) {
-            continue;
-        }
+    for meta in segments_in(dir, range)? {
         let path = dir.join(&meta.file);
         let file = File::open(&path).map_err(err(&path))?;
         parts.push(Box::new(flate2::read::MultiGzDecoder::new(
