@@ -154,6 +154,10 @@ pub async fn run_with(
             } else {
                 streamlens_dashboard::server::no_changes()
             },
+            replays: Arc::new(crate::replay_runner::ReplayRunner::new(
+                config.clone(),
+                shutdown.clone(),
+            )),
         };
         let app = router(state).route(
             "/metrics",

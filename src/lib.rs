@@ -21,3 +21,4 @@ pub mod pipeline;
 pub mod quarantine;
 pub mod query_cli;
 pub mod replay;
+pub mod replay_runner;

@@ -10,6 +10,7 @@
 //!   dashboard shows, plus the [`AggregateReader`] the dashboard queries them through.
 //! * [`changes`] — the raw change index: every change kept whole ([`ChangeDoc`]) and searched by
 //!   key, time, kind and changed attribute ([`ChangeReader`]).
+//! * [`replay`] — replays into namespaces as `/api/replays` and the dashboard show them.
 //! * [`health`] — the pipeline's health (per shard position, lag, errors, gaps) as `/api/health`
 //!   and the dashboard show it.
 //!
@@ -23,6 +24,7 @@ pub mod event;
 pub mod health;
 pub mod projection;
 pub mod query;
+pub mod replay;
 
 pub use aggregate::{AggQuery, AggregateDoc, AggregateReader, PipelineInfo, PrevValues};
 pub use attr::{AttributeValue, Item};
@@ -31,6 +33,7 @@ pub use event::{ChangeEvent, EventKind, StreamRecord};
 pub use health::{PipelineHealth, ShardStatus};
 pub use projection::{ProjectedChange, ProjectedImage, Projection, Scalar, ScalarKind};
 pub use query::{MetricQuery, QueryError, QueryResult};
+pub use replay::{ReplayRequest, ReplayState, ReplayStatus};
 
 /// Errors of the shared model.
 #[derive(Debug, thiserror::Error)]

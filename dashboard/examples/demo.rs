@@ -228,6 +228,7 @@ async fn main() -> std::io::Result<()> {
         health,
         query: no_query(),
         changes: no_changes(),
+        replays: streamlens_dashboard::server::no_replays(),
     });
 
     // One random change per second.

@@ -404,6 +404,11 @@ pub fn App() -> impl IntoView {
                     ssr=SsrMode::Async
                 />
                 <Route
+                    path=path!("/replays")
+                    view=crate::replays_page::ReplaysPage
+                    ssr=SsrMode::Async
+                />
+                <Route
                     path=path!("/health")
                     view=crate::health_page::HealthPage
                     ssr=SsrMode::Async
@@ -1491,6 +1496,15 @@ nav.pages a { padding: 6px 12px; color: var(--muted); text-decoration: none; bor
 nav.pages a[aria-current="page"] { color: var(--fg); border-bottom-color: #0072B2; font-weight: 600; }
 input { font: inherit; font-size: 14px; padding: 3px 6px; border: 1px solid var(--line); border-radius: 4px; }
 label.follow { white-space: nowrap; }
+div.beside { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 12px; }
+div.beside h3 { margin: 4px 0; font-size: 14px; }
+section.differences h3 { font-size: 14px; color: #b3261e; }
+section.differences.agree h3 { color: #117733; }
+section.replays progress { width: 9em; vertical-align: middle; }
+section.replays td.state[data-state="failed"] { color: #b3261e; }
+section.replays td.state[data-state="running"] { color: #0072b2; font-weight: 600; }
+section.replays form { margin: 0; }
+p.note { background: #eef6fb; border-left: 3px solid #0072b2; padding: 6px 10px; }
 table.changes td, table.changes th { text-align: left; white-space: normal; vertical-align: top; }
 table.changes td.time { white-space: nowrap; }
 table.changes ul { list-style: none; margin: 0; padding: 0; }

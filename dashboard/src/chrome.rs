@@ -15,10 +15,11 @@ use streamlens_core::{aggregate::PipelineInfo, query::TimeArg};
 use crate::app::StreamStatus;
 
 /// The pages, in navigation order: path and label.
-pub const PAGES: [(&str, &str); 4] = [
+pub const PAGES: [(&str, &str); 5] = [
     ("/", "Overview"),
     ("/explore", "Explore"),
     ("/changes", "Changes"),
+    ("/replays", "Replays"),
     ("/health", "Health"),
 ];
 

@@ -2,14 +2,19 @@
 //!
 //! The query lives in the URL — `metric`, `group_by`, `filter` (`dimension=value1,value2`),
 //! `interval`, `top`, the time range, `ns` (a replay namespace to read instead of the live
-//! aggregates) and `live=1` — so a link reproduces it exactly. The server
+//! aggregates), `beside=1` (with `ns`: the namespace and live side by side, and the cells where
+//! they differ) and `live=1` — so a link reproduces it exactly. The server
 //! answers it with the same code as `POST /api/query` and renders a line chart (one line per
 //! group, every point with a tooltip) and the table of buckets × groups; `/api/query.csv` with the
 //! same query string downloads the answer as CSV. Followed live, the query is answered again
 //! after every write of the pipeline.
 //!
 //! Hooks for tests: the table is `<table class="explore">`; its cells carry `data-group` and
-//! `data-start` (epoch ms), the totals row is `<tr class="total">`.
+//! `data-start` (epoch ms), the totals row is `<tr class="total">`. Beside live, the two charts are
+//! `data-panel="explore-live"` and `"explore"`, their totals `<p class="totals"
+//! data-side="live|replay">` and the comparison `<section class="differences"
+//! data-differences="N" data-cells="M">` with one `<tr data-group data-start>` per differing
+//! cell.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -51,6 +56,8 @@ pub struct ExploreForm {
     pub range: RangeForm,
     /// A replay namespace to answer from instead of the live aggregates.
     pub ns: Option<String>,
+    /// With `ns`: show the live answer beside the namespace's, and where they differ.
+    pub beside: bool,
 }
 
 impl ExploreForm {
@@ -69,6 +76,16 @@ impl ExploreForm {
                 to: get("to"),
             },
             ns: get("ns"),
+            beside: get("beside").is_some(),
+        }
+    }
+
+    /// The same query of the live aggregates.
+    pub fn live(&self) -> Self {
+        ExploreForm {
+            ns: None,
+            beside: false,
+            ..self.clone()
         }
     }
 
@@ -160,7 +177,15 @@ pub fn ExplorePage() -> impl IntoView {
             let live = follow.get() && form.range.ends_now(DEFAULT_RANGE);
             (form, if live { tick.get() } else { 0 })
         },
-        |(form, _)| run_explore(form),
+        |(form, _)| async move {
+            let answer = run_explore(form.clone()).await?;
+            let live = if form.beside && form.ns.is_some() {
+                Some(run_explore(form.live()).await?)
+            } else {
+                None
+            };
+            Ok::<_, ServerFnError>((answer, live))
+        },
     );
     Effect::new(move |_| {
         hydrated.set(true);
@@ -263,13 +288,20 @@ fn controls(form: &ExploreForm, live: bool, info: &PipelineInfo) -> impl IntoVie
                     value=form.ns.clone().unwrap_or_default()
                 />
             </label>
+            <label title="with a replay namespace: live beside it, and where they differ">
+                <input type="checkbox" name="beside" value="1" checked=form.beside />
+                " beside live"
+            </label>
             <button type="submit">"run"</button>
         </form>
     }
 }
 
-fn answer_view(form: &ExploreForm, result: Result<QueryResult, ServerFnError>) -> AnyView {
-    let result = match result {
+fn answer_view(
+    form: &ExploreForm,
+    result: Result<(QueryResult, Option<QueryResult>), ServerFnError>,
+) -> AnyView {
+    let (result, live) = match result {
         Ok(result) => result,
         Err(e) => {
             let message = format!("cannot answer: {}", crate::app::server_error(&e));
@@ -294,6 +326,31 @@ fn answer_view(form: &ExploreForm, result: Result<QueryResult, ServerFnError>) -
             .unwrap_or_default()
     );
     let csv = format!("/api/query.csv?{}", form.query_string());
+    if let Some(live) = live {
+        return view! {
+            <h2 class="beside-caption">{caption}</h2>
+            <div class="beside">
+                <section class="chart">
+                    <h3>"live"</h3>
+                    {line_chart(&live, "explore-live")}
+                    {totals(&live, "live")}
+                </section>
+                <section class="chart">
+                    <h3>{format!("replay `{}`", form.ns.clone().unwrap_or_default())}</h3>
+                    {line_chart(&result, "explore")}
+                    {totals(&result, "replay")}
+                </section>
+            </div>
+            {differences(&live, &result)}
+            <p class="actions">
+                <a class="csv" href=csv download="streamlens.csv">
+                    "download the replay's CSV"
+                </a>
+            </p>
+            <section class="table">{table(&result)}</section>
+        }
+        .into_any();
+    }
     view! {
         <section class="chart">
             <h2>{caption}</h2>
@@ -307,6 +364,123 @@ fn answer_view(form: &ExploreForm, result: Result<QueryResult, ServerFnError>) -
         <section class="table">{table(&result)}</section>
     }
     .into_any()
+}
+
+/// Each group's total on one side of the beside view.
+fn totals(result: &QueryResult, side: &'static str) -> impl IntoView {
+    let text = if result.series.is_empty() {
+        "no data in this range".to_owned()
+    } else {
+        result
+            .series
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: {}",
+                    if s.group.is_empty() {
+                        "total"
+                    } else {
+                        &s.group
+                    },
+                    s.total.as_deref().unwrap_or("—")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" · ")
+    };
+    view! {
+        <p class="totals" data-side=side>
+            {text}
+        </p>
+    }
+}
+
+/// The cells (group × bucket) whose values differ between live and a replay, or that only one
+/// side has.
+pub fn differing_cells(
+    live: &QueryResult,
+    replay: &QueryResult,
+) -> (usize, Vec<(String, i64, Option<String>, Option<String>)>) {
+    let cells = |r: &QueryResult| -> BTreeMap<(String, i64), Option<String>> {
+        r.series
+            .iter()
+            .flat_map(|s| {
+                s.points
+                    .iter()
+                    .map(|p| ((s.group.clone(), p.start), p.value.clone()))
+            })
+            .collect()
+    };
+    let (a, b) = (cells(live), cells(replay));
+    let keys: BTreeSet<&(String, i64)> = a.keys().chain(b.keys()).collect();
+    let differing = keys
+        .iter()
+        .filter_map(|key| {
+            let (l, r) = (
+                a.get(*key).cloned().flatten(),
+                b.get(*key).cloned().flatten(),
+            );
+            (l != r).then(|| (key.0.clone(), key.1, l, r))
+        })
+        .collect();
+    (keys.len(), differing)
+}
+
+/// How many cells differ between live and the replay, and the first of them.
+fn differences(live: &QueryResult, replay: &QueryResult) -> impl IntoView {
+    const SHOWN: usize = 20;
+    let (cells, differing) = differing_cells(live, replay);
+    let summary = if differing.is_empty() {
+        format!("live and replay agree on all {cells} cells")
+    } else {
+        format!("{} of {cells} cells differ", differing.len())
+    };
+    let n = differing.len();
+    let rows = differing
+        .into_iter()
+        .take(SHOWN)
+        .map(|(group, start, l, r)| {
+            let label = if group.is_empty() {
+                "total".to_owned()
+            } else {
+                group.clone()
+            };
+            view! {
+                <tr data-group=group data-start=start.to_string()>
+                    <td>{label}</td>
+                    <td>{utc_datetime(start)}</td>
+                    <td class="num">{l.unwrap_or_else(|| "—".to_owned())}</td>
+                    <td class="num">{r.unwrap_or_else(|| "—".to_owned())}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <section
+            class=if n == 0 { "differences agree" } else { "differences" }
+            data-differences=n.to_string()
+            data-cells=cells.to_string()
+        >
+            <h3>{summary}</h3>
+            {(n > 0)
+                .then(|| {
+                    view! {
+                        <table>
+                            <thead>
+                                <tr>
+                                    <th>"group"</th>
+                                    <th>"bucket (UTC)"</th>
+                                    <th>"live"</th>
+                                    <th>"replay"</th>
+                                </tr>
+                            </thead>
+                            <tbody>{rows}</tbody>
+                        </table>
+                    }
+                })}
+            {(n > SHOWN).then(|| view! { <p class="meta">{format!("and {} more", n - SHOWN)}</p> })}
+        </section>
+    }
 }
 
 /// Buckets as rows (newest first), groups as columns, the totals last.

@@ -60,6 +60,7 @@ pub mod chrome;
 pub mod explore;
 pub mod health_page;
 pub mod panels;
+pub mod replays_page;
 #[cfg(feature = "ssr")]
 pub mod server;
 

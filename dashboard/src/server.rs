@@ -16,6 +16,7 @@
 //!     health: streamlens_dashboard::server::no_health(), // or the running pipeline's
 //!     query: streamlens_dashboard::server::no_query(), // or the pipeline's query engine
 //!     changes: streamlens_dashboard::server::no_changes(), // or the store's change index
+//!     replays: streamlens_dashboard::server::no_replays(), // or the process's replay runner
 //! });
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app).await
@@ -48,6 +49,15 @@
 //! * `POST /api/changes` — a [`ChangeQuery`] as JSON in (item key, time range, kinds, changed
 //!   attribute, page size and cursor), a [`ChangePage`] out, answered by
 //!   [`DashboardState::changes`] from the store's change index; errors as for `/api/query`.
+//! * `GET /api/replays` — every replay namespace as a JSON array of [`ReplayStatus`]: those
+//!   this process runs or ran (with their progress) and those replayed before.
+//! * `POST /api/replays` — a [`ReplayRequest`] as JSON in: starts a replay of the pipeline's
+//!   archive into the namespace (`201` with its [`ReplayStatus`]); a bad request is a `400`
+//!   naming the problem, a namespace already being replayed a `409`.
+//! * `POST /api/replays/{namespace}/stop` — stops a running replay (it keeps its checkpoint:
+//!   starting it again goes on from there); `404` if none runs in that namespace.
+//! * `POST /replays/start`, `POST /replays/stop` — the same from the replays page's HTML forms
+//!   (form fields in, a `303` back to `/replays` out), so the page works without JavaScript.
 //! * `GET /api/query.csv?metric=&group_by=&filter=&interval=&top=&range=&from=&to=` — the
 //!   Explore page's query (its query string) answered as CSV.
 //! * `GET /api/openapi.json` — the OpenAPI 3.1 description of these routes.
@@ -84,6 +94,7 @@ use streamlens_core::{
     changes::{ChangePage, ChangeQuery},
     health::PipelineHealth,
     query::{MetricQuery, QueryError, QueryResult},
+    replay::{ReplayRequest, ReplayStatus},
 };
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
@@ -116,6 +127,70 @@ pub struct DashboardState {
     /// Answers `POST /api/changes`. [`no_changes`] when there is no change index behind the
     /// page.
     pub changes: ChangesFn,
+    /// Starts, stops and lists replays. [`no_replays`] when replays cannot be run from the page.
+    pub replays: Replays,
+}
+
+/// Runs replays for the dashboard.
+pub trait ReplayControl: Send + Sync {
+    /// Starts a replay and answers at once with its first status.
+    fn start(
+        &self,
+        request: ReplayRequest,
+    ) -> BoxFuture<'static, Result<ReplayStatus, ReplayError>>;
+    /// Stops the replay running in a namespace.
+    fn stop(&self, namespace: &str) -> Result<ReplayStatus, ReplayError>;
+    /// Every replay namespace, newest first.
+    fn list(&self) -> BoxFuture<'static, Vec<ReplayStatus>>;
+}
+
+/// Why a replay could not be started or stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// The request is wrong (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The namespace is being replayed already (HTTP 409).
+    #[error("namespace `{0}` is being replayed already")]
+    Running(String),
+    /// No replay runs in that namespace (HTTP 404).
+    #[error("no replay is running in namespace `{0}`")]
+    NotRunning(String),
+}
+
+impl ReplayError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ReplayError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ReplayError::Running(_) => StatusCode::CONFLICT,
+            ReplayError::NotRunning(_) => StatusCode::NOT_FOUND,
+        }
+    }
+}
+
+/// Starts, stops and lists replays.
+pub type Replays = Arc<dyn ReplayControl>;
+
+/// Replays for a dashboard that cannot run them: none listed, every start refused.
+pub fn no_replays() -> Replays {
+    struct None;
+    impl ReplayControl for None {
+        fn start(&self, _: ReplayRequest) -> BoxFuture<'static, Result<ReplayStatus, ReplayError>> {
+            Box::pin(async {
+                Err(ReplayError::Invalid(
+                    "this dashboard cannot run replays (it has no pipeline config behind it)"
+                        .to_owned(),
+                ))
+            })
+        }
+        fn stop(&self, namespace: &str) -> Result<ReplayStatus, ReplayError> {
+            Err(ReplayError::NotRunning(namespace.to_owned()))
+        }
+        fn list(&self) -> BoxFuture<'static, Vec<ReplayStatus>> {
+            Box::pin(async { Vec::new() })
+        }
+    }
+    Arc::new(None)
 }
 
 /// Answers a metric query.
@@ -170,9 +245,14 @@ struct Shared {
     health: HealthFn,
     query: QueryFn,
     changes: ChangesFn,
+    replays: Replays,
 }
 
 impl ServerContext {
+    pub(crate) async fn replays(&self) -> Vec<ReplayStatus> {
+        self.0.replays.list().await
+    }
+
     /// The snapshot behind the page: unknown selections fall back to the defaults.
     pub(crate) async fn snapshot(
         &self,
@@ -315,6 +395,7 @@ pub fn router(state: DashboardState) -> Router {
         health,
         query,
         changes,
+        replays,
     } = state;
     let pkg_dir = site_root.join("pkg");
     warn_if_bundle_missing(&pkg_dir);
@@ -331,6 +412,7 @@ pub fn router(state: DashboardState) -> Router {
         health,
         query,
         changes,
+        replays,
     }));
     let state = AppState {
         leptos_options: leptos_options.clone(),
@@ -344,6 +426,10 @@ pub fn router(state: DashboardState) -> Router {
         .route("/api/query", post(metric_query))
         .route("/api/changes", post(change_search))
         .route("/api/query.csv", get(query_csv))
+        .route("/api/replays", get(list_replays).post(start_replay))
+        .route("/api/replays/{namespace}/stop", post(stop_replay))
+        .route("/replays/start", post(start_replay_form))
+        .route("/replays/stop", post(stop_replay_form))
         .route("/api/openapi.json", get(openapi))
         .route("/api/stream", get(stream))
         .nest_service("/pkg", ServeDir::new(pkg_dir))
@@ -435,6 +521,132 @@ fn answer<T: serde::Serialize>(what: &str, result: Result<T, QueryError>) -> Res
             tracing::warn!(error = %e, "{what} failed");
             error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
+    }
+}
+
+async fn list_replays(State(context): State<ServerContext>) -> Response {
+    Json(context.replays().await).into_response()
+}
+
+async fn start_replay(
+    State(context): State<ServerContext>,
+    body: Result<Json<ReplayRequest>, JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid replay request: {}", e.body_text()),
+            )
+        }
+    };
+    match context.0.replays.start(request).await {
+        Ok(status) => (StatusCode::CREATED, Json(status)).into_response(),
+        Err(e) => error(e.status(), e.to_string()),
+    }
+}
+
+async fn stop_replay(
+    State(context): State<ServerContext>,
+    axum::extract::Path(namespace): axum::extract::Path<String>,
+) -> Response {
+    match context.0.replays.stop(&namespace) {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => error(e.status(), e.to_string()),
+    }
+}
+
+/// True for a form post another site made (a browser says so in `Sec-Fetch-Site`, or in an
+/// `Origin` that is not this host): the replay forms refuse it.
+fn cross_site(headers: &axum::http::HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("sec-fetch-site").is_some_and(|site| site == "cross-site" || site == "same-site") {
+        return true;
+    }
+    match (header("origin"), header("host")) {
+        (Some(origin), Some(host)) => {
+            origin != "null"
+                && origin
+                    .split_once("://")
+                    .is_none_or(|(_, authority)| authority != host)
+        }
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// Back to the replays page, with a message for it to show.
+fn back_to_replays(key: &str, message: &str) -> Response {
+    let query = serde_urlencoded::to_string([(key, message)]).unwrap_or_default();
+    axum::response::Redirect::to(&format!("/replays?{query}")).into_response()
+}
+
+/// The replays page's start form: its fields are a [`ReplayRequest`]'s (empty ones left out,
+/// `fresh` a checkbox).
+async fn start_replay_form(
+    State(context): State<ServerContext>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Form(fields): axum::extract::Form<Vec<(String, String)>>,
+) -> Response {
+    if cross_site(&headers) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "replays are started from this dashboard's own page only".to_owned(),
+        );
+    }
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, v)| k == name && !v.trim().is_empty())
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let speed = match field("speed").map(|s| s.parse::<f64>()) {
+        None => None,
+        Some(Ok(speed)) => Some(speed),
+        Some(Err(_)) => {
+            return back_to_replays(
+                "error",
+                &format!(
+                    "speed: `{}` is not a number",
+                    field("speed").unwrap_or_default()
+                ),
+            )
+        }
+    };
+    let request = ReplayRequest {
+        namespace: field("namespace").unwrap_or_default(),
+        from: field("from"),
+        to: field("to"),
+        speed,
+        fresh: field("fresh").is_some(),
+    };
+    match context.0.replays.start(request).await {
+        Ok(status) => back_to_replays("started", &status.namespace),
+        Err(e) => back_to_replays("error", &e.to_string()),
+    }
+}
+
+/// The replays page's stop button (`namespace` field).
+async fn stop_replay_form(
+    State(context): State<ServerContext>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Form(fields): axum::extract::Form<Vec<(String, String)>>,
+) -> Response {
+    if cross_site(&headers) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "replays are stopped from this dashboard's own page only".to_owned(),
+        );
+    }
+    let namespace = fields
+        .iter()
+        .find(|(k, _)| k == "namespace")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    match context.0.replays.stop(&namespace) {
+        Ok(status) => back_to_replays("stopped", &status.namespace),
+        Err(e) => back_to_replays("error", &e.to_string()),
     }
 }
 

@@ -94,6 +94,7 @@ fn app_with(health: HealthFn) -> (Router, broadcast::Sender<Arc<Vec<AggregateDoc
         health,
         query: no_query(),
         changes: no_changes(),
+        replays: streamlens_dashboard::server::no_replays(),
     });
     (app, updates)
 }
