@@ -87,6 +87,9 @@ pub struct ReplayArgs {
     pub quiet: bool,
 }
 
+/// Changes per batch of a paced replay.
+const PACED_BATCH: usize = 32;
+
 /// The spec a namespace was replayed with, kept in its directory when it differs from the
 /// live one.
 pub const SPEC_FILE: &str = "spec.toml";
@@ -205,13 +208,22 @@ fn stream_source(
     })
 }
 
+/// The archive a replay reads: `--archive`, else the config's `[archive] dir`, else its
+/// `archive_to`, else the archive its source reads.
 fn archive_of(config: &Config, args: &ReplayArgs) -> anyhow::Result<PathBuf> {
     let archive = args
         .archive
         .clone()
         .or_else(|| config.archive.as_ref().map(|a| a.dir.clone()))
         .or_else(|| config.archive_to.clone())
-        .context("give --archive (the config has no [archive] and no archive_to)")?;
+        .or_else(|| match &config.source {
+            SourceConfig::Archive(source) => Some(source.path.clone()),
+            SourceConfig::Dynamodb(_) => None,
+        })
+        .context(
+            "the config keeps no archive to replay ([archive] dir or archive_to): give --archive, \
+             or --stream to replay the stream's last 24 hours",
+        )?;
     anyhow::ensure!(
         archive.exists(),
         "archive {} does not exist",
@@ -270,30 +282,14 @@ impl Source for Windowed {
         let started = Instant::now();
         let mut first: Option<i64> = None;
         let mut positioned = false;
+        // What went on to the pipeline.
+        let mut passed = SourceSummary::default();
         while let Some(mut batch) = rx.recv().await {
-            match streamlens_ingest::archive::ArchivePosition::of(&batch.positions) {
-                Ok(Some(position)) => {
-                    if !positioned {
-                        positioned = true;
-                        // The first batch of a resumed read: the lines before it were passed over
-                        // (about: blank lines are not in the batch; for the bar only).
-                        let this = (batch.projected.len()
-                            + batch.events.len()
-                            + batch.quarantined.len()) as u64;
-                        progress
-                            .resumed_after
-                            .store(position.lines.saturating_sub(this), Ordering::Relaxed);
-                    }
-                    progress.read.store(position.lines, Ordering::Relaxed);
-                }
-                _ => {
-                    progress.read.fetch_add(
-                        (batch.events.len() + batch.projected.len() + batch.quarantined.len())
-                            as u64,
-                        Ordering::Relaxed,
-                    );
-                }
-            }
+            let position = streamlens_ingest::archive::ArchivePosition::of(&batch.positions)
+                .ok()
+                .flatten();
+            let lines =
+                (batch.events.len() + batch.projected.len() + batch.quarantined.len()) as u64;
             batch.events.retain(|e| keep(e.event_time_ms));
             batch.projected.retain(|p| keep(p.event_time_ms));
             if let Some(speed) = speed {
@@ -316,11 +312,37 @@ impl Source for Windowed {
                     }
                 }
             }
+            passed.events += (batch.events.len() + batch.projected.len()) as u64;
+            passed.quarantined += batch.quarantined.len() as u64;
             if out.send(batch).await.is_err() {
                 return Err(streamlens_ingest::Error::DownstreamClosed);
             }
+            // Progress counts what went on to the pipeline (after pacing), not what was read ahead.
+            match position {
+                Some(position) => {
+                    if !positioned {
+                        positioned = true;
+                        // The first batch of a resumed read: the lines before it were passed over
+                        // (about: blank lines are not in the batch; for the bar only).
+                        progress
+                            .resumed_after
+                            .store(position.lines.saturating_sub(lines), Ordering::Relaxed);
+                    }
+                    progress.read.store(position.lines, Ordering::Relaxed);
+                }
+                None => {
+                    progress.read.fetch_add(lines, Ordering::Relaxed);
+                }
+            }
         }
+        // A reader blocked on the full channel must see it closed to end; stopped, what it read
+        // ahead is not the replay's.
+        drop(rx);
         match reader.await {
+            Ok(Err(streamlens_ingest::Error::DownstreamClosed)) if shutdown.is_cancelled() => {
+                Ok(passed)
+            }
+            Ok(Ok(_)) if shutdown.is_cancelled() => Ok(passed),
             Ok(result) => result,
             Err(e) => Err(streamlens_ingest::Error::Config(format!(
                 "archive reader failed: {e}"
@@ -522,11 +544,16 @@ pub async fn run_with_progress(
         let _ = std::fs::remove_file(namespace_dir(config, &args.namespace).join(SPEC_FILE));
     }
     let mut replay = replay;
-    if let (SourceConfig::Archive(archive), true) =
-        (&mut replay.source, from.is_some() || to.is_some())
-    {
-        // A segmented archive's index lets whole segments outside the range be skipped.
-        archive.segment_range = Some((from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX)));
+    if let SourceConfig::Archive(archive) = &mut replay.source {
+        if from.is_some() || to.is_some() {
+            // A segmented archive's index lets whole segments outside the range be skipped.
+            archive.segment_range = Some((from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX)));
+        }
+        if args.speed.is_some() {
+            // Paced, batches are let go one at a time when due: small ones flow evenly (and
+            // checkpoint often), and speed does not matter.
+            archive.batch_size = PACED_BATCH;
+        }
     }
     let archive_path = match &replay.source {
         SourceConfig::Archive(archive) => Some(archive.path.clone()),

@@ -198,7 +198,7 @@ impl ReplayControl for ReplayRunner {
             .map(|(namespace, job)| Self::status(namespace, job))
             .collect();
         // Newest first, then those replayed before.
-        out.sort_by(|a, b| b.started_ms.cmp(&a.started_ms));
+        out.sort_by_key(|r| std::cmp::Reverse(r.started_ms));
         out.extend(self.stored(&jobs));
         Box::pin(async move { out })
     }

@@ -1504,6 +1504,7 @@ section.replays progress { width: 9em; vertical-align: middle; }
 section.replays td.state[data-state="failed"] { color: #b3261e; }
 section.replays td.state[data-state="running"] { color: #0072b2; font-weight: 600; }
 section.replays form { margin: 0; }
+section.replays td.result, section.replays th.result { white-space: normal; text-align: left; min-width: 16em; }
 p.note { background: #eef6fb; border-left: 3px solid #0072b2; padding: 6px 10px; }
 table.changes td, table.changes th { text-align: left; white-space: normal; vertical-align: top; }
 table.changes td.time { white-space: nowrap; }

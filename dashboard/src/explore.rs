@@ -369,7 +369,7 @@ fn answer_view(
 /// Each group's total on one side of the beside view.
 fn totals(result: &QueryResult, side: &'static str) -> impl IntoView {
     let text = if result.series.is_empty() {
-        "no data in this range".to_owned()
+        String::new()
     } else {
         result
             .series
@@ -395,12 +395,12 @@ fn totals(result: &QueryResult, side: &'static str) -> impl IntoView {
     }
 }
 
+/// A cell that differs: group, bucket start, the live value, the replay's.
+pub type Difference = (String, i64, Option<String>, Option<String>);
+
 /// The cells (group × bucket) whose values differ between live and a replay, or that only one
-/// side has.
-pub fn differing_cells(
-    live: &QueryResult,
-    replay: &QueryResult,
-) -> (usize, Vec<(String, i64, Option<String>, Option<String>)>) {
+/// side has; and how many cells there are.
+pub fn differing_cells(live: &QueryResult, replay: &QueryResult) -> (usize, Vec<Difference>) {
     let cells = |r: &QueryResult| -> BTreeMap<(String, i64), Option<String>> {
         r.series
             .iter()

@@ -164,7 +164,7 @@ fn list(replays: Memo<Vec<ReplayStatus>>) -> impl IntoView {
                             <th>"lines"</th>
                             <th>"rate"</th>
                             <th>"ETA"</th>
-                            <th>"result"</th>
+                            <th class="result">"result"</th>
                             <th></th>
                         </tr>
                     </thead>
@@ -249,7 +249,7 @@ fn row(r: ReplayStatus) -> impl IntoView {
             <td class="num">{lines} {resumed.map(|t| view! { <br /><small>{t}</small> })}</td>
             <td class="num">{rate}</td>
             <td class="num">{eta}</td>
-            <td class=if r.error.is_some() { "error" } else { "" }>{result}</td>
+            <td class=if r.error.is_some() { "result error" } else { "result" }>{result}</td>
             <td>
                 {running
                     .then(|| {
@@ -268,14 +268,15 @@ fn row(r: ReplayStatus) -> impl IntoView {
 /// `1234567` as `1,234,567`.
 fn thousands(n: u64) -> String {
     let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
+    let mut groups: Vec<&str> = Vec::new();
+    let mut end = digits.len();
+    while end > 3 {
+        groups.push(&digits[end - 3..end]);
+        end -= 3;
     }
-    out
+    groups.push(&digits[..end]);
+    groups.reverse();
+    groups.join(",")
 }
 
 /// Seconds as `1 h 02 min`, `3 min 05 s` or `12 s`.

@@ -16,7 +16,10 @@ const pages = [
   ['explore', '/explore?metric=amount&group_by=status&range=1h&live=1'],
   ['changes', '/changes?kind=MODIFY&live=1'],
   ['health', '/health'],
-];
+  // Set PAGES=replays,beside (after starting a replay into `fix`) for the replay pages.
+  ['replays', '/replays'],
+  ['beside', '/explore?metric=amount&group_by=status&range=all&ns=fix&beside=1'],
+].filter(([name]) => (process.env.PAGES || 'overview,explore,changes,health').split(',').includes(name));
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',

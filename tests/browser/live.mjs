@@ -29,6 +29,9 @@
 //                      "FOUND <ms>"
 //   TEXT <css>         print "TEXT <json>": the first match's innerText (squeezed), or null
 //   SELECT <css>|<value>  choose <value> in the <select> matching <css>, print "SELECTED"
+//   FILL <css>|<value> type <value> into the input matching <css>, print "FILLED"
+//   WAITCSS <css>      wait (at most 15 s, without reloading) until an element matches <css>,
+//                      then print "MATCHED <ms>"
 //   SUBMIT <css>       click <css> (a submit button), wait for the new page to load, hydrate
 //                      and open its stream, then print "SUBMITTED <path and query>"
 //
@@ -264,6 +267,19 @@ for await (const raw of input) {
     const selector = arg.slice(0, arg.indexOf('|'));
     await page.selectOption(selector, arg.slice(arg.indexOf('|') + 1)).catch((e) => fail(e.message));
     await say('SELECTED');
+  } else if (command === 'FILL' && arg.includes('|')) {
+    const selector = arg.slice(0, arg.indexOf('|'));
+    await page.fill(selector, arg.slice(arg.indexOf('|') + 1)).catch((e) => fail(e.message));
+    await say('FILLED');
+  } else if (command === 'WAITCSS' && arg !== '') {
+    const started = Date.now();
+    try {
+      await page.waitForSelector(arg, { state: 'attached', timeout: WAIT_MS });
+    } catch {
+      await fail(`nothing matched ${arg} within ${WAIT_MS} ms`);
+    }
+    await stillSamePage(arg);
+    await say(`MATCHED ${Date.now() - started}`);
   } else if (command === 'SUBMIT' && arg !== '') {
     try {
       await Promise.all([
