@@ -75,7 +75,10 @@ pub struct Config {
     #[serde(default)]
     pub archive_to: Option<PathBuf>,
     /// Keep every change read in a segmented archive directory, committed before each
-    /// checkpoint: `streamlens replay` reads it, beyond the stream's 24 hours.
+    /// checkpoint: `streamlens replay` reads it, beyond the stream's 24 hours. On by default for
+    /// a DynamoDB source (in `<data_dir>/archive`, 30 days kept), unless `archive_to` is given,
+    /// the stream is shared through `[source.lease]` (give each worker its own `[archive] dir`)
+    /// or `[archive] enabled = false`. After loading, `None` means no archive.
     #[serde(default)]
     pub archive: Option<ArchiveConfig>,
     /// Where aggregates are kept; the embedded store when absent.
@@ -96,7 +99,11 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveConfig {
-    /// The directory (created when missing).
+    /// Keep the archive (set `false` to turn the default one off).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The directory (created when missing) [default: `<data_dir>/archive`].
+    #[serde(default)]
     pub dir: PathBuf,
     /// Start a new segment once one holds this many megabytes (compressed).
     #[serde(default = "default_segment_mb")]
@@ -105,9 +112,26 @@ pub struct ArchiveConfig {
     #[serde(default = "default_segment_age")]
     pub segment_age: String,
     /// Delete segments whose newest change is older than the newest change read minus this
-    /// (`30d`, `90d`, …); everything is kept when absent.
-    #[serde(default)]
+    /// (`30d`, `90d`, …; `forever` keeps everything).
+    #[serde(default = "default_archive_retention")]
     pub retention: Option<String>,
+}
+
+fn default_archive_retention() -> Option<String> {
+    Some("30d".to_owned())
+}
+
+impl ArchiveConfig {
+    /// The archive a DynamoDB source keeps when the config says nothing.
+    pub fn default_in(data_dir: &Path) -> Self {
+        ArchiveConfig {
+            enabled: true,
+            dir: data_dir.join("archive"),
+            segment_mb: default_segment_mb(),
+            segment_age: default_segment_age(),
+            retention: default_archive_retention(),
+        }
+    }
 }
 
 fn default_segment_mb() -> u64 {
@@ -131,6 +155,7 @@ impl ArchiveConfig {
             retention_ms: self
                 .retention
                 .as_deref()
+                .filter(|r| *r != "forever")
                 .map(|r| duration("retention", r).map(|d| d.as_millis() as i64))
                 .transpose()?,
         })
@@ -252,6 +277,23 @@ impl Config {
                 message,
             })?;
         let mut config = config;
+        config.archive = match config.archive.take() {
+            Some(archive) if !archive.enabled => None,
+            Some(mut archive) => {
+                if archive.dir.as_os_str().is_empty() {
+                    archive.dir = config.data_dir.join("archive");
+                }
+                Some(archive)
+            }
+            None => match &config.source {
+                SourceConfig::Dynamodb(source)
+                    if source.lease.is_none() && config.archive_to.is_none() =>
+                {
+                    Some(ArchiveConfig::default_in(&config.data_dir))
+                }
+                _ => None,
+            },
+        };
         if let Ok(token) = std::env::var("STREAMLENS_DASHBOARD_TOKEN") {
             config.dashboard.token = Some(token);
         }
@@ -416,6 +458,32 @@ mod tests {
         assert!(config.changes.enabled);
         assert_eq!(config.change_retention_ms(), Ok(7 * 86_400_000));
         assert_eq!(config.change_table(), "default");
+    }
+
+    #[test]
+    fn a_dynamodb_source_keeps_an_archive_unless_told_not_to() {
+        let source = "[source]\nkind = \"dynamodb\"\ntable = \"t\"\n[pipeline]\n";
+        let config = Config::parse(&format!("data_dir = \"d\"\n{source}"), "a.toml").unwrap();
+        let archive = config.archive.unwrap();
+        assert_eq!(archive.dir, PathBuf::from("d/archive"));
+        assert_eq!(
+            archive.segments().unwrap().retention_ms,
+            Some(30 * 86_400_000)
+        );
+        let off = format!("{source}[archive]\nenabled = false\n");
+        assert_eq!(Config::parse(&off, "a.toml").unwrap().archive, None);
+        let forever = format!("{source}[archive]\nretention = \"forever\"\n");
+        let forever = Config::parse(&forever, "a.toml").unwrap().archive.unwrap();
+        assert_eq!(forever.segments().unwrap().retention_ms, None);
+        let to_file = format!("archive_to = \"x.ndjson\"\n{source}");
+        assert_eq!(Config::parse(&to_file, "a.toml").unwrap().archive, None);
+        let leased = format!("{source}[source.lease]\ntable = \"leases\"\n");
+        assert_eq!(Config::parse(&leased, "a.toml").unwrap().archive, None);
+        let archive_source = "[source]\nkind = \"archive\"\npath = \"a\"\n[pipeline]\n";
+        assert_eq!(
+            Config::parse(archive_source, "a.toml").unwrap().archive,
+            None
+        );
     }
 
     #[test]
