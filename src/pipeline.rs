@@ -166,6 +166,8 @@ pub async fn run(
         ..RunSummary::default()
     };
     let mut pending: Vec<Batch> = Vec::new();
+    // What came from the source: its summary when it was stopped before it could say.
+    let mut received = SourceSummary::default();
     let mut expired_at: Option<Instant> = None;
     let pass_cap = if changes.is_some() {
         MAX_EVENTS_PER_INDEXED_PASS
@@ -194,6 +196,8 @@ pub async fn run(
         let mut projected = Vec::new();
         let mut moved = false;
         for batch in pending.drain(..) {
+            received.events += (batch.events.len() + batch.projected.len()) as u64;
+            received.quarantined += batch.quarantined.len() as u64;
             for q in &batch.quarantined {
                 quarantine.put(q)?;
             }
@@ -374,7 +378,11 @@ pub async fn run(
         summary.passes += 1;
         summary.max_pass_ms = summary.max_pass_ms.max(took.as_millis() as u64);
     }
+    // A source blocked on a full channel sees it closed and ends; the batches still in it are
+    // not checkpointed, so a resumed run reads them again.
+    drop(rx);
     summary.source = match source_task.await {
+        Ok(Err(streamlens_ingest::Error::DownstreamClosed)) if shutdown.is_cancelled() => received,
         Ok(result) => result?,
         Err(e) => {
             return Err(PipelineError::Quarantine(std::io::Error::other(format!(

@@ -68,3 +68,69 @@ async fn archive_to_embedded_is_exact_and_quarantines_the_bad_line() {
         .iter()
         .all(|d| d.window_end - d.window_start == if d.window == "1m" { 60_000 } else { 300_000 }));
 }
+
+/// A source that never runs dry, its batches always waiting on the pipeline's full channel.
+struct Endless(Vec<streamlens_core::ChangeEvent>);
+
+#[async_trait::async_trait]
+impl streamlens_ingest::Source for Endless {
+    fn describe(&self) -> String {
+        "endless".to_owned()
+    }
+
+    async fn run(
+        self: Box<Self>,
+        out: tokio::sync::mpsc::Sender<streamlens_ingest::Batch>,
+        _shutdown: CancellationToken,
+    ) -> Result<streamlens_ingest::SourceSummary, streamlens_ingest::Error> {
+        loop {
+            let batch = streamlens_ingest::Batch {
+                events: self.0.clone(),
+                ..Default::default()
+            };
+            // Deliberately deaf to shutdown: only a closed channel ends it.
+            if out.send(batch).await.is_err() {
+                return Err(streamlens_ingest::Error::DownstreamClosed);
+            }
+        }
+    }
+}
+
+/// Interrupted while its source is blocked on a full channel, a run still ends promptly and
+/// cleanly (the pipeline lets go of the channel before waiting for the source).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_ends_a_run_whose_source_is_blocked_on_a_full_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = streamlens_infra::sample::generate(streamlens_infra::sample::SampleSpec {
+        changes: 200,
+        seed: 3,
+        ..Default::default()
+    });
+    let archive = dir.path().join("unused.ndjson");
+    std::fs::write(&archive, "").unwrap();
+    let config = common::config(
+        &format!("kind = \"archive\"\npath = \"{}\"", archive.display()),
+        &format!(
+            "kind = \"embedded\"\npath = \"{}\"",
+            dir.path().join("s.redb").display()
+        ),
+        dir.path(),
+        "",
+    );
+    let shutdown = CancellationToken::new();
+    let wrap: streamlens::app::SourceWrapper = Box::new(move |_| Box::new(Endless(events)));
+    let run = tokio::spawn(streamlens::app::run_with(
+        config,
+        shutdown.clone(),
+        Some(wrap),
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    shutdown.cancel();
+    let summary = tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .expect("the run ends within 10 s of the interrupt")
+        .unwrap()
+        .unwrap();
+    assert!(summary.source.events > 0, "{summary:?}");
+    assert_eq!(summary.source.events, summary.aggregated, "{summary:?}");
+}
