@@ -11,7 +11,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, ErrorKind},
+    io::{BufRead, ErrorKind, Read},
     path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -209,9 +209,10 @@ impl Input {
             }
             let filled = buf.len();
             let want = (self.chunk_bytes.saturating_sub(filled)).max(64 * 1024);
-            buf.resize(filled + want, 0);
+            // Into the buffer's spare capacity (a plain file reads there directly, without
+            // zeroing it first).
             let n = loop {
-                match self.reader.read(&mut buf[filled..]) {
+                match (&mut self.reader).take(want as u64).read_to_end(buf) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(source) => {
@@ -224,7 +225,6 @@ impl Input {
                     }
                 }
             };
-            buf.truncate(filled + n);
             if n == 0 {
                 self.done = true;
                 return Ok(self.count(buf));
@@ -444,6 +444,15 @@ impl<F: FnMut(ProjectedBatch) -> bool> Collector<F> {
         } = chunk;
         let n = batch.changes.len();
         let first = end - lines;
+        if n <= self.batch_size && self.current.is_empty() {
+            // The chunk is one batch as it is.
+            self.current = ProjectedBatch {
+                changes: batch.changes,
+                quarantined: batch.quarantined,
+                lines: end,
+            };
+            return self.deliver();
+        }
         let mut changes = batch.changes.into_iter();
         let mut bad = bad_at.into_iter().zip(batch.quarantined).peekable();
         let mut offset = 0;
