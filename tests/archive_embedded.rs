@@ -3,6 +3,22 @@
 
 mod common;
 
+/// `archive` read into an embedded store in `dir`.
+fn archive_to_embedded(
+    archive: &std::path::Path,
+    dir: &std::path::Path,
+) -> streamlens::config::Config {
+    common::config(
+        &format!("kind = \"archive\"\npath = \"{}\"", archive.display()),
+        &format!(
+            "kind = \"embedded\"\npath = \"{}\"",
+            dir.join("s.redb").display()
+        ),
+        dir,
+        "",
+    )
+}
+
 use streamlens_core::{AggQuery, AggregateReader};
 use tokio_util::sync::CancellationToken;
 
@@ -33,15 +49,7 @@ async fn archive_to_embedded_is_exact_and_quarantines_the_bad_line() {
         "the sample must cover several statuses"
     );
 
-    let config = common::config(
-        &format!("kind = \"archive\"\npath = \"{}\"", archive.display()),
-        &format!(
-            "kind = \"embedded\"\npath = \"{}\"",
-            dir.path().join("s.redb").display()
-        ),
-        dir.path(),
-        "",
-    );
+    let config = archive_to_embedded(&archive, dir.path());
     let store_path = dir.path().join("s.redb");
     let summary = streamlens::app::run(config, CancellationToken::new())
         .await
@@ -108,15 +116,7 @@ async fn an_interrupt_ends_a_run_whose_source_is_blocked_on_a_full_channel() {
     });
     let archive = dir.path().join("unused.ndjson");
     std::fs::write(&archive, "").unwrap();
-    let config = common::config(
-        &format!("kind = \"archive\"\npath = \"{}\"", archive.display()),
-        &format!(
-            "kind = \"embedded\"\npath = \"{}\"",
-            dir.path().join("s.redb").display()
-        ),
-        dir.path(),
-        "",
-    );
+    let config = archive_to_embedded(&archive, dir.path());
     let shutdown = CancellationToken::new();
     let wrap: streamlens::app::SourceWrapper = Box::new(move |_| Box::new(Endless(events)));
     let run = tokio::spawn(streamlens::app::run_with(

@@ -36,11 +36,11 @@ async fn a_write_appears_on_the_hydrated_page_without_reload() {
     put(&client, &table, "order#1", "open", "10.00").await;
 
     let config = common::config(
+        &common::moto_source(&table),
         &format!(
-            "kind = \"dynamodb\"\ntable = \"{table}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\npoll_interval = \"100ms\"",
-            common::moto_url()
+            "kind = \"embedded\"\npath = \"{}\"",
+            dir.path().join("s.redb").display()
         ),
-        &format!("kind = \"embedded\"\npath = \"{}\"", dir.path().join("s.redb").display()),
         dir.path(),
         "",
     );

@@ -30,12 +30,7 @@ fn order(pk: &str, status: &str) -> RecordSpec {
 }
 
 async fn health(base: &str) -> Value {
-    reqwest::get(format!("{base}/api/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::get_json(&format!("{base}/api/health")).await
 }
 
 /// Polls `/api/health` until `done` holds, for at most `limit`.

@@ -86,11 +86,11 @@ async fn every_page_renders_hydrates_and_follows_live_writes() {
     put(&client, &table, "order#1", "paid", "10.00").await;
 
     let config = common::config(
+        &common::moto_source(&table),
         &format!(
-            "kind = \"dynamodb\"\ntable = \"{table}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\npoll_interval = \"100ms\"",
-            common::moto_url()
+            "kind = \"embedded\"\npath = \"{}\"",
+            dir.path().join("s.redb").display()
         ),
-        &format!("kind = \"embedded\"\npath = \"{}\"", dir.path().join("s.redb").display()),
         dir.path(),
         "",
     );

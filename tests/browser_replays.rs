@@ -30,6 +30,35 @@ async fn ask_ok(page: &mut Page, line: &str, answer: &str) -> String {
     got
 }
 
+/// Fills the start form (namespace, and speed when given) and submits it.
+async fn start(page: &mut Page, namespace: &str, speed: Option<&str>) {
+    ask_ok(
+        page,
+        &format!("FILL input[name=namespace]|{namespace}"),
+        "FILLED",
+    )
+    .await;
+    if let Some(speed) = speed {
+        ask_ok(page, &format!("FILL input[name=speed]|{speed}"), "FILLED").await;
+    }
+    ask_ok(
+        page,
+        "SUBMIT form.replay-start button",
+        &format!("SUBMITTED /replays?started={namespace}"),
+    )
+    .await;
+}
+
+/// Waits for the namespace's row to match `[data-…]` conditions (`[data-state="done"]`).
+async fn row(page: &mut Page, namespace: &str, conditions: &str) {
+    ask_ok(
+        page,
+        &format!("WAITCSS tr[data-namespace=\"{namespace}\"]{conditions}"),
+        "MATCHED",
+    )
+    .await;
+}
+
 async fn text(page: &mut Page, css: &str) -> String {
     let line = page.ask(&format!("TEXT {css}")).await;
     let json = line
@@ -41,12 +70,7 @@ async fn text(page: &mut Page, css: &str) -> String {
 }
 
 async fn replays(base: &str) -> Vec<Value> {
-    reqwest::get(format!("{base}/api/replays"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    serde_json::from_value(common::get_json(&format!("{base}/api/replays")).await).unwrap()
 }
 
 async fn status_of(base: &str, namespace: &str) -> Value {
@@ -74,11 +98,7 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
     prerequisites();
 
     let dir = tempfile::tempdir().unwrap();
-    let table = common::unique("replays");
-    let client = common::dynamodb().await;
-    streamlens_infra::dynamo::create_table_with_stream(&client, &table, "pk")
-        .await
-        .unwrap();
+    let (client, table) = common::table_with_stream("replays").await;
     let from = streamlens_ingest::now_ms() - 60_000;
     let mut writer = common::Writer::new(0xD1B54A32D192ED03);
     writer.write(&client, &table, WRITES / 2).await;
@@ -96,11 +116,11 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
 
     let archive = dir.path().join("archive");
     let config = common::config(
+        &common::moto_source(&table),
         &format!(
-            "kind = \"dynamodb\"\ntable = \"{table}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\npoll_interval = \"100ms\"",
-            common::moto_url()
+            "kind = \"embedded\"\npath = \"{}\"",
+            dir.path().join("live.redb").display()
         ),
-        &format!("kind = \"embedded\"\npath = \"{}\"", dir.path().join("live.redb").display()),
         dir.path(),
         &format!("[archive]\ndir = \"{}\"", archive.display()),
     );
@@ -125,19 +145,8 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
         .contains("no replay yet"));
 
     // Started from the form, it runs to the end of the archive.
-    ask_ok(&mut page, "FILL input[name=namespace]|fix", "FILLED").await;
-    ask_ok(
-        &mut page,
-        "SUBMIT form.replay-start button",
-        "SUBMITTED /replays?started=fix",
-    )
-    .await;
-    ask_ok(
-        &mut page,
-        "WAITCSS tr[data-namespace=\"fix\"][data-state=\"done\"]",
-        "MATCHED",
-    )
-    .await;
+    start(&mut page, "fix", None).await;
+    row(&mut page, "fix", "[data-state=\"done\"]").await;
     assert_eq!(
         text(&mut page, "tr[data-namespace=\"fix\"] td:nth-child(4)").await,
         format!("{WRITES} / {WRITES}")
@@ -147,18 +156,11 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
     assert_eq!(fix["resumed_after"], 0, "{fix}");
 
     // Paced (the writes' span in about 20 s), stopped from the page once it has read something.
-    ask_ok(&mut page, "FILL input[name=namespace]|cut", "FILLED").await;
-    ask_ok(&mut page, "FILL input[name=speed]|0.1", "FILLED").await;
-    ask_ok(
+    start(&mut page, "cut", Some("0.1")).await;
+    row(
         &mut page,
-        "SUBMIT form.replay-start button",
-        "SUBMITTED /replays?started=cut",
-    )
-    .await;
-    ask_ok(
-        &mut page,
-        "WAITCSS tr[data-namespace=\"cut\"][data-state=\"running\"]:not([data-read=\"0\"])",
-        "MATCHED",
+        "cut",
+        "[data-state=\"running\"]:not([data-read=\"0\"])",
     )
     .await;
     ask_ok(
@@ -167,12 +169,7 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
         "SUBMITTED /replays?stopped=cut",
     )
     .await;
-    ask_ok(
-        &mut page,
-        "WAITCSS tr[data-namespace=\"cut\"][data-state=\"stopped\"]",
-        "MATCHED",
-    )
-    .await;
+    row(&mut page, "cut", "[data-state=\"stopped\"]").await;
     let stopped = status_of(&base, "cut").await;
     let stopped_at = stopped["read"].as_u64().unwrap();
     assert!(
@@ -180,19 +177,8 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
         "stopped half-way: {stopped}"
     );
     // Started again at full speed, it goes on from its checkpoint.
-    ask_ok(&mut page, "FILL input[name=namespace]|cut", "FILLED").await;
-    ask_ok(
-        &mut page,
-        "SUBMIT form.replay-start button",
-        "SUBMITTED /replays?started=cut",
-    )
-    .await;
-    ask_ok(
-        &mut page,
-        "WAITCSS tr[data-namespace=\"cut\"][data-state=\"done\"]",
-        "MATCHED",
-    )
-    .await;
+    start(&mut page, "cut", None).await;
+    row(&mut page, "cut", "[data-state=\"done\"]").await;
     let resumed = status_of(&base, "cut").await;
     let after = resumed["resumed_after"].as_u64().unwrap();
     assert!(after > 0 && after <= stopped_at, "{resumed}");
@@ -278,12 +264,7 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
             .await
             .unwrap();
         assert_eq!(page.ask("GOTO /replays").await, "AT /replays");
-        ask_ok(
-            &mut page,
-            "WAITCSS tr[data-namespace=\"paced\"]:not([data-read=\"0\"])",
-            "MATCHED",
-        )
-        .await;
+        row(&mut page, "paced", ":not([data-read=\"0\"])").await;
         let shot = dir.join("replays.png");
         ask_ok(
             &mut page,
@@ -344,12 +325,7 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
         .all(|r| r["namespace"] != "forged"));
 
     // The OpenAPI documents the request's fields, no more, no less.
-    let openapi: Value = reqwest::get(format!("{base}/api/openapi.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openapi = common::get_json(&format!("{base}/api/openapi.json")).await;
     let documented: Vec<&String> = openapi["components"]["schemas"]["ReplayRequest"]["properties"]
         .as_object()
         .unwrap()

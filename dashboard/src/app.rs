@@ -1348,24 +1348,14 @@ mod live {
         set_timeout(move || connect(live, slot, failures), delay);
     }
 
-    /// Reads `/api/health` now and then every [`HEALTH_POLL_MS`] (the next read is scheduled once
-    /// the previous one answered, so reads never pile up), until the signal is disposed.
+    /// Reads `/api/health` now and then every [`HEALTH_POLL_MS`].
     pub(crate) fn poll_health(health: RwSignal<Option<PipelineHealth>>) {
-        if health.is_disposed() {
-            return;
-        }
-        leptos::task::spawn_local(async move {
-            match load_health().await {
-                Ok(report) => {
-                    health.try_set(Some(report));
-                }
-                Err(e) => leptos::logging::warn!("could not read the pipeline health: {e}"),
-            }
-            set_timeout(
-                move || poll_health(health),
-                Duration::from_millis(HEALTH_POLL_MS),
-            );
-        });
+        crate::chrome::poll(
+            health,
+            load_health,
+            Duration::from_millis(HEALTH_POLL_MS),
+            "the pipeline health",
+        );
     }
 
     /// Re-reads the snapshot of the current selection, so changes made before the stream

@@ -172,6 +172,34 @@ pub fn range_fields(form: &RangeForm, default: &'static str, live: bool) -> impl
 /// The browser side of "follow live": one `EventSource` on `/api/stream` whose messages bump a
 /// counter a page's data depends on, with the stream's state shown in the header and reconnects
 /// with exponential backoff.
+/// Reads `fetch()` into `signal` now and then every `every` (the next read is scheduled once the
+/// previous one answered, so reads never pile up), until the signal is disposed with its page.
+#[cfg(feature = "hydrate")]
+pub fn poll<T, F, Fut>(
+    signal: RwSignal<Option<T>>,
+    fetch: F,
+    every: std::time::Duration,
+    what: &'static str,
+) where
+    T: Send + Sync + 'static,
+    F: Fn() -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<T, leptos::prelude::ServerFnError>> + 'static,
+{
+    if signal.is_disposed() {
+        return;
+    }
+    let fetched = fetch();
+    leptos::task::spawn_local(async move {
+        match fetched.await {
+            Ok(value) => {
+                signal.try_set(Some(value));
+            }
+            Err(e) => leptos::logging::warn!("could not read {what}: {e}"),
+        }
+        set_timeout(move || poll(signal, fetch, every, what), every);
+    });
+}
+
 #[cfg(feature = "hydrate")]
 pub mod pulse {
     use std::{cell::Cell, rc::Rc, time::Duration};

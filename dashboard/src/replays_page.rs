@@ -49,7 +49,12 @@ pub fn ReplaysPage() -> impl IntoView {
         #[cfg(feature = "hydrate")]
         {
             crate::chrome::pulse::start(RwSignal::new(0), status);
-            poll::start(live);
+            crate::chrome::poll(
+                live,
+                load_replays,
+                std::time::Duration::from_millis(REPLAYS_POLL_MS),
+                "the replays",
+            );
         }
     });
     let message = query.with_untracked(|q| {
@@ -286,33 +291,6 @@ fn duration(seconds: f64) -> String {
         0..60 => format!("{s} s"),
         60..3600 => format!("{} min {:02} s", s / 60, s % 60),
         _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
-    }
-}
-
-/// The browser side: the list re-read every [`REPLAYS_POLL_MS`].
-#[cfg(feature = "hydrate")]
-mod poll {
-    use std::time::Duration;
-
-    use leptos::prelude::*;
-    use streamlens_core::replay::ReplayStatus;
-
-    use super::{load_replays, REPLAYS_POLL_MS};
-
-    /// Reads the list now and again once each read has answered, until the page goes.
-    pub(super) fn start(live: RwSignal<Option<Vec<ReplayStatus>>>) {
-        if live.is_disposed() {
-            return;
-        }
-        leptos::task::spawn_local(async move {
-            match load_replays().await {
-                Ok(list) => {
-                    live.try_set(Some(list));
-                }
-                Err(e) => leptos::logging::warn!("could not read the replays: {e}"),
-            }
-            set_timeout(move || start(live), Duration::from_millis(REPLAYS_POLL_MS));
-        });
     }
 }
 

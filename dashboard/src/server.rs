@@ -582,6 +582,24 @@ fn back_to_replays(key: &str, message: &str) -> Response {
     axum::response::Redirect::to(&format!("/replays?{query}")).into_response()
 }
 
+/// The `403` for a replay form posted by another site.
+fn refuse_cross_site(headers: &axum::http::HeaderMap) -> Option<Response> {
+    cross_site(headers).then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "replays are started and stopped from this dashboard's own page only".to_owned(),
+        )
+    })
+}
+
+/// A form field, trimmed; absent when empty.
+fn form_field(fields: &[(String, String)], name: &str) -> Option<String> {
+    fields
+        .iter()
+        .find(|(k, v)| k == name && !v.trim().is_empty())
+        .map(|(_, v)| v.trim().to_owned())
+}
+
 /// The replays page's start form: its fields are a [`ReplayRequest`]'s (empty ones left out,
 /// `fresh` a checkbox).
 async fn start_replay_form(
@@ -589,30 +607,16 @@ async fn start_replay_form(
     headers: axum::http::HeaderMap,
     axum::extract::Form(fields): axum::extract::Form<Vec<(String, String)>>,
 ) -> Response {
-    if cross_site(&headers) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "replays are started from this dashboard's own page only".to_owned(),
-        );
+    if let Some(refused) = refuse_cross_site(&headers) {
+        return refused;
     }
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, v)| k == name && !v.trim().is_empty())
-            .map(|(_, v)| v.trim().to_owned())
-    };
-    let speed = match field("speed").map(|s| s.parse::<f64>()) {
+    let field = |name: &str| form_field(&fields, name);
+    let speed = match field("speed") {
         None => None,
-        Some(Ok(speed)) => Some(speed),
-        Some(Err(_)) => {
-            return back_to_replays(
-                "error",
-                &format!(
-                    "speed: `{}` is not a number",
-                    field("speed").unwrap_or_default()
-                ),
-            )
-        }
+        Some(text) => match text.parse::<f64>() {
+            Ok(speed) => Some(speed),
+            Err(_) => return back_to_replays("error", &format!("speed: `{text}` is not a number")),
+        },
     };
     let request = ReplayRequest {
         namespace: field("namespace").unwrap_or_default(),
@@ -633,17 +637,10 @@ async fn stop_replay_form(
     headers: axum::http::HeaderMap,
     axum::extract::Form(fields): axum::extract::Form<Vec<(String, String)>>,
 ) -> Response {
-    if cross_site(&headers) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "replays are stopped from this dashboard's own page only".to_owned(),
-        );
+    if let Some(refused) = refuse_cross_site(&headers) {
+        return refused;
     }
-    let namespace = fields
-        .iter()
-        .find(|(k, _)| k == "namespace")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
+    let namespace = form_field(&fields, "namespace").unwrap_or_default();
     match context.0.replays.stop(&namespace) {
         Ok(status) => back_to_replays("stopped", &status.namespace),
         Err(e) => back_to_replays("error", &e.to_string()),

@@ -45,6 +45,30 @@ pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(&sdk)
 }
 
+/// A new moto table (named after `prefix`, key `pk`) with a NEW_AND_OLD_IMAGES stream, and a
+/// client for it.
+pub async fn table_with_stream(prefix: &str) -> (aws_sdk_dynamodb::Client, String) {
+    let table = unique(prefix);
+    let client = dynamodb().await;
+    streamlens_infra::dynamo::create_table_with_stream(&client, &table, "pk")
+        .await
+        .unwrap();
+    (client, table)
+}
+
+/// The `[source]` body reading `table`'s stream on moto, polled every 100 ms.
+pub fn moto_source(table: &str) -> String {
+    format!(
+        "kind = \"dynamodb\"\ntable = \"{table}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\npoll_interval = \"100ms\"",
+        moto_url()
+    )
+}
+
+/// `GET url` as JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
 /// Per (dimension, value): inserts, modifies, removes, net count, net amount.
 pub type Totals = BTreeMap<(String, String), (i64, i64, i64, i64, Decimal)>;
 
