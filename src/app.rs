@@ -237,7 +237,7 @@ pub async fn run_with(
 }
 
 /// `POST /api/query`: the pipeline's queries answered from its store, or from a replay
-/// namespace's (opened once, then kept) when the query names one.
+/// namespace's when the query names one (an OpenSearch namespace is connected once, then kept).
 fn query_engine(
     store: Arc<dyn streamlens_aggregator::Store>,
     config: Config,
@@ -276,7 +276,15 @@ fn query_engine(
                             .map_err(|e| {
                                 streamlens_core::QueryError::Invalid(format!("`namespace`: {e:#}"))
                             })?;
-                        open.insert(namespace.clone(), opened.clone());
+                        // An embedded namespace is opened per query (shared with a replay
+                        // writing it, see `store::open`), never kept: a kept file would block
+                        // the next replay into it, and outlive a `--fresh` one's wipe.
+                        if !matches!(
+                            config.store,
+                            streamlens_aggregator::StoreConfig::Embedded(_)
+                        ) {
+                            open.insert(namespace.clone(), opened.clone());
+                        }
                         opened
                     }
                 }

@@ -112,13 +112,10 @@ pub struct ArchiveConfig {
     #[serde(default = "default_segment_age")]
     pub segment_age: String,
     /// Delete segments whose newest change is older than the newest change read minus this
-    /// (`30d`, `90d`, …; `forever` keeps everything).
-    #[serde(default = "default_archive_retention")]
+    /// (`30d`, `90d`, …); everything is kept when absent (or `forever`). The archive a DynamoDB
+    /// source keeps without an `[archive]` section keeps 30 days.
+    #[serde(default)]
     pub retention: Option<String>,
-}
-
-fn default_archive_retention() -> Option<String> {
-    Some("30d".to_owned())
 }
 
 impl ArchiveConfig {
@@ -129,7 +126,7 @@ impl ArchiveConfig {
             dir: data_dir.join("archive"),
             segment_mb: default_segment_mb(),
             segment_age: default_segment_age(),
-            retention: default_archive_retention(),
+            retention: Some("30d".to_owned()),
         }
     }
 }
@@ -472,9 +469,12 @@ mod tests {
         );
         let off = format!("{source}[archive]\nenabled = false\n");
         assert_eq!(Config::parse(&off, "a.toml").unwrap().archive, None);
-        let forever = format!("{source}[archive]\nretention = \"forever\"\n");
-        let forever = Config::parse(&forever, "a.toml").unwrap().archive.unwrap();
-        assert_eq!(forever.segments().unwrap().retention_ms, None);
+        for explicit in ["[archive]\n", "[archive]\nretention = \"forever\"\n"] {
+            let explicit = format!("{source}{explicit}");
+            let explicit = Config::parse(&explicit, "a.toml").unwrap().archive.unwrap();
+            assert_eq!(explicit.segments().unwrap().retention_ms, None);
+            assert!(explicit.dir.ends_with("archive"), "{:?}", explicit.dir);
+        }
         let to_file = format!("archive_to = \"x.ndjson\"\n{source}");
         assert_eq!(Config::parse(&to_file, "a.toml").unwrap().archive, None);
         let leased = format!("{source}[source.lease]\ntable = \"leases\"\n");

@@ -351,11 +351,17 @@ impl Source for Windowed {
     }
 }
 
-/// Lines in an archive (decompressed), for the progress bar's length: estimated from the first
-/// 4 MB of a plain file (reading a large file twice would slow the replay), counted otherwise.
-fn count_lines(path: &Path) -> Option<u64> {
+/// Lines in an archive (decompressed), for the progress bar's length: a segment directory's
+/// from the index of the segments in range; a plain file's estimated from its first 4 MB
+/// (reading a large file twice would slow the replay); a compressed file's counted, until
+/// `stop`.
+fn count_lines(path: &Path, range: Option<(i64, i64)>, stop: &CancellationToken) -> Option<u64> {
+    if path.is_dir() {
+        let segments = streamlens_ingest::archive::segments::segments_in(path, range).ok()?;
+        return Some(segments.iter().map(|s| s.records).sum());
+    }
     let mut reader = streamlens_ingest::archive::open(path).ok()?;
-    let plain = path.is_file() && {
+    let plain = {
         let mut magic = [0u8; 4];
         std::io::Read::read_exact(&mut std::fs::File::open(path).ok()?, &mut magic).is_ok()
             && magic[..2] != [0x1f, 0x8b]
@@ -370,6 +376,9 @@ fn count_lines(path: &Path) -> Option<u64> {
     }
     let mut lines = 0u64;
     loop {
+        if stop.is_cancelled() {
+            return None;
+        }
         let buf = std::io::BufRead::fill_buf(&mut reader).ok()?;
         if buf.is_empty() {
             return Some(lines);
@@ -422,7 +431,7 @@ pub fn replay_range(args: &ReplayArgs) -> anyhow::Result<(Option<i64>, Option<i6
 
 /// Checks that a namespace is replayed with the spec it was computed with (unless `--fresh`):
 /// resuming one spec's windows with another's engine would mix them.
-fn check_spec(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
+fn check_spec(config: &Config, args: &ReplayArgs, replayed_before: bool) -> anyhow::Result<()> {
     if args.fresh {
         return Ok(());
     }
@@ -430,7 +439,8 @@ fn check_spec(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
     let same = match (&args.spec, kept.exists()) {
         (None, false) => true,
         (None, true) => false,
-        (Some(_), false) => true,
+        // Replayed before without a kept spec: with the config's.
+        (Some(_), false) => !replayed_before,
         (Some(spec), true) => {
             let read =
                 |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
@@ -448,6 +458,37 @@ fn check_spec(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
             "the config's spec".to_owned()
         }
     );
+    Ok(())
+}
+
+/// A namespace replayed before goes on from its checkpoint only with what it was replayed from:
+/// the same archive and time range (another range opens other segments and would leave the old
+/// range's windows in place), and the same spec. Anything else is refused, naming both, unless
+/// `--fresh`.
+async fn check_same_replay(
+    config: &Config,
+    args: &ReplayArgs,
+    replay: &Config,
+) -> anyhow::Result<()> {
+    let previous = {
+        let store = streamlens_aggregator::store::open(&replay.store)
+            .await
+            .with_context(|| format!("opening namespace `{}`", args.namespace))?;
+        store.checkpoint(&replay.pipeline.name).await?
+    };
+    check_spec(config, args, previous.is_some())?;
+    if let (Some(previous), SourceConfig::Archive(archive)) = (&previous, &replay.source) {
+        let this = streamlens_ingest::Source::describe(
+            &streamlens_ingest::archive::ArchiveSource::new(archive.clone()),
+        );
+        anyhow::ensure!(
+            previous.source == this,
+            "namespace `{}` was replayed from `{}`, not `{this}`: give the same archive and \
+             --from/--to (as absolute times) to go on, or --fresh to start it again",
+            args.namespace,
+            previous.source
+        );
+    }
     Ok(())
 }
 
@@ -538,11 +579,6 @@ pub async fn run_with_progress(
             "--speed must be a positive number, not {speed}"
         );
     }
-    check_spec(config, args)?;
-    if args.fresh {
-        wipe(&replay).await?;
-        let _ = std::fs::remove_file(namespace_dir(config, &args.namespace).join(SPEC_FILE));
-    }
     let mut replay = replay;
     if let SourceConfig::Archive(archive) = &mut replay.source {
         if from.is_some() || to.is_some() {
@@ -555,14 +591,29 @@ pub async fn run_with_progress(
             archive.batch_size = PACED_BATCH;
         }
     }
+    if args.fresh {
+        wipe(&replay).await?;
+        let _ = std::fs::remove_file(namespace_dir(config, &args.namespace).join(SPEC_FILE));
+    } else {
+        check_same_replay(config, args, &replay).await?;
+    }
     let archive_path = match &replay.source {
         SourceConfig::Archive(archive) => Some(archive.path.clone()),
         _ => None,
     };
-    if let Some(path) = archive_path.clone() {
-        let progress = progress.clone();
+    // Counting a compressed archive takes as long as decompressing it: it gives up when the
+    // replay ends (a blocking task left running would hold the runtime open).
+    let counted = CancellationToken::new();
+    let _stop_counting = counted.clone().drop_guard();
+    if let SourceConfig::Archive(archive) = &replay.source {
+        let (path, range, progress, counted) = (
+            archive.path.clone(),
+            archive.segment_range,
+            progress.clone(),
+            counted.clone(),
+        );
         tokio::task::spawn_blocking(move || {
-            if let Some(lines) = count_lines(&path) {
+            if let Some(lines) = count_lines(&path, range, &counted) {
                 progress.total.store(lines, Ordering::Relaxed);
             }
         });

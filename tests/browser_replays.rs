@@ -311,18 +311,80 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
         .await
         .unwrap();
     assert_eq!(stop.status(), 404);
-    let forged = reqwest::Client::new()
-        .post(format!("{base}/replays/start"))
-        .header("origin", "http://evil.example")
-        .form(&[("namespace", "forged")])
+    // Another site's page cannot start or stop replays (Fetch Metadata, else Origin); behind a
+    // proxy that rewrites Host, the dashboard's own page still can.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = |headers: &[(&str, &str)], namespace: &str| {
+        let mut request = no_redirect
+            .post(format!("{base}/replays/start"))
+            .form(&[("namespace", namespace)]);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        form(&[("origin", "http://evil.example")], "forged").await,
+        403
+    );
+    assert_eq!(form(&[("origin", "null")], "forged").await, 403);
+    assert_eq!(
+        form(&[("sec-fetch-site", "cross-site")], "forged").await,
+        403
+    );
+    let proxied = [
+        ("sec-fetch-site", "same-origin"),
+        ("origin", "https://dash.example"),
+    ];
+    assert_eq!(form(&proxied, "proxied").await, 303);
+    let forged_stop = no_redirect
+        .post(format!("{base}/api/replays/proxied/stop"))
+        .header("sec-fetch-site", "cross-site")
         .send()
         .await
         .unwrap();
-    assert_eq!(forged.status(), 403);
+    assert_eq!(forged_stop.status(), 403);
     assert!(replays(&base)
         .await
         .iter()
         .all(|r| r["namespace"] != "forged"));
+
+    // A namespace opened in Explore can be replayed again (it goes on from its end); another
+    // range for it is refused, naming both, instead of mixing two runs' windows.
+    let again = |body: Value| {
+        let base = base.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(format!("{base}/api/replays"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+            for _ in 0..300 {
+                let status = status_of(&base, body["namespace"].as_str().unwrap()).await;
+                if status["state"] != "running" {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("{body} still running");
+        }
+    };
+    let cut = again(json!({ "namespace": "cut" })).await;
+    assert_eq!(cut["state"], "done", "{cut}");
+    assert_eq!(cut["aggregated"], 0, "{cut}");
+    let other_range = again(json!({ "namespace": "fix", "to": middle.to_string() })).await;
+    assert_eq!(other_range["state"], "failed", "{other_range}");
+    assert!(
+        other_range["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("was replayed from") && e.contains("--fresh")),
+        "{other_range}"
+    );
 
     // The OpenAPI documents the request's fields, no more, no less.
     let openapi = common::get_json(&format!("{base}/api/openapi.json")).await;

@@ -310,6 +310,20 @@ async fn an_interrupted_replay_run_again_ends_like_an_uninterrupted_one() {
     )
     .await
     .unwrap();
+    // The other spec cannot go on from a namespace computed with the config's.
+    let mixed = replay::run(
+        ReplayArgs {
+            spec: Some(dir.path().join("spec.toml")),
+            ..args(&config_path, "cut")
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{mixed:#}").contains("was replayed with the config's spec"),
+        "{mixed:#}"
+    );
     let backfilled = open("backfill").await;
     assert!(backfilled
         .iter()

@@ -530,8 +530,12 @@ async fn list_replays(State(context): State<ServerContext>) -> Response {
 
 async fn start_replay(
     State(context): State<ServerContext>,
+    headers: axum::http::HeaderMap,
     body: Result<Json<ReplayRequest>, JsonRejection>,
 ) -> Response {
+    if let Some(refused) = refuse_cross_site(&headers) {
+        return refused;
+    }
     let request = match body {
         Ok(Json(request)) => request,
         Err(e) => {
@@ -549,28 +553,32 @@ async fn start_replay(
 
 async fn stop_replay(
     State(context): State<ServerContext>,
+    headers: axum::http::HeaderMap,
     axum::extract::Path(namespace): axum::extract::Path<String>,
 ) -> Response {
+    if let Some(refused) = refuse_cross_site(&headers) {
+        return refused;
+    }
     match context.0.replays.stop(&namespace) {
         Ok(status) => Json(status).into_response(),
         Err(e) => error(e.status(), e.to_string()),
     }
 }
 
-/// True for a form post another site made (a browser says so in `Sec-Fetch-Site`, or in an
-/// `Origin` that is not this host): the replay forms refuse it.
+/// True for a request another site's page made: the browser says so in `Sec-Fetch-Site`, or
+/// (older browsers) in an `Origin` that is not this host, or `null`. Requests without either
+/// (`curl`, scripts) are not a browser's: the token, when set, guards them. Replays are started
+/// and stopped only from this dashboard's own pages.
 fn cross_site(headers: &axum::http::HeaderMap) -> bool {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if header("sec-fetch-site").is_some_and(|site| site == "cross-site" || site == "same-site") {
-        return true;
+    if let Some(site) = header("sec-fetch-site") {
+        // Trusted over `Origin`: a proxy may rewrite `Host`.
+        return !matches!(site, "same-origin" | "none");
     }
     match (header("origin"), header("host")) {
-        (Some(origin), Some(host)) => {
-            origin != "null"
-                && origin
-                    .split_once("://")
-                    .is_none_or(|(_, authority)| authority != host)
-        }
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_none_or(|(_, authority)| authority != host),
         (Some(_), None) => true,
         _ => false,
     }
@@ -582,7 +590,7 @@ fn back_to_replays(key: &str, message: &str) -> Response {
     axum::response::Redirect::to(&format!("/replays?{query}")).into_response()
 }
 
-/// The `403` for a replay form posted by another site.
+/// The `403` for a replay request another site's page made.
 fn refuse_cross_site(headers: &axum::http::HeaderMap) -> Option<Response> {
     cross_site(headers).then(|| {
         error(

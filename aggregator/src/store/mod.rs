@@ -178,9 +178,27 @@ pub trait Store: AggregateReader + ChangeReader {
 /// Opens the store a configuration describes, creating what it needs (files, index templates).
 pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, Error> {
     Ok(match config {
-        StoreConfig::Embedded(c) => Arc::new(embedded::EmbeddedStore::open(&c.path)?),
+        StoreConfig::Embedded(c) => open_embedded(&c.path)?,
         StoreConfig::Opensearch(c) => Arc::new(opensearch::OpenSearchStore::connect(c).await?),
     })
+}
+
+/// An embedded store file can be open once per process (redb locks it): a second `open` of a
+/// file already open (a replay running into a namespace while the dashboard queries it) shares
+/// the first one's store. Entries are weak: the file is closed once its last user is done.
+fn open_embedded(path: &std::path::Path) -> Result<Arc<dyn Store>, Error> {
+    use std::{collections::HashMap, path::PathBuf, sync::Mutex, sync::Weak};
+    static OPEN: Mutex<Option<HashMap<PathBuf, Weak<embedded::EmbeddedStore>>>> = Mutex::new(None);
+    let key = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    let open = open.get_or_insert_with(HashMap::new);
+    open.retain(|_, store| store.strong_count() > 0);
+    if let Some(store) = open.get(&key).and_then(Weak::upgrade) {
+        return Ok(store);
+    }
+    let store = Arc::new(embedded::EmbeddedStore::open(path)?);
+    open.insert(key, Arc::downgrade(&store));
+    Ok(store)
 }
 
 /// Sorts documents the way every store answers.

@@ -73,7 +73,12 @@ pub struct SegmentWriter {
     config: SegmentsConfig,
     current: Option<Open>,
     newest: i64,
+    /// When retention last looked at the segments.
+    expired_at: Option<Instant>,
 }
+
+/// How often retention runs.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
 fn err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::Archive {
@@ -172,6 +177,7 @@ impl SegmentWriter {
             config,
             current: None,
             newest,
+            expired_at: None,
         })
     }
 
@@ -223,7 +229,15 @@ impl SegmentWriter {
             self.newest = self.newest.max(event.event_time_ms);
         }
         write_index(&dir, meta)?;
-        self.expire()?;
+        // Retention reads every index: at each new segment (when one closes) and once a minute.
+        if rotate
+            || self
+                .expired_at
+                .is_none_or(|at| at.elapsed() >= EXPIRE_EVERY)
+        {
+            self.expired_at = Some(Instant::now());
+            self.expire()?;
+        }
         Ok(())
     }
 
