@@ -492,6 +492,44 @@ async fn check_same_replay(
     Ok(())
 }
 
+/// The replay's config (its source cut to the range and paced, its namespace's store) and the
+/// range, once every flag is checked.
+fn prepare(
+    config: &Config,
+    args: &ReplayArgs,
+) -> anyhow::Result<(Config, Option<i64>, Option<i64>)> {
+    let mut replay = replay_config(config, args)?;
+    let (from, to) = replay_range(args)?;
+    if let Some(speed) = args.speed {
+        anyhow::ensure!(
+            speed.is_finite() && speed > 0.0,
+            "--speed must be a positive number, not {speed}"
+        );
+    }
+    if let SourceConfig::Archive(archive) = &mut replay.source {
+        if from.is_some() || to.is_some() {
+            // A segmented archive's index lets whole segments outside the range be skipped.
+            archive.segment_range = Some((from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX)));
+        }
+        if args.speed.is_some() {
+            // Paced, batches are let go one at a time when due: small ones flow evenly (and
+            // checkpoint often), and speed does not matter.
+            archive.batch_size = PACED_BATCH;
+        }
+    }
+    Ok((replay, from, to))
+}
+
+/// Checks a replay before it starts, as [`run_with_progress`] would: its flags, and that a
+/// namespace replayed before is replayed with the same archive, range and spec (or `fresh`).
+pub async fn check(config: &Config, args: &ReplayArgs) -> anyhow::Result<()> {
+    let (replay, ..) = prepare(config, args)?;
+    if !args.fresh {
+        check_same_replay(config, args, &replay).await?;
+    }
+    Ok(())
+}
+
 /// Runs a replay as the flags say, with a progress bar on stderr.
 pub async fn run(args: ReplayArgs, shutdown: CancellationToken) -> anyhow::Result<ReplayOutcome> {
     let config = Config::load(&args.config)?;
@@ -571,26 +609,7 @@ pub async fn run_with_progress(
     progress: Arc<ReplayProgress>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ReplayOutcome> {
-    let replay = replay_config(config, args)?;
-    let (from, to) = replay_range(args)?;
-    if let Some(speed) = args.speed {
-        anyhow::ensure!(
-            speed.is_finite() && speed > 0.0,
-            "--speed must be a positive number, not {speed}"
-        );
-    }
-    let mut replay = replay;
-    if let SourceConfig::Archive(archive) = &mut replay.source {
-        if from.is_some() || to.is_some() {
-            // A segmented archive's index lets whole segments outside the range be skipped.
-            archive.segment_range = Some((from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX)));
-        }
-        if args.speed.is_some() {
-            // Paced, batches are let go one at a time when due: small ones flow evenly (and
-            // checkpoint often), and speed does not matter.
-            archive.batch_size = PACED_BATCH;
-        }
-    }
+    let (replay, from, to) = prepare(config, args)?;
     if args.fresh {
         wipe(&replay).await?;
         let _ = std::fs::remove_file(namespace_dir(config, &args.namespace).join(SPEC_FILE));

@@ -31,6 +31,10 @@ use crate::{
 
 /// Runs the dashboard's replays.
 pub struct ReplayRunner {
+    inner: Arc<Runner>,
+}
+
+struct Runner {
     config: Config,
     shutdown: CancellationToken,
     jobs: Mutex<BTreeMap<String, Job>>,
@@ -55,9 +59,11 @@ impl ReplayRunner {
     /// A runner for the live config's replays; `shutdown` stops them all.
     pub fn new(config: Config, shutdown: CancellationToken) -> Self {
         ReplayRunner {
-            config,
-            shutdown,
-            jobs: Mutex::new(BTreeMap::new()),
+            inner: Arc::new(Runner {
+                config,
+                shutdown,
+                jobs: Mutex::new(BTreeMap::new()),
+            }),
         }
     }
 
@@ -131,7 +137,7 @@ impl ReplayRunner {
 
     /// Namespaces replayed before (a directory under `<data_dir>/replays`), not by this runner.
     fn stored(&self, running: &BTreeMap<String, Job>) -> Vec<ReplayStatus> {
-        let dir = self.config.data_dir.join("replays");
+        let dir = self.inner.config.data_dir.join("replays");
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Vec::new();
         };
@@ -169,12 +175,18 @@ impl ReplayControl for ReplayRunner {
         &self,
         request: ReplayRequest,
     ) -> BoxFuture<'static, Result<ReplayStatus, ReplayError>> {
-        let result = self.start_now(request);
-        Box::pin(async move { result })
+        let runner = self.inner.clone();
+        Box::pin(async move {
+            // Everything a bad request can get wrong is refused here, before anything runs.
+            replay::check(&runner.config, &ReplayRunner::args(&request))
+                .await
+                .map_err(|e| ReplayError::Invalid(format!("{e:#}")))?;
+            runner.start_now(request)
+        })
     }
 
     fn stop(&self, namespace: &str) -> Result<ReplayStatus, ReplayError> {
-        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
         match jobs.get(namespace) {
             Some(job)
                 if job
@@ -192,7 +204,7 @@ impl ReplayControl for ReplayRunner {
     }
 
     fn list(&self) -> BoxFuture<'static, Vec<ReplayStatus>> {
-        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<ReplayStatus> = jobs
             .iter()
             .map(|(namespace, job)| Self::status(namespace, job))
@@ -204,20 +216,9 @@ impl ReplayControl for ReplayRunner {
     }
 }
 
-impl ReplayRunner {
+impl Runner {
     fn start_now(&self, request: ReplayRequest) -> Result<ReplayStatus, ReplayError> {
-        let invalid = |e: anyhow::Error| ReplayError::Invalid(format!("{e:#}"));
-        let args = Self::args(&request);
-        // Everything a bad request can get wrong is refused here, before anything runs.
-        replay::replay_config(&self.config, &args).map_err(invalid)?;
-        replay::replay_range(&args).map_err(invalid)?;
-        if let Some(speed) = request.speed {
-            if !(speed.is_finite() && speed > 0.0) {
-                return Err(ReplayError::Invalid(format!(
-                    "speed must be a positive number, not {speed}"
-                )));
-            }
-        }
+        let args = ReplayRunner::args(&request);
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(job) = jobs.get(&request.namespace) {
             if job
@@ -278,7 +279,7 @@ impl ReplayRunner {
             })
             .map_err(|e| ReplayError::Invalid(format!("could not start a replay thread: {e}")))?;
         tracing::info!(namespace = %request.namespace, "replay started from the dashboard");
-        let status = Self::status(&request.namespace, &job);
+        let status = ReplayRunner::status(&request.namespace, &job);
         jobs.insert(request.namespace, job);
         Ok(status)
     }
