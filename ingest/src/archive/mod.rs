@@ -161,16 +161,28 @@ pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, Error> {
 /// [`open`]; a segmented archive skips the segments holding no change in `range` (`[from, to)`
 /// event times). A file is read whole.
 pub fn open_in(path: &Path, range: Option<(i64, i64)>) -> Result<Box<dyn BufRead + Send>, Error> {
+    Ok(open_at(path, range, 0)?.0)
+}
+
+/// [`open_in`] for a read resuming after `skip_lines` lines: a segmented archive leaves out the
+/// leading segments those lines cover whole. Returns the reader and the lines left out (always 0
+/// for a file): the caller passes over the rest.
+pub fn open_at(
+    path: &Path,
+    range: Option<(i64, i64)>,
+    skip_lines: u64,
+) -> Result<(Box<dyn BufRead + Send>, u64), Error> {
     let err = |source| Error::Archive {
         path: path.display().to_string(),
         source,
     };
     if path.is_dir() {
         // A segmented archive: its segments one after another.
-        return Ok(Box::new(BufReader::with_capacity(
-            1 << 16,
-            segments::open_dir_in(path, range)?,
-        )));
+        let (segments, passed) = segments::open_dir_at(path, range, skip_lines)?;
+        return Ok((
+            Box::new(BufReader::with_capacity(1 << 16, segments)),
+            passed,
+        ));
     }
     let mut file = File::open(path).map_err(err)?;
     let mut magic = [0u8; 4];
@@ -185,7 +197,7 @@ pub fn open_in(path: &Path, range: Option<(i64, i64)>) -> Result<Box<dyn BufRead
     } else {
         Box::new(BufReader::with_capacity(1 << 16, file))
     };
-    Ok(reader)
+    Ok((reader, 0))
 }
 
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -242,7 +254,7 @@ pub fn read_batches_at(
     batch_size: usize,
     mut batch: impl FnMut(Batch, u64) -> bool,
 ) -> Result<bool, Error> {
-    let reader = open_in(path, range)?;
+    let (reader, passed) = open_at(path, range, skip_lines)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -252,10 +264,10 @@ pub fn read_batches_at(
         source,
     };
     let mut current = Batch::default();
-    let (mut lines, mut delivered) = (0u64, skip_lines);
+    let (mut lines, mut delivered) = (passed, skip_lines);
     for (index, line) in reader.lines().enumerate() {
         let line = line.map_err(archive_error)?;
-        lines = index as u64 + 1;
+        lines = passed + index as u64 + 1;
         if lines <= skip_lines || line.trim().is_empty() {
             continue;
         }

@@ -547,13 +547,15 @@ fn pipeline<T: Send>(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // A resumed read of a segmented archive does not even open the segments it passes over.
+    let (reader, passed) = super::open_at(path, options.time_range, options.skip_lines)?;
     let mut input = Input {
-        reader: super::open_in(path, options.time_range)?,
+        reader,
         carry: Vec::new(),
         done: false,
         chunk_bytes: options.chunk_bytes.max(4096),
         path: path.display().to_string(),
-        lines: 0,
+        lines: passed,
     };
     input.skip(options.skip_lines)?;
     let threads = options.threads;

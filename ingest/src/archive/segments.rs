@@ -133,17 +133,34 @@ pub fn open_dir(dir: &Path) -> Result<Box<dyn Read + Send>, Error> {
 /// [`open_dir`], skipping the segments whose index says they hold no change with an event time
 /// in `[from, to)`.
 pub fn open_dir_in(dir: &Path, range: Option<(i64, i64)>) -> Result<Box<dyn Read + Send>, Error> {
+    Ok(open_dir_at(dir, range, 0)?.0)
+}
+
+/// [`open_dir_in`] for a read resuming after `skip_lines` lines: the leading segments those lines
+/// cover whole (their index counts one line per record) are not opened at all. Returns the
+/// reader and the lines of the segments left out.
+pub fn open_dir_at(
+    dir: &Path,
+    range: Option<(i64, i64)>,
+    skip_lines: u64,
+) -> Result<(Box<dyn Read + Send>, u64), Error> {
     let mut parts: Vec<Box<dyn Read + Send>> = Vec::new();
+    let mut passed = 0u64;
     for meta in segments_in(dir, range)? {
+        if parts.is_empty() && passed + meta.records <= skip_lines {
+            passed += meta.records;
+            continue;
+        }
         let path = dir.join(&meta.file);
         let file = File::open(&path).map_err(err(&path))?;
         parts.push(Box::new(flate2::read::MultiGzDecoder::new(
             file.take(meta.bytes),
         )));
     }
-    Ok(Box::new(Chain {
+    let chain: Box<dyn Read + Send> = Box::new(Chain {
         parts: parts.into_iter().collect(),
-    }))
+    });
+    Ok((chain, passed))
 }
 
 struct Chain {
@@ -421,5 +438,58 @@ mod tests {
             .map(|s| s.last_time)
             .collect();
         assert_eq!(left, [30_000, 40_000]);
+    }
+
+    /// A resumed read leaves out the segments its position covers whole (it does not even open
+    /// them) and still gives exactly the rest, on both read paths.
+    #[test]
+    fn a_resumed_read_passes_over_whole_segments_unopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SegmentsConfig {
+            dir: dir.path().to_owned(),
+            segment_bytes: 1,
+            segment_age: Duration::from_secs(3600),
+            retention_ms: None,
+        };
+        let mut writer = SegmentWriter::open(config).unwrap();
+        for pass in 0..5u64 {
+            let events: Vec<ChangeEvent> = (0..3).map(|i| event(pass * 3 + i, 1_000)).collect();
+            writer.append(&events).unwrap();
+        }
+        let all: Vec<String> = (0..15u64).map(|n| n.to_string()).collect();
+        let projection =
+            crate::archive::CompiledProjection::new(&streamlens_core::Projection::new(["pk"]));
+        let resumed = |at: u64| {
+            let mut whole = Vec::new();
+            crate::archive::read_batches_at(dir.path(), None, at, 2, |b, _| {
+                whole.extend(b.events.into_iter().map(|e| e.sequence_number));
+                true
+            })
+            .map(|_| whole)
+        };
+        let projected = |at: u64| {
+            let mut seqs = Vec::new();
+            let options = crate::archive::ReadOptions {
+                skip_lines: at,
+                positions: true,
+                ..Default::default()
+            };
+            crate::archive::read_projected_with(dir.path(), &projection, options, |b| {
+                seqs.extend(b.changes.into_iter().map(|c| c.sequence_number.to_string()));
+                true
+            })
+            .map(|_| seqs)
+        };
+        for at in 0..=15u64 {
+            assert_eq!(resumed(at).unwrap(), all[at as usize..], "at {at}");
+            assert_eq!(projected(at).unwrap(), all[at as usize..], "at {at}");
+        }
+        // The first segment's data gone: a read that passes over it whole never notices.
+        let first = segments(dir.path()).unwrap()[0].file.clone();
+        std::fs::remove_file(dir.path().join(&first)).unwrap();
+        assert_eq!(resumed(3).unwrap(), all[3..]);
+        assert_eq!(projected(4).unwrap(), all[4..]);
+        assert!(resumed(2).is_err());
+        assert!(projected(0).is_err());
     }
 }
