@@ -79,7 +79,8 @@ pub struct ReplayArgs {
     /// Keep a change index in the namespace too.
     #[arg(long)]
     pub changes: bool,
-    /// Empty the namespace first.
+    /// Empty the namespace first. Without it, a namespace replayed before goes on from its
+    /// checkpoint (with the same archive, range and spec only).
     #[arg(long)]
     pub fresh: bool,
     /// No progress bar.
