@@ -81,6 +81,32 @@ async fn status_of(base: &str, namespace: &str) -> Value {
         .unwrap_or_else(|| panic!("no replay `{namespace}` listed"))
 }
 
+/// `POST /api/replays`: the status code and body.
+async fn post_replay(base: &str, body: &Value) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/replays"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Starts a replay through the API and waits until it is no longer running.
+async fn replay_to_end(base: &str, body: Value) -> Value {
+    let (code, answer) = post_replay(base, &body).await;
+    assert_eq!(code, 201, "{answer}");
+    let namespace = body["namespace"].as_str().unwrap();
+    for _ in 0..300 {
+        let status = status_of(base, namespace).await;
+        if status["state"] != "running" {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{body} still running");
+}
+
 /// `cancelled: 12.50 · paid: 3.00` as a map.
 fn totals(text: &str) -> BTreeMap<String, Decimal> {
     text.split(" · ")
@@ -228,19 +254,12 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
     assert_eq!(replayed, expected);
 
     // A replay of the first half only: the page lists the cells that differ.
-    let half = reqwest::Client::new()
-        .post(format!("{base}/api/replays"))
-        .json(&json!({ "namespace": "half", "to": middle.to_string() }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(half.status(), 201);
-    for _ in 0..300 {
-        if status_of(&base, "half").await["state"] == "done" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let half = replay_to_end(
+        &base,
+        json!({ "namespace": "half", "to": middle.to_string() }),
+    )
+    .await;
+    assert_eq!(half["state"], "done", "{half}");
     let path = beside("half");
     assert_eq!(
         page.ask(&format!("GOTO {path}")).await,
@@ -283,15 +302,7 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
     // Bad requests name their problem; a form post from another site is refused.
     let post = |body: Value| {
         let base = base.clone();
-        async move {
-            let response = reqwest::Client::new()
-                .post(format!("{base}/api/replays"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            (response.status().as_u16(), response.text().await.unwrap())
-        }
+        async move { post_replay(&base, &body).await }
     };
     let (code, body) = post(json!({ "namespace": "Bad Name" })).await;
     assert_eq!(code, 400, "{body}");
@@ -354,27 +365,7 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
 
     // A namespace opened in Explore can be replayed again (it goes on from its end); another
     // range for it is refused, naming both, instead of mixing two runs' windows.
-    let again = |body: Value| {
-        let base = base.clone();
-        async move {
-            let response = reqwest::Client::new()
-                .post(format!("{base}/api/replays"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 201);
-            for _ in 0..300 {
-                let status = status_of(&base, body["namespace"].as_str().unwrap()).await;
-                if status["state"] != "running" {
-                    return status;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("{body} still running");
-        }
-    };
-    let cut = again(json!({ "namespace": "cut" })).await;
+    let cut = replay_to_end(&base, json!({ "namespace": "cut" })).await;
     assert_eq!(cut["state"], "done", "{cut}");
     assert_eq!(cut["aggregated"], 0, "{cut}");
     let (code, body) = post(json!({ "namespace": "fix", "to": middle.to_string() })).await;
