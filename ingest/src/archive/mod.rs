@@ -41,18 +41,43 @@ use crate::{
 pub const POSITION_KEY: &str = "archive";
 
 /// How far an archive read has gone: the lines of the archive read (blank and bad ones
-/// included), and for a segmented archive the segment the read started with.
+/// included), and what the read started from.
 ///
 /// Lines are counted in the decompressed concatenation of the segments the read opens. The same
 /// archive read with the same time range opens the same segments, from the same first one: later
 /// segments only ever come after, and retention only deletes from the front, which the first
-/// segment's name detects. In a checkpoint it is `<lines>`, or `<first segment>:<lines>`.
+/// segment's name detects. A file is known by a checksum of its first bytes (an archive file only
+/// grows at its end): another file at the same path is detected rather than read from the
+/// middle. In a checkpoint it is `<origin>:<lines>` (or `<lines>` alone, from older versions).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ArchivePosition {
-    /// The first segment read (segmented archives).
-    pub first_segment: Option<String>,
+    /// What the read started from: the first segment read (segmented archives), or
+    /// `head-<n>-<crc32>` of a file's first `n` bytes.
+    pub origin: Option<String>,
     /// Lines read.
     pub lines: u64,
+}
+
+/// Bytes of a file its origin checksums.
+const HEAD_BYTES: u64 = 4096;
+
+/// A file's origin: `head-<n>-<crc32 of its first n bytes>`, `n` up to [`HEAD_BYTES`].
+fn file_origin(path: &Path, n: Option<u64>) -> Result<String, Error> {
+    let err = |source| Error::Archive {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut head = Vec::new();
+    File::open(path)
+        .map_err(err)?
+        .take(n.unwrap_or(HEAD_BYTES))
+        .read_to_end(&mut head)
+        .map_err(err)?;
+    Ok(format!(
+        "head-{}-{:08x}",
+        head.len(),
+        crc32fast::hash(&head)
+    ))
 }
 
 impl ArchivePosition {
@@ -61,25 +86,22 @@ impl ArchivePosition {
         let Some(text) = checkpoint.get(POSITION_KEY) else {
             return Ok(None);
         };
-        let (first, lines) = match text.rsplit_once(':') {
-            Some((first, lines)) => (Some(first.to_owned()), lines),
+        let (origin, lines) = match text.rsplit_once(':') {
+            Some((origin, lines)) => (Some(origin.to_owned()), lines),
             None => (None, text.as_str()),
         };
         let lines = lines.parse().map_err(|_| {
             Error::Config(format!(
-                "checkpoint position `{text}` is not an archive position (`[<first segment>:]<lines>`)"
+                "checkpoint position `{text}` is not an archive position (`[<origin>:]<lines>`)"
             ))
         })?;
-        Ok(Some(ArchivePosition {
-            first_segment: first,
-            lines,
-        }))
+        Ok(Some(ArchivePosition { origin, lines }))
     }
 
     /// The position as a checkpoint holds it.
     pub fn checkpoint(&self) -> crate::Checkpoint {
-        let text = match &self.first_segment {
-            Some(first) => format!("{first}:{}", self.lines),
+        let text = match &self.origin {
+            Some(origin) => format!("{origin}:{}", self.lines),
             None => self.lines.to_string(),
         };
         [(POSITION_KEY.to_owned(), text)].into()
@@ -113,34 +135,52 @@ impl ArchiveSource {
         Ok(self)
     }
 
-    /// The first segment the read opens (segmented archives), checked against where the resumed
-    /// read started; the lines to pass over.
+    /// What the read starts from (the first segment it opens, or the file's head), checked
+    /// against what the resumed read started from; the lines to pass over.
     fn begin(&self) -> Result<(Option<String>, u64), Error> {
         let path = &self.config.path;
-        let first = if path.is_dir() {
-            segments::segments_in(path, self.config.segment_range)?
+        let first_segment = || -> Result<Option<String>, Error> {
+            Ok(segments::segments_in(path, self.config.segment_range)?
                 .into_iter()
                 .next()
-                .map(|meta| meta.file)
+                .map(|meta| meta.file))
+        };
+        let Some(start) = self.start.as_ref().filter(|s| s.lines > 0) else {
+            let origin = if path.is_dir() {
+                first_segment()?
+            } else {
+                Some(file_origin(path, None)?)
+            };
+            return Ok((origin, 0));
+        };
+        // The same origin, computed the way the checkpointed read computed it.
+        let (origin, what) = if path.is_dir() {
+            (first_segment()?, "segment")
         } else {
-            None
+            let head = start
+                .origin
+                .as_deref()
+                .and_then(|o| o.strip_prefix("head-"))
+                .and_then(|o| o.split_once('-'))
+                .and_then(|(n, _)| n.parse().ok());
+            (Some(file_origin(path, head)?), "file")
         };
-        let Some(start) = &self.start else {
-            return Ok((first, 0));
-        };
-        if start.lines > 0 && start.first_segment != first {
+        if start.origin.is_some() && start.origin != origin {
             return Err(Error::Config(format!(
-                "cannot resume reading {}: the read started with segment {}, which is no longer \
-                 the first of the range (archive retention deleted it), so line {} cannot be found",
+                "cannot resume reading {} after line {}: the read started from {what} `{}`, and {} \
+                 (another file at the same path, or archive retention deleted the segment): start \
+                 the read over",
                 path.display(),
-                start.first_segment.as_deref().unwrap_or("(a plain file)"),
-                start.lines
+                start.lines,
+                start.origin.as_deref().unwrap_or_default(),
+                match &origin {
+                    Some(now) => format!("it now starts from `{now}`"),
+                    None => "it is gone".to_owned(),
+                }
             )));
         }
-        if start.lines > 0 {
-            tracing::info!(archive = %path.display(), lines = start.lines, "resuming the archive read after the checkpoint");
-        }
-        Ok((first, start.lines))
+        tracing::info!(archive = %path.display(), lines = start.lines, "resuming the archive read after the checkpoint");
+        Ok((origin, start.lines))
     }
 
     /// Reads on the fast path: lines are decoded (on every core) straight into changes reduced
@@ -312,10 +352,10 @@ impl Source for ArchiveSource {
         if self.config.live_replay {
             return live_replay(self.config, out, shutdown).await;
         }
-        let (first, skip_lines) = self.begin()?;
+        let (origin, skip_lines) = self.begin()?;
         let position = move |lines: u64| {
             ArchivePosition {
-                first_segment: first.clone(),
+                origin: origin.clone(),
                 lines,
             }
             .checkpoint()
@@ -532,6 +572,77 @@ mod tests {
             })
             .unwrap();
             assert_eq!(n, 2, "{}", path.display());
+        }
+    }
+
+    /// Reads `path` through the source resumed from `checkpoint`: the ids read and the last
+    /// checkpoint, or the error.
+    fn read_resumed(
+        path: &Path,
+        checkpoint: &crate::Checkpoint,
+        projected: bool,
+    ) -> Result<(Vec<String>, crate::Checkpoint), Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut config = ArchiveSourceConfig::once(path);
+            config.batch_size = 2;
+            let source = ArchiveSource::new(config)
+                .with_projection(projected.then(|| streamlens_core::Projection::new(["pk"])))
+                .resume_from(checkpoint)?;
+            let (tx, mut rx) = mpsc::channel(1024);
+            let reader = tokio::spawn(Box::new(source).run(tx, CancellationToken::new()));
+            let (mut ids, mut last) = (Vec::new(), crate::Checkpoint::new());
+            while let Some(batch) = rx.recv().await {
+                ids.extend(batch.events.iter().map(|e| e.sequence_number.clone()));
+                ids.extend(
+                    batch
+                        .projected
+                        .iter()
+                        .map(|p| p.sequence_number.to_string()),
+                );
+                last = batch.positions;
+            }
+            reader.await.unwrap()?;
+            Ok((ids, last))
+        })
+    }
+
+    /// A resumed file read goes on after its checkpoint when the file only grew, and refuses
+    /// another file at the same path instead of reading it from the middle.
+    #[test]
+    fn a_file_is_known_again_by_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.ndjson");
+        let write = |ids: std::ops::Range<u32>, append: bool| {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(append)
+                .write(true)
+                .truncate(!append)
+                .open(&path)
+                .unwrap();
+            for id in ids {
+                writeln!(f, "{}", line(id, "INSERT", 1_700_000_000)).unwrap();
+            }
+        };
+        for projected in [false, true] {
+            write(0..5, false);
+            let (ids, checkpoint) = read_resumed(&path, &Default::default(), projected).unwrap();
+            assert_eq!(ids, ["0", "1", "2", "3", "4"]);
+            let position = ArchivePosition::of(&checkpoint).unwrap().unwrap();
+            assert_eq!(position.lines, 5);
+            assert!(position.origin.as_deref().unwrap().starts_with("head-"));
+            // Grown: only the new lines.
+            write(5..8, true);
+            let (ids, _) = read_resumed(&path, &checkpoint, projected).unwrap();
+            assert_eq!(ids, ["5", "6", "7"]);
+            // Replaced by another file as long: refused, naming both.
+            write(100..108, false);
+            let err = read_resumed(&path, &checkpoint, projected).unwrap_err();
+            assert!(err.to_string().contains("cannot resume reading"), "{err}");
         }
     }
 }
