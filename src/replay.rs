@@ -417,16 +417,18 @@ pub struct ReplayOutcome {
     pub completed: bool,
 }
 
+/// A time flag (`--from`, `--to`) resolved to epoch ms.
+fn time(field: &str, text: &Option<String>) -> anyhow::Result<Option<i64>> {
+    text.as_deref()
+        .map(|t| {
+            streamlens_aggregator::query::resolve_time(field, &time_arg(t), now_ms())
+                .map_err(|e| anyhow::anyhow!("--{e}"))
+        })
+        .transpose()
+}
+
 /// The time flags of a replay, resolved to epoch ms.
 pub fn replay_range(args: &ReplayArgs) -> anyhow::Result<(Option<i64>, Option<i64>)> {
-    let time = |field: &str, text: &Option<String>| {
-        text.as_deref()
-            .map(|t| {
-                streamlens_aggregator::query::resolve_time(field, &time_arg(t), now_ms())
-                    .map_err(|e| anyhow::anyhow!("--{e}"))
-            })
-            .transpose()
-    };
     Ok((time("from", &args.from)?, time("to", &args.to)?))
 }
 
@@ -794,14 +796,6 @@ pub fn differences(live: &[AggregateDoc], replay: &[AggregateDoc]) -> Vec<Differ
 pub async fn compare(args: CompareArgs) -> anyhow::Result<bool> {
     check_namespace(&args.namespace)?;
     let config = Config::load(&args.config)?;
-    let time = |field: &str, text: &Option<String>| {
-        text.as_deref()
-            .map(|t| {
-                streamlens_aggregator::query::resolve_time(field, &time_arg(t), now_ms())
-                    .map_err(|e| anyhow::anyhow!("--{e}"))
-            })
-            .transpose()
-    };
     let query = AggQuery {
         pipeline: Some(config.pipeline.name.clone()),
         window: args.window.clone(),

@@ -28,11 +28,7 @@ async fn a_write_appears_on_the_hydrated_page_without_reload() {
     prerequisites();
 
     let dir = tempfile::tempdir().unwrap();
-    let table = common::unique("browser");
-    let client = common::dynamodb().await;
-    streamlens_infra::dynamo::create_table_with_stream(&client, &table, "pk")
-        .await
-        .unwrap();
+    let (client, table) = common::table_with_stream("browser").await;
     put(&client, &table, "order#1", "open", "10.00").await;
 
     let config = common::config(

@@ -77,11 +77,7 @@ async fn every_page_renders_hydrates_and_follows_live_writes() {
     prerequisites();
 
     let dir = tempfile::tempdir().unwrap();
-    let table = common::unique("pages");
-    let client = common::dynamodb().await;
-    streamlens_infra::dynamo::create_table_with_stream(&client, &table, "pk")
-        .await
-        .unwrap();
+    let (client, table) = common::table_with_stream("pages").await;
     put(&client, &table, "order#1", "pending", "10.00").await;
     put(&client, &table, "order#1", "paid", "10.00").await;
 

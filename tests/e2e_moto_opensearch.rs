@@ -42,11 +42,7 @@ async fn dynamodb_stream_to_opensearch_is_exact_and_matches_the_archive_replay()
     common::require("moto", &common::moto_url()).await;
     common::require("OpenSearch", &common::opensearch_url()).await;
     let dir = tempfile::tempdir().unwrap();
-    let table = common::unique("orders");
-    let client = common::dynamodb().await;
-    streamlens_infra::dynamo::create_table_with_stream(&client, &table, "pk")
-        .await
-        .unwrap();
+    let (client, table) = common::table_with_stream("orders").await;
 
     let mut writer = common::Writer::new(0x2545F4914F6CDD1D);
     writer.write(&client, &table, 600).await;

@@ -83,11 +83,7 @@ async fn a_replay_reproduces_the_run_and_leaves_live_indices_untouched() {
     common::require("moto", &common::moto_url()).await;
     common::require("OpenSearch", &common::opensearch_url()).await;
     let dir = tempfile::tempdir().unwrap();
-    let table = common::unique("replay");
-    let client = common::dynamodb().await;
-    streamlens_infra::dynamo::create_table_with_stream(&client, &table, "pk")
-        .await
-        .unwrap();
+    let (client, table) = common::table_with_stream("replay").await;
     let mut writer = common::Writer::new(0x9E3779B97F4A7C15);
     writer.write(&client, &table, 600).await;
     let expected = writer.totals();

@@ -19,11 +19,7 @@ fn dynamodb_source(table: &str, extra: &str) -> String {
 async fn a_restart_resumes_after_the_checkpoint_with_exact_aggregates() {
     common::require("moto", &common::moto_url()).await;
     let dir = tempfile::tempdir().unwrap();
-    let table = common::unique("resume");
-    let client = common::dynamodb().await;
-    streamlens_infra::dynamo::create_table_with_stream(&client, &table, "pk")
-        .await
-        .unwrap();
+    let (client, table) = common::table_with_stream("resume").await;
     let store = format!(
         "kind = \"embedded\"\npath = \"{}\"",
         dir.path().join("s.redb").display()
@@ -70,11 +66,7 @@ async fn a_restart_resumes_after_the_checkpoint_with_exact_aggregates() {
 async fn every_start_position_starts_where_it_says() {
     common::require("moto", &common::moto_url()).await;
     let dir = tempfile::tempdir().unwrap();
-    let table = common::unique("start");
-    let client = common::dynamodb().await;
-    streamlens_infra::dynamo::create_table_with_stream(&client, &table, "pk")
-        .await
-        .unwrap();
+    let (client, table) = common::table_with_stream("start").await;
     let mut writer = common::Writer::new(5);
     writer.write(&client, &table, 40).await;
 
