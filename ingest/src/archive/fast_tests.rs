@@ -161,6 +161,10 @@ fn field_order_whitespace_and_unknown_fields_do_not_matter() {
         r#"{"eventID":"e","eventName":"REMOVE","dynamodb":{"ApproximateCreationDateTime":1,"SequenceNumber":"9"},"userIdentity":{"principalId":"someone","type":"User","more":1}}"#,
         r#"{"eventID":"e","eventName":"REMOVE","dynamodb":{"ApproximateCreationDateTime":1,"SequenceNumber":"9"},"userIdentity":null,"shardId":null}"#,
         r#"{"eventID":"e","eventName":"INS\u0045RT","dynamodb":{"ApproximateCreationDateTime":1,"SequenceNumber":"\u0039"},"shardId":"sh\u00e9"}"#,
+        // Names that begin like known fields (the first eight bytes pick a candidate, the whole
+        // name must still match) and a short known name last on the line.
+        r#"{"eventIDs":"x","eventID":"e","eventNameX":1,"eventName":"INSERT","dynamodbb":{},"dynamodb":{"Keys2":[],"Keys":{},"ApproximateCreationDateTimeX":"no","ApproximateCreationDateTime":1,"SequenceNumber":"9","NewImageX":null},"shardI":"t","shardId":"s"}"#,
+        r#"{"eventName":"INSERT","dynamodb":{"SequenceNumber":"9","ApproximateCreationDateTime":1},"eventID":"e"}"#,
     ];
     for line in lines {
         assert!(check(line, &p), "fast path gave up on {line}");
