@@ -22,7 +22,7 @@ use streamlens_infra::{
 };
 use streamlens_ingest::archive::{
     decode_line, decode_projected, read_batches, read_projected_map, read_projected_with,
-    CompiledProjection, ReadOptions, ShardInterner,
+    CompiledProjection, DecodeCache, ReadOptions,
 };
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -102,12 +102,12 @@ fn decoder_alone(path: &Path, limit: usize) {
         let compiled = CompiledProjection::new(projection);
         let mut best: Option<Usage> = None;
         for _ in 0..3 {
-            let mut shards = ShardInterner::default();
+            let mut cache = DecodeCache::default();
             let meter = Meter::start();
             for chunk in lines.chunks(4096) {
                 let batch: Vec<_> = chunk
                     .iter()
-                    .map(|l| decode_projected(l, &compiled, &mut shards).unwrap())
+                    .map(|l| decode_projected(l, &compiled, &mut cache).unwrap())
                     .collect();
                 std::hint::black_box(batch);
             }

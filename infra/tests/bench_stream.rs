@@ -7,7 +7,7 @@ use streamlens_core::{projection::ProjectedChange, EventKind, Projection, Stream
 use streamlens_infra::sample::{stream_events, write_stream, StreamSpec};
 use streamlens_ingest::archive::{
     decode_line, decode_projected, fast::decode_projected_fast, read_projected, CompiledProjection,
-    ShardInterner,
+    DecodeCache,
 };
 
 fn spec() -> StreamSpec {
@@ -110,7 +110,7 @@ fn generated_records_decode_the_same_fast_and_through_serde() {
     write_stream(&path, spec()).unwrap();
     let projection = Projection::new(["status", "region", "amount", "items", "pk", "nope"]);
     let compiled = CompiledProjection::new(&projection);
-    let mut shards = ShardInterner::default();
+    let mut cache = DecodeCache::default();
     let mut read = Vec::new();
     let summary = read_projected(&path, &projection, 1000, |batch| {
         assert!(batch.quarantined.is_empty());
@@ -126,11 +126,11 @@ fn generated_records_decode_the_same_fast_and_through_serde() {
         let expected = ProjectedChange::from_event(event, &projection);
         assert_eq!(got, &expected);
         assert_eq!(
-            decode_projected(line.as_bytes(), &compiled, &mut shards).as_ref(),
+            decode_projected(line.as_bytes(), &compiled, &mut cache).as_ref(),
             Ok(&expected)
         );
         assert_eq!(
-            decode_projected_fast(line.as_bytes(), &compiled, &mut shards).as_ref(),
+            decode_projected_fast(line.as_bytes(), &compiled, &mut cache).as_ref(),
             Some(&expected)
         );
     }

@@ -22,17 +22,41 @@ fn slow(line: &str, projection: &CompiledProjection) -> Result<ProjectedChange, 
         .map_err(|q| q.reason)
 }
 
-/// Checks one line both ways; true when the fast path decoded it by itself.
+/// Checks one line both ways; true when the fast path decoded it by itself. The line is decoded
+/// twice with one cache, so that the second time it goes through the shape learned the first
+/// time, and once by the full scan alone.
 fn check(line: &str, projection: &CompiledProjection) -> bool {
-    let mut shards = ShardInterner::default();
+    let mut cache = DecodeCache::default();
     let expected = slow(line, projection);
-    let got = decode_projected(line.as_bytes(), projection, &mut shards);
-    match (&expected, &got) {
+    let fast = check_with(line, projection, &mut cache, &expected);
+    let shaped = cache.shapes() > 0;
+    let again = check_with(line, projection, &mut cache, &expected);
+    assert_eq!(fast, again, "{line}");
+    if shaped {
+        assert!(
+            cache.fitted() > 0,
+            "a learned shape did not fit its own line: {line}"
+        );
+    }
+    let scanned = decode_projected_scan(line.as_bytes(), projection, &mut DecodeCache::default());
+    assert_eq!(scanned.is_some(), fast, "{line}");
+    fast
+}
+
+/// Checks one line both ways with `cache` (which may hold shapes of other lines).
+fn check_with(
+    line: &str,
+    projection: &CompiledProjection,
+    cache: &mut DecodeCache,
+    expected: &Result<ProjectedChange, String>,
+) -> bool {
+    let got = decode_projected(line.as_bytes(), projection, cache);
+    match (expected, &got) {
         (Ok(a), Ok(b)) => assert_eq!(a, b, "{line}"),
         (Err(_), Err(_)) => {}
         _ => panic!("serde says {expected:?}, decode_projected says {got:?}: {line}"),
     }
-    let fast = decode_projected_fast(line.as_bytes(), projection, &mut shards);
+    let fast = decode_projected_fast(line.as_bytes(), projection, cache);
     if let Some(fast) = &fast {
         assert_eq!(Ok(fast), expected.as_ref(), "fast path: {line}");
     }
@@ -97,15 +121,15 @@ fn attribute_values_of_every_type_are_projected_like_serde() {
     for image in images {
         let line = record(image);
         assert!(check(&line, &p), "fast path gave up on {line}");
-        let change = decode_projected(line.as_bytes(), &p, &mut ShardInterner::default()).unwrap();
+        let change = decode_projected(line.as_bytes(), &p, &mut DecodeCache::default()).unwrap();
         assert_eq!(&*change.shard_id, "s-1");
     }
     let line = record(images[0]);
-    let change = decode_projected(line.as_bytes(), &p, &mut ShardInterner::default()).unwrap();
+    let change = decode_projected(line.as_bytes(), &p, &mut DecodeCache::default()).unwrap();
     let new = change.new.unwrap();
     assert_eq!(new[0].as_ref().unwrap().text.as_str(), "a\"b\\c/d\né😀");
     let line = record(images[5]);
-    let change = decode_projected(line.as_bytes(), &p, &mut ShardInterner::default()).unwrap();
+    let change = decode_projected(line.as_bytes(), &p, &mut DecodeCache::default()).unwrap();
     let a = change.new.unwrap()[4].clone().unwrap();
     assert_eq!(a.kind, ScalarKind::Other);
     assert_eq!(
@@ -169,7 +193,7 @@ fn field_order_whitespace_and_unknown_fields_do_not_matter() {
     for line in lines {
         assert!(check(line, &p), "fast path gave up on {line}");
     }
-    let ttl = decode_projected(lines[4].as_bytes(), &p, &mut ShardInterner::default()).unwrap();
+    let ttl = decode_projected(lines[4].as_bytes(), &p, &mut DecodeCache::default()).unwrap();
     assert!(ttl.ttl_delete);
 }
 
@@ -248,13 +272,13 @@ fn lines_serde_rejects_are_rejected() {
         ),
     ];
     for line in bad {
-        let got = decode_projected(line.as_bytes(), &p, &mut ShardInterner::default());
+        let got = decode_projected(line.as_bytes(), &p, &mut DecodeCache::default());
         assert!(got.is_err(), "accepted {line}: {got:?}");
         assert!(!check(line, &p), "fast path accepted {line}");
     }
-    let err = decode_projected(b"{not json", &p, &mut ShardInterner::default()).unwrap_err();
+    let err = decode_projected(b"{not json", &p, &mut DecodeCache::default()).unwrap_err();
     assert!(err.contains("invalid json"), "{err}");
-    let err = decode_projected(b"{\"a\":\"\xff\"}", &p, &mut ShardInterner::default()).unwrap_err();
+    let err = decode_projected(b"{\"a\":\"\xff\"}", &p, &mut DecodeCache::default()).unwrap_err();
     assert!(err.contains("UTF-8"), "{err}");
 }
 
@@ -289,11 +313,7 @@ fn unusual_shapes_serde_accepts_are_left_to_serde() {
 fn a_line_with_a_non_ascii_time_fraction_is_rejected_by_name() {
     // `parse_iso8601_ms` once sliced the fraction at byte 3, inside the `é`, and panicked.
     let line = r#"{"eventID":"1","eventName":"INSERT","dynamodb":{"ApproximateCreationDateTime":"2024-01-01T00:00:00.aaé","SequenceNumber":"1"}}"#;
-    let err = decode_projected(
-        line.as_bytes(),
-        &projection(),
-        &mut ShardInterner::default(),
-    );
+    let err = decode_projected(line.as_bytes(), &projection(), &mut DecodeCache::default());
     let err = err.unwrap_err();
     assert!(err.contains("ApproximateCreationDateTime"), "{err}");
 }
@@ -322,13 +342,108 @@ fn base64_validation_matches_the_base64_crate() {
 
 #[test]
 fn shards_are_interned() {
-    let mut shards = ShardInterner::default();
+    let mut shards = DecodeCache::default();
     let a = shards.intern("shard-a");
     for i in 0..20 {
         shards.intern(&format!("other-{i}"));
     }
     let again = shards.intern("shard-a");
     assert!(std::sync::Arc::ptr_eq(&a, &again));
+}
+
+#[test]
+fn lines_of_a_learned_shape_fit_it_and_decode_the_same() {
+    let p = projection();
+    let line = |id: &str,
+                seq: &str,
+                time: &str,
+                status: &str,
+                amount: &str,
+                t: bool,
+                shard: &str| {
+        format!(
+            r#"{{"eventID":"{id}","eventName":"MODIFY","eventVersion":"1.1","dynamodb":{{"ApproximateCreationDateTime":{time},"Keys":{{"pk":{{"S":"{id}"}},"bin":{{"B":"AAE="}}}},"NewImage":{{"status":{{"S":"{status}"}},"amount":{{"N":"{amount}"}},"t":{{"BOOL":{t}}},"other":{{"NS":["1"]}}}},"OldImage":{{"status":{{"S":"old"}}}},"SequenceNumber":"{seq}","SizeBytes":12,"StreamViewType":"NEW_AND_OLD_IMAGES"}},"shardId":"{shard}"}}"#
+        )
+    };
+    let mut cache = DecodeCache::default();
+    let lines = [
+        line("a1", "100", "1700000000", "paid", "1.5", true, "s-1"),
+        // Other values in every hole, escapes and non-ASCII text included.
+        line(
+            "b2",
+            "101",
+            "1700000060",
+            r#"sh\u00e9 \\ \"q\""#,
+            "-2E+3",
+            true,
+            "s-1",
+        ),
+        line(
+            "c3",
+            "102",
+            r#""2024-01-02T03:04:05.678Z""#,
+            "é😀",
+            "0",
+            true,
+            "s-2",
+        ),
+    ];
+    for l in &lines {
+        let expected = slow(l, &p);
+        assert!(expected.is_ok(), "{l}");
+        assert!(check_with(l, &p, &mut cache, &expected), "{l}");
+    }
+    // The first line was learned; the others fitted its shape (each is decoded twice), except
+    // the third, whose time is a string: a second shape, fitted the second time.
+    assert_eq!(cache.shapes(), 2);
+    assert_eq!(cache.fitted(), 1 + 2 + 1);
+
+    // What the shape does not cover goes to the full scan and to serde, and is judged the same:
+    // an empty event id, a time with a fraction, a size that does not fit, bad base64, a bad
+    // escape, a truncated line, a stray comma, a number where a boolean was.
+    let good = line("d4", "103", "1700000000", "x", "1", true, "s-1");
+    let bad = [
+        good.replace(r#""eventID":"d4""#, r#""eventID":"""#),
+        good.replace("1700000000", "1700000000.5"),
+        good.replace(
+            r#""SizeBytes":12"#,
+            r#""SizeBytes":123456789012345678901234"#,
+        ),
+        good.replace("AAE=", "AAE"),
+        good.replace(r#""S":"x""#, r#""S":"\x""#),
+        good[..good.len() - 1].to_owned(),
+        good.replace(r#""SizeBytes":12,"#, r#""SizeBytes":12,,"#),
+        good.replace(r#""t":{"BOOL":true}"#, r#""t":{"BOOL":1}"#),
+    ];
+    let fitted = cache.fitted();
+    for l in &bad {
+        assert_ne!(l, &good);
+        let expected = slow(l, &p);
+        check_with(l, &p, &mut cache, &expected);
+    }
+    assert_eq!(
+        cache.fitted(),
+        fitted,
+        "a line the shape does not cover fitted it"
+    );
+    let expected = slow(&good, &p);
+    assert!(check_with(&good, &p, &mut cache, &expected));
+    assert_eq!(cache.fitted(), fitted + 2);
+
+    // A repeated projected name that clears a value is not learned; its lines still decode.
+    let repeated = record(r#""NewImage":{"a":{"M":{"b":{"S":"1"}}},"a":{"S":"2"}}"#);
+    let mut cache = DecodeCache::default();
+    assert!(check_with(&repeated, &p, &mut cache, &slow(&repeated, &p)));
+    assert!(check_with(&repeated, &p, &mut cache, &slow(&repeated, &p)));
+    assert_eq!((cache.shapes(), cache.fitted()), (0, 0));
+
+    // Shapes belong to the projection they were learned with.
+    let other = CompiledProjection::new(&Projection::new(["amount"]));
+    let mut cache = DecodeCache::default();
+    decode_projected(lines[0].as_bytes(), &p, &mut cache).unwrap();
+    let expected = slow(&lines[1], &other);
+    assert!(check_with(&lines[1], &other, &mut cache, &expected));
+    assert_eq!(expected.unwrap().new.unwrap().len(), 1);
 }
 
 // Random records, serialised by serde, compact and with spaces between tokens.
@@ -530,6 +645,68 @@ proptest! {
         }
         if let Ok(line) = String::from_utf8(line) {
             check(&line, &p);
+            // And with the undamaged line's shape learned: a damaged line that seems to fit it
+            // must still be judged like serde.
+            let mut cache = DecodeCache::default();
+            decode_projected_fast(serde_json::to_string(&record).unwrap().as_bytes(), &p, &mut cache);
+            check_with(&line, &p, &mut cache, &slow(&line, &p));
         }
+    }
+
+    #[test]
+    fn records_with_other_values_in_a_learned_shape_decode_the_same(
+        record in stream_record(),
+        texts in prop::collection::vec(text(), 1..6),
+        numbers in prop::collection::vec(number(), 1..6),
+        id in "[a-z0-9]{0,8}",
+        sequence in "[0-9]{1,30}",
+        time in time(),
+        size in any::<u64>(),
+        shard in text(),
+    ) {
+        let p = projection();
+        let mut cache = DecodeCache::default();
+        let line = serde_json::to_string(&record).unwrap();
+        let learned = decode_projected_fast(line.as_bytes(), &p, &mut cache).is_some();
+        let mut other = record.clone();
+        let mut at = 0;
+        for item in [Some(&mut other.dynamodb.keys), other.dynamodb.new_image.as_mut(), other.dynamodb.old_image.as_mut()].into_iter().flatten() {
+            revalue(item, &texts, &numbers, &mut at);
+        }
+        other.event_id = id;
+        other.dynamodb.sequence_number = sequence;
+        other.dynamodb.approximate_creation_date_time = Some(time);
+        other.dynamodb.size_bytes = size;
+        if other.shard_id.is_some() {
+            other.shard_id = Some(shard);
+        }
+        let line = serde_json::to_string(&other).unwrap();
+        check_with(&line, &p, &mut cache, &slow(&line, &p));
+        prop_assert!(!learned || cache.shapes() <= 2);
+    }
+}
+
+/// Gives every `S` and `N` value of an item (nested ones too) another value from the pools.
+fn revalue(
+    item: &mut BTreeMap<String, AttributeValue>,
+    texts: &[String],
+    numbers: &[String],
+    at: &mut usize,
+) {
+    fn value(v: &mut AttributeValue, texts: &[String], numbers: &[String], at: &mut usize) {
+        *at += 1;
+        match v {
+            AttributeValue::S(s) => *s = texts[*at % texts.len()].clone(),
+            AttributeValue::N(n) => *n = numbers[*at % numbers.len()].clone(),
+            AttributeValue::SS(l) => l
+                .iter_mut()
+                .for_each(|s| *s = texts[*at % texts.len()].clone()),
+            AttributeValue::M(m) => m.values_mut().for_each(|v| value(v, texts, numbers, at)),
+            AttributeValue::L(l) => l.iter_mut().for_each(|v| value(v, texts, numbers, at)),
+            _ => {}
+        }
+    }
+    for v in item.values_mut() {
+        value(v, texts, numbers, at);
     }
 }

@@ -26,7 +26,7 @@ use streamlens_core::{ChangeEvent, StreamRecord};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use fast::{decode_projected, CompiledProjection, ShardInterner};
+pub use fast::{decode_projected, CompiledProjection, DecodeCache};
 pub use parallel::{
     read_projected, read_projected_map, read_projected_with, ProjectedBatch, ReadOptions,
     ReadSummary,

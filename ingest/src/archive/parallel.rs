@@ -21,7 +21,7 @@ use std::{
 
 use streamlens_core::projection::{ProjectedChange, Projection};
 
-use super::fast::{decode_projected, CompiledProjection, ShardInterner};
+use super::fast::{decode_projected, CompiledProjection, DecodeCache};
 use crate::{Error, Quarantined};
 
 /// Changes decoded from an archive, and the lines that could not be.
@@ -315,7 +315,7 @@ fn decode_chunk(
     first: u64,
     name: &str,
     projection: &CompiledProjection,
-    shards: &mut ShardInterner,
+    cache: &mut DecodeCache,
     track: bool,
 ) -> Chunk {
     let mut out = Chunk {
@@ -349,7 +349,7 @@ fn decode_chunk(
         if blank(line) {
             continue;
         }
-        match decode_projected(line, projection, shards) {
+        match decode_projected(line, projection, cache) {
             Ok(change) => {
                 out.batch.changes.push(change);
                 if track {
@@ -560,7 +560,7 @@ fn pipeline<T: Send>(
     input.skip(options.skip_lines)?;
     let threads = options.threads;
     if threads == 0 {
-        let mut shards = ShardInterner::default();
+        let mut cache = DecodeCache::default();
         let mut buf = Vec::new();
         while !input.done {
             let before = input.fill(&mut buf)?;
@@ -572,7 +572,7 @@ fn pipeline<T: Send>(
                 before + 1,
                 &name,
                 projection,
-                &mut shards,
+                &mut cache,
                 options.positions,
             );
             if !sink(map(chunk)) {
@@ -591,7 +591,7 @@ fn pipeline<T: Send>(
             let tx = tx.clone();
             let (permits, stop, input, path, name) = (&permits, &stop, &input, &path, &name);
             scope.spawn(move || {
-                let mut shards = ShardInterner::default();
+                let mut cache = DecodeCache::default();
                 let mut buf = Vec::new();
                 while permits.acquire() {
                     let (seq, read) = {
@@ -616,7 +616,7 @@ fn pipeline<T: Send>(
                                 before + 1,
                                 name,
                                 projection,
-                                &mut shards,
+                                &mut cache,
                                 options.positions,
                             ))
                         }))

@@ -22,10 +22,19 @@
 //! values of the compound types (`B`, `M`, `L`, `SS`, `NS`, `BS`) are rebuilt with serde from the
 //! value's own text, so their label is the serde label by construction.
 
-use std::{collections::HashSet, sync::Arc};
+mod shape;
+
+use std::{
+    collections::HashSet,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
 
 use compact_str::CompactString;
 
+pub use shape::DecodeCache;
 use streamlens_core::{
     event::parse_iso8601_ms,
     projection::{ProjectedChange, Projection, Scalar, ScalarKind},
@@ -37,6 +46,9 @@ use streamlens_core::{
 pub struct CompiledProjection {
     projection: Projection,
     root: Node,
+    /// Tells compiled projections apart (a clone keeps it): the shapes a [`DecodeCache`] learned
+    /// hold the slots of one projection.
+    id: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -91,9 +103,11 @@ impl CompiledProjection {
             node.slot = Some(slot);
         }
         root.fill_subtree();
+        static IDS: AtomicU64 = AtomicU64::new(1);
         CompiledProjection {
             projection: projection.clone(),
             root,
+            id: IDS.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -193,7 +207,7 @@ const STREAM_VIEW_TYPE: usize = 6;
 
 /// Shares one `Arc<str>` between the changes of a shard.
 #[derive(Debug, Default)]
-pub struct ShardInterner {
+pub(crate) struct ShardInterner {
     recent: Vec<Arc<str>>,
     all: HashSet<Arc<str>>,
 }
@@ -231,19 +245,19 @@ impl ShardInterner {
 pub fn decode_projected(
     line: &[u8],
     projection: &CompiledProjection,
-    shards: &mut ShardInterner,
+    cache: &mut DecodeCache,
 ) -> Result<ProjectedChange, String> {
-    if let Some(change) = decode_projected_fast(line, projection, shards) {
+    if let Some(change) = decode_projected_fast(line, projection, cache) {
         return Ok(change);
     }
-    decode_projected_exact(line, projection, shards)
+    decode_projected_exact(line, projection, cache)
 }
 
 /// The serde path of [`decode_projected`]: `decode_line` and `ProjectedChange::from_event`.
 pub fn decode_projected_exact(
     line: &[u8],
     projection: &CompiledProjection,
-    shards: &mut ShardInterner,
+    cache: &mut DecodeCache,
 ) -> Result<ProjectedChange, String> {
     let text =
         std::str::from_utf8(line).map_err(|e| format!("the line is not valid UTF-8: {e}"))?;
@@ -252,16 +266,44 @@ pub fn decode_projected_exact(
         .map_err(|_| "the record decoder panicked on this line".to_owned())?
         .map_err(|q| q.reason)?;
     let mut change = ProjectedChange::from_event(&event, &projection.projection);
-    change.shard_id = shards.intern(&event.shard_id);
+    change.shard_id = cache.intern(&event.shard_id);
     Ok(change)
 }
 
 /// The fast path of [`decode_projected`] alone: `None` when the line is not in the common shape
-/// or is invalid, and must go through the serde decoder.
+/// or is invalid, and must go through the serde decoder. A line that fits the shape of one
+/// decoded before is decoded through that shape (see [`shape`]); the others are scanned in full,
+/// and their shape is learned.
 pub fn decode_projected_fast(
     line: &[u8],
     projection: &CompiledProjection,
-    shards: &mut ShardInterner,
+    cache: &mut DecodeCache,
+) -> Option<ProjectedChange> {
+    let text = simdutf8::basic::from_utf8(line).ok()?;
+    let (fitted, trace) = cache.fit(text, projection);
+    if fitted.is_some() {
+        return fitted;
+    }
+    let mut scanner = Scanner {
+        s: text,
+        b: line,
+        i: 0,
+        depth: 0,
+        trace,
+    };
+    let change = scanner.record(projection, &mut cache.shards).ok()?;
+    if let Some(trace) = scanner.trace.take() {
+        cache.learn(line, trace, &change);
+    }
+    Some(change)
+}
+
+/// [`decode_projected_fast`] without shapes: every line scanned in full (for tests and
+/// benchmarks).
+pub fn decode_projected_scan(
+    line: &[u8],
+    projection: &CompiledProjection,
+    cache: &mut DecodeCache,
 ) -> Option<ProjectedChange> {
     let text = simdutf8::basic::from_utf8(line).ok()?;
     let mut scanner = Scanner {
@@ -269,8 +311,9 @@ pub fn decode_projected_fast(
         b: line,
         i: 0,
         depth: 0,
+        trace: None,
     };
-    scanner.record(projection, shards).ok()
+    scanner.record(projection, &mut cache.shards).ok()
 }
 
 /// Give up: the line needs the serde decoder.
@@ -394,6 +437,8 @@ struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
     depth: u32,
+    /// While learning a line's shape: its holes so far.
+    trace: Option<shape::Trace>,
 }
 
 /// The DynamoDB type of an attribute value.
@@ -462,6 +507,20 @@ impl<'a> Scanner<'a> {
             return Err(Bail);
         }
         self.i += 1;
+        let s = self.string_body()?;
+        if let Some(trace) = &mut self.trace {
+            trace.hole(
+                self.i - 1 - s.raw.len(),
+                self.i,
+                shape::Hole::Str(shape::Role::None),
+            );
+        }
+        Ok(s)
+    }
+
+    /// The rest of a string after its opening quote, to its closing quote (consumed).
+    #[inline(always)]
+    fn string_body(&mut self) -> R<Str<'a>> {
         let start = self.i;
         let mut escaped = false;
         loop {
@@ -529,6 +588,19 @@ impl<'a> Scanner<'a> {
 
     /// A number (JSON grammar), after spaces; its text.
     fn number(&mut self) -> R<&'a [u8]> {
+        let number = self.number_text()?;
+        if let Some(trace) = &mut self.trace {
+            trace.hole(
+                self.i - number.len(),
+                self.i,
+                shape::Hole::Num(shape::Role::None),
+            );
+        }
+        Ok(number)
+    }
+
+    /// [`Self::number`] without tracing.
+    fn number_text(&mut self) -> R<&'a [u8]> {
         self.ws();
         let start = self.i;
         if self.peek() == b'-' {
@@ -640,6 +712,7 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn key(&mut self) -> R<Str<'a>> {
         let key = self.string()?;
+        self.fixed();
         self.eat(b':')?;
         Ok(key)
     }
@@ -681,6 +754,30 @@ impl<'a> Scanner<'a> {
             .position(|f| same(&f.written[1..f.written.len() - 2], key)))
     }
 
+    /// The value just read is part of the line's shape, not a hole (names, event names, the
+    /// stream view type: text that repeats from line to line).
+    #[inline(always)]
+    fn fixed(&mut self) {
+        if let Some(trace) = &mut self.trace {
+            trace.holes.pop();
+        }
+    }
+
+    /// What the value just read is for.
+    #[inline(always)]
+    fn role(&mut self, role: shape::Role) {
+        if let Some(trace) = &mut self.trace {
+            trace.role(role);
+        }
+    }
+
+    /// The line cannot serve as a shape.
+    fn unlearnable(&mut self) {
+        if let Some(trace) = &mut self.trace {
+            trace.learnable = false;
+        }
+    }
+
     /// Any JSON value, validated and skipped.
     fn skip_value(&mut self) -> R<()> {
         match self.next_token() {
@@ -717,6 +814,14 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// `null` or a string that is part of the line's shape.
+    fn fixed_optional_string(&mut self) -> R<()> {
+        if self.optional_string()?.is_some() {
+            self.fixed();
+        }
+        Ok(())
+    }
+
     /// `null` or a string.
     fn optional_string(&mut self) -> R<Option<Str<'a>>> {
         if self.null()? {
@@ -728,6 +833,7 @@ impl<'a> Scanner<'a> {
     /// A base64 binary as the serde decoder accepts it (standard alphabet, canonical padding).
     fn binary(&mut self) -> R<()> {
         let s = self.string()?;
+        self.role(shape::Role::Base64);
         let text = s.text()?;
         if valid_base64(text.as_bytes()) {
             Ok(())
@@ -804,12 +910,21 @@ impl<'a> Scanner<'a> {
                 self.leave();
                 // Straight into the slot: the common case, without moving the value around.
                 if let Some(slot) = slot {
+                    let kind = if ty == Type::S {
+                        ScalarKind::S
+                    } else {
+                        ScalarKind::N
+                    };
+                    if let Some(trace) = &mut self.trace {
+                        // The string's hole is the one before the closing brace.
+                        trace.role(shape::Role::Slot {
+                            new: trace.new_image,
+                            slot,
+                            kind,
+                        });
+                    }
                     out[slot] = Some(Scalar {
-                        kind: if ty == Type::S {
-                            ScalarKind::S
-                        } else {
-                            ScalarKind::N
-                        },
+                        kind,
                         text: s.compact()?,
                     });
                 }
@@ -852,6 +967,21 @@ impl<'a> Scanner<'a> {
         self.eat(b'}')?;
         self.leave();
         if let Some(slot) = slot {
+            if let Some(trace) = &mut self.trace {
+                match &scalar {
+                    // `true`, `false`, `null`: part of the shape, written as they were.
+                    Some(scalar) => trace.holes.push(shape::Slotted {
+                        start: self.i,
+                        end: self.i,
+                        hole: shape::Hole::Fixed {
+                            new: trace.new_image,
+                            slot,
+                            scalar: scalar.clone(),
+                        },
+                    }),
+                    None => trace.learnable = false,
+                }
+            }
             out[slot] = match scalar {
                 Some(scalar) => Some(scalar),
                 // Compound values: their label is their serde JSON.
@@ -879,7 +1009,10 @@ impl<'a> Scanner<'a> {
             if let Some(child) = child {
                 // A repeated name replaces the earlier value (the last one wins in a map).
                 for &slot in &child.subtree {
-                    out[slot] = None;
+                    if out[slot].take().is_some() {
+                        // A shape only writes slots: it cannot clear them.
+                        self.unlearnable();
+                    }
                 }
             }
             self.attribute(child, out)?;
@@ -892,9 +1025,16 @@ impl<'a> Scanner<'a> {
     }
 
     /// `null` or an item projected by `projection`.
-    fn image(&mut self, projection: &CompiledProjection) -> R<Option<Box<[Option<Scalar>]>>> {
+    fn image(
+        &mut self,
+        projection: &CompiledProjection,
+        new: bool,
+    ) -> R<Option<Box<[Option<Scalar>]>>> {
         if self.null()? {
             return Ok(None);
+        }
+        if let Some(trace) = &mut self.trace {
+            trace.new_image = new;
         }
         let mut values = vec![None; projection.slots()];
         self.item(Some(&projection.root), &mut values)?;
@@ -907,6 +1047,7 @@ impl<'a> Scanner<'a> {
             b'n' => self.literal(b"null").map(|_| None),
             b'"' => {
                 let text = self.string()?.text()?;
+                self.role(shape::Role::Time);
                 if !text.is_ascii() {
                     return Err(Bail);
                 }
@@ -914,13 +1055,15 @@ impl<'a> Scanner<'a> {
             }
             b'-' | b'0'..=b'9' => {
                 let number = self.number()?;
+                self.role(shape::Role::Time);
                 if number.len() <= 15 {
                     if let Some(secs) = digits(number) {
                         return Ok(Some(secs as i64 * 1000));
                     }
                 }
                 // Fractions, exponents, signs, big numbers: serde_json's own number, then the
-                // rule of `parse_creation_time`.
+                // rule of `parse_creation_time` (which a shape does not apply: not learned).
+                self.unlearnable();
                 match serde_json::from_slice::<serde_json::Value>(number).map_err(|_| Bail)? {
                     serde_json::Value::Number(n) => match n.as_i64() {
                         Some(secs) => secs.checked_mul(1000).map(Some).ok_or(Bail),
@@ -957,12 +1100,14 @@ impl<'a> Scanner<'a> {
                         return Err(Bail);
                     }
                     self.string()?;
+                    self.fixed();
                 }
                 b"principalId" => {
                     if principal.is_some() {
                         return Err(Bail);
                     }
                     let s = self.string()?;
+                    self.fixed();
                     principal = Some(if s.escaped {
                         s.text()? == "dynamodb.amazonaws.com"
                     } else {
@@ -1007,23 +1152,25 @@ impl<'a> Scanner<'a> {
                 }
                 Some(NEW_IMAGE) => {
                     once(4)?;
-                    change.new = self.image(projection)?;
+                    change.new = self.image(projection, true)?;
                 }
                 Some(OLD_IMAGE) => {
                     once(8)?;
-                    change.old = self.image(projection)?;
+                    change.old = self.image(projection, false)?;
                 }
                 Some(SEQUENCE_NUMBER) => {
                     once(16)?;
                     change.sequence = Some(self.string()?);
+                    self.role(shape::Role::Sequence);
                 }
                 Some(SIZE_BYTES) => {
                     once(32)?;
                     digits(self.number()?).ok_or(Bail)?;
+                    self.role(shape::Role::SizeBytes);
                 }
                 Some(STREAM_VIEW_TYPE) => {
                     once(64)?;
-                    self.optional_string()?;
+                    self.fixed_optional_string()?;
                 }
                 _ => self.skip_value()?,
             }
@@ -1059,6 +1206,7 @@ impl<'a> Scanner<'a> {
                 Some(EVENT_ID) => {
                     once(1)?;
                     id = !self.string()?.raw.is_empty();
+                    self.role(shape::Role::EventId);
                     if !id {
                         return Err(Bail);
                     }
@@ -1066,18 +1214,19 @@ impl<'a> Scanner<'a> {
                 Some(EVENT_NAME) => {
                     once(2)?;
                     name = Some(self.string()?);
+                    self.fixed();
                 }
                 Some(EVENT_VERSION) => {
                     once(4)?;
-                    self.optional_string()?;
+                    self.fixed_optional_string()?;
                 }
                 Some(EVENT_SOURCE) => {
                     once(8)?;
-                    self.optional_string()?;
+                    self.fixed_optional_string()?;
                 }
                 Some(AWS_REGION) => {
                     once(16)?;
-                    self.optional_string()?;
+                    self.fixed_optional_string()?;
                 }
                 Some(DYNAMODB) => {
                     once(32)?;
@@ -1091,6 +1240,9 @@ impl<'a> Scanner<'a> {
                 Some(SHARD_ID) => {
                     once(128)?;
                     shard = self.optional_string()?;
+                    if shard.is_some() {
+                        self.role(shape::Role::Shard);
+                    }
                 }
                 _ => self.skip_value()?,
             }

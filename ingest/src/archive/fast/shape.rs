@@ -1,0 +1,365 @@
+//! Line shapes: the scanner's answer for a line that looks like one it has seen.
+//!
+//! The lines of an archive repeat themselves. Each change of a table carries the same field
+//! names in the same order, the same event names, view type and attribute names; only a few
+//! values differ from line to line (the event id, the times, the sequence number, the attribute
+//! values). A *shape* is a line with those values cut out: the fixed stretches of text between
+//! the *holes*, and what each hole is for.
+//!
+//! The scanner learns a shape from a line it decoded in full (and validated: see the parent
+//! module). A later line *fits* the shape when it is the same text around the holes and each hole
+//! holds a valid value of its kind: a JSON string (escapes checked) or a JSON number (grammar
+//! checked). Such a line is a JSON document with exactly the structure of the learned one, the
+//! same names in the same places, leaf values aside. Everything the full scan checks about
+//! structure (syntax, the types of known fields, duplicate fields, the shape of every attribute
+//! value) therefore holds for it as it held for the learned line, and only the holes need
+//! checking: the same checks the full scan makes of those values (a non-empty event id, a time
+//! in the common form, a size that fits, base64 for binaries). A line that does not fit, or a
+//! hole whose value the fast rules do not cover, goes through the full scan, exactly as before.
+//!
+//! A line is not learned when a projected value is compound (its label comes from serde) or
+//! when a repeated attribute name clears a projected value: a shape only ever writes slots.
+
+use std::sync::Arc;
+
+use streamlens_core::{
+    event::parse_iso8601_ms,
+    projection::{ProjectedChange, Scalar, ScalarKind},
+    EventKind,
+};
+
+use super::{digits, valid_base64, CompiledProjection, Scanner, ShardInterner};
+
+/// What a hole's value is for.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Role {
+    /// Only checked (a value the projection does not keep).
+    None,
+    /// `eventID`: must not be empty.
+    EventId,
+    /// `ApproximateCreationDateTime`.
+    Time,
+    /// `SequenceNumber`.
+    Sequence,
+    /// `SizeBytes`: digits that fit a `u64`.
+    SizeBytes,
+    /// `shardId`.
+    Shard,
+    /// A binary attribute value: canonical base64.
+    Base64,
+    /// A projected `S` or `N` value of the new (or old) image.
+    Slot {
+        new: bool,
+        slot: usize,
+        kind: ScalarKind,
+    },
+}
+
+/// A hole of a shape.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Hole {
+    /// A string: its text and closing quote (the opening quote is the shape's).
+    Str(Role),
+    /// A number.
+    Num(Role),
+    /// No text: a projected `true`, `false` or `null`, which is part of the shape's text.
+    Fixed {
+        new: bool,
+        slot: usize,
+        scalar: Scalar,
+    },
+}
+
+/// A hole where the learned line had it.
+#[derive(Debug)]
+pub(super) struct Slotted {
+    pub(super) start: usize,
+    pub(super) end: usize,
+    pub(super) hole: Hole,
+}
+
+/// The holes of a line being learned, as the scanner meets them.
+#[derive(Debug)]
+pub(super) struct Trace {
+    pub(super) holes: Vec<Slotted>,
+    /// Which image the scanner is in.
+    pub(super) new_image: bool,
+    /// False when the line cannot be a shape.
+    pub(super) learnable: bool,
+}
+
+impl Trace {
+    fn new() -> Self {
+        Trace {
+            holes: Vec::with_capacity(32),
+            new_image: true,
+            learnable: true,
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn hole(&mut self, start: usize, end: usize, hole: Hole) {
+        self.holes.push(Slotted { start, end, hole });
+    }
+
+    /// The role of the hole just read.
+    #[inline(always)]
+    pub(super) fn role(&mut self, role: Role) {
+        match self.holes.last_mut() {
+            Some(Slotted {
+                hole: Hole::Str(r) | Hole::Num(r),
+                ..
+            }) => *r = role,
+            _ => self.learnable = false,
+        }
+    }
+}
+
+/// A learned line shape.
+#[derive(Debug)]
+struct Shape {
+    /// The fixed text, all stretches back to back.
+    text: Box<[u8]>,
+    /// Each hole, with the end in `text` of the stretch before it.
+    holes: Box<[(usize, Hole)]>,
+    kind: EventKind,
+    ttl_delete: bool,
+    new: bool,
+    old: bool,
+    /// Whether a hole holds the shard id (otherwise it is `null` or absent: empty).
+    shard: Option<Arc<str>>,
+}
+
+/// What one decoding thread remembers between lines: the shard ids it has shared and the shapes
+/// of recent lines.
+#[derive(Debug, Default)]
+pub struct DecodeCache {
+    pub(super) shards: ShardInterner,
+    shapes: Vec<Shape>,
+    /// The projection the shapes were learned with.
+    projection: u64,
+    /// Lines in a row that fit no shape.
+    misses: u32,
+    /// Lines still to decode without trying shapes (after many misses: lines that vary too
+    /// much for shapes to pay).
+    cold: u32,
+    /// Lines decoded through a shape.
+    fitted: u64,
+}
+
+impl DecodeCache {
+    /// Shapes kept: the most recently fitted first.
+    const SHAPES: usize = 8;
+    /// Misses in a row after which shapes rest for [`Self::REST`] lines.
+    const MISSES: u32 = 64;
+    const REST: u32 = 4096;
+
+    /// The shared id of a shard.
+    pub fn intern(&mut self, id: &str) -> Arc<str> {
+        self.shards.intern(id)
+    }
+
+    /// The line decoded through a learned shape, or `None` when it fits none (or shapes are
+    /// resting). Either way, whether to trace the full scan to learn its shape.
+    pub(super) fn fit(
+        &mut self,
+        line: &str,
+        projection: &CompiledProjection,
+    ) -> (Option<ProjectedChange>, Option<Trace>) {
+        if self.projection != projection.id {
+            self.shapes.clear();
+            self.projection = projection.id;
+        }
+        if self.cold > 0 {
+            self.cold -= 1;
+            return (None, None);
+        }
+        for at in 0..self.shapes.len() {
+            if let Some(change) = fit(&self.shapes[at], line, projection, &mut self.shards) {
+                if at > 0 {
+                    self.shapes[..=at].rotate_right(1);
+                }
+                self.misses = 0;
+                self.fitted += 1;
+                return (Some(change), None);
+            }
+        }
+        self.misses += 1;
+        if self.misses >= Self::MISSES {
+            self.misses = 0;
+            self.cold = Self::REST;
+            return (None, None);
+        }
+        (None, Some(Trace::new()))
+    }
+
+    /// Keeps the shape of a line the full scan decoded with `trace`.
+    pub(super) fn learn(&mut self, line: &[u8], trace: Trace, change: &ProjectedChange) {
+        if !trace.learnable {
+            return;
+        }
+        let mut text = Vec::with_capacity(line.len());
+        let mut holes = Vec::with_capacity(trace.holes.len());
+        let mut at = 0;
+        let mut shard = None;
+        for Slotted { start, end, hole } in trace.holes {
+            if start < at || end < start {
+                return;
+            }
+            text.extend_from_slice(&line[at..start]);
+            at = end;
+            if hole == Hole::Str(Role::Shard) {
+                shard = Some(change.shard_id.clone());
+            }
+            holes.push((text.len(), hole));
+        }
+        text.extend_from_slice(&line[at..]);
+        if self.shapes.len() == Self::SHAPES {
+            self.shapes.pop();
+        }
+        self.shapes.insert(
+            0,
+            Shape {
+                text: text.into(),
+                holes: holes.into(),
+                kind: change.kind.clone(),
+                ttl_delete: change.ttl_delete,
+                new: change.new.is_some(),
+                old: change.old.is_some(),
+                shard,
+            },
+        );
+    }
+
+    /// Shapes known.
+    pub fn shapes(&self) -> usize {
+        self.shapes.len()
+    }
+
+    /// Lines decoded through a shape so far.
+    pub fn fitted(&self) -> u64 {
+        self.fitted
+    }
+}
+
+/// Decodes `line` through `shape`, or `None` when it does not fit (or a value needs the full
+/// scan's rules).
+fn fit(
+    shape: &Shape,
+    line: &str,
+    projection: &CompiledProjection,
+    shards: &mut ShardInterner,
+) -> Option<ProjectedChange> {
+    let mut sc = Scanner {
+        s: line,
+        b: line.as_bytes(),
+        i: 0,
+        depth: 0,
+        trace: None,
+    };
+    let text = &shape.text[..];
+    let image = || Some(vec![None; projection.slots()].into_boxed_slice());
+    let mut new = if shape.new { image() } else { None };
+    let mut old = if shape.old { image() } else { None };
+    let (mut time, mut sequence, mut shard_id) = (None, None, None);
+    let mut from = 0;
+    for (to, hole) in &shape.holes[..] {
+        sc.stretch(&text[from..*to])?;
+        from = *to;
+        match hole {
+            Hole::Str(role) => {
+                let s = sc.string_body().ok()?;
+                match role {
+                    Role::None => {}
+                    Role::EventId => {
+                        if s.raw.is_empty() {
+                            return None;
+                        }
+                    }
+                    Role::Time => {
+                        let text = s.text().ok()?;
+                        if !text.is_ascii() {
+                            return None;
+                        }
+                        time = Some(parse_iso8601_ms(&text)?);
+                    }
+                    Role::Sequence => sequence = Some(s.compact().ok()?),
+                    Role::Shard => {
+                        shard_id = Some(match &shape.shard {
+                            Some(known) if !s.escaped && **known == *s.raw => known.clone(),
+                            _ => shards.intern(&s.text().ok()?),
+                        })
+                    }
+                    Role::Base64 => {
+                        if !valid_base64(s.text().ok()?.as_bytes()) {
+                            return None;
+                        }
+                    }
+                    Role::Slot { new: n, slot, kind } => {
+                        let image = if *n { &mut new } else { &mut old };
+                        image.as_mut()?[*slot] = Some(Scalar {
+                            kind: *kind,
+                            text: s.compact().ok()?,
+                        });
+                    }
+                    Role::SizeBytes => return None,
+                }
+            }
+            Hole::Num(role) => {
+                let number = sc.number_text().ok()?;
+                match role {
+                    Role::None => {}
+                    Role::Time => {
+                        if number.len() > 15 {
+                            return None;
+                        }
+                        time = Some(digits(number)? as i64 * 1000);
+                    }
+                    Role::SizeBytes => {
+                        digits(number)?;
+                    }
+                    _ => return None,
+                }
+            }
+            Hole::Fixed {
+                new: n,
+                slot,
+                scalar,
+            } => {
+                let image = if *n { &mut new } else { &mut old };
+                image.as_mut()?[*slot] = Some(scalar.clone());
+            }
+        }
+    }
+    sc.stretch(&text[from..])?;
+    if sc.i != sc.b.len() {
+        return None;
+    }
+    Some(ProjectedChange {
+        kind: shape.kind.clone(),
+        event_time_ms: time?,
+        sequence_number: sequence?,
+        shard_id: match shard_id {
+            Some(id) => id,
+            None if shape.shard.is_none() => shards.intern(""),
+            None => return None,
+        },
+        old,
+        new,
+        ttl_delete: shape.ttl_delete,
+    })
+}
+
+impl Scanner<'_> {
+    /// The shape's fixed `text` next.
+    #[inline(always)]
+    fn stretch(&mut self, text: &[u8]) -> Option<()> {
+        let here = self.b.get(self.i..self.i + text.len())?;
+        if super::same(here, text) {
+            self.i += text.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+}
