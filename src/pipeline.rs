@@ -14,7 +14,9 @@ use std::{
 };
 
 use streamlens_aggregator::{store::StoredCheckpoint, window::Rejected, Store, WindowEngine};
-use streamlens_core::{AggregateDoc, ChangeDoc, EventKind, StreamRecord};
+use streamlens_core::{
+    projection::ProjectedChange, AggregateDoc, ChangeDoc, EventKind, StreamRecord,
+};
 use streamlens_ingest::{
     archive::ArchiveWriter, Batch, Checkpoint, Commit, Committer, Quarantined, Source,
     SourceSummary,
@@ -193,7 +195,8 @@ pub async fn run(
         }
         let started = Instant::now();
         let mut all = Vec::with_capacity(events);
-        let mut projected = Vec::new();
+        // Projected changes stay in the batches they came in (not copied into one vector).
+        let mut projected: Vec<Vec<ProjectedChange>> = Vec::with_capacity(pending.len());
         let mut moved = false;
         for batch in pending.drain(..) {
             received.events += (batch.events.len() + batch.projected.len()) as u64;
@@ -220,11 +223,14 @@ pub async fn run(
             moved |= !batch.positions.is_empty();
             positions.extend(batch.positions);
             all.extend(batch.events);
-            projected.extend(batch.projected);
+            if !batch.projected.is_empty() {
+                projected.push(batch.projected);
+            }
         }
+        let projected_len: usize = projected.iter().map(Vec::len).sum();
         progress
             .events
-            .fetch_add((all.len() + projected.len()) as u64, Ordering::Relaxed);
+            .fetch_add((all.len() + projected_len) as u64, Ordering::Relaxed);
         if let Some(archive) = archive.as_mut() {
             archive.append(&all)?;
         }
@@ -232,7 +238,7 @@ pub async fn run(
         for kind in all
             .iter()
             .map(|e| &e.kind)
-            .chain(projected.iter().map(|p| &p.kind))
+            .chain(projected.iter().flatten().map(|p| &p.kind))
         {
             kinds[match kind {
                 EventKind::Insert => 0,
@@ -264,7 +270,8 @@ pub async fn run(
         let pass = tokio::task::spawn_blocking(move || {
             let applied = engine.apply(&all).and_then(|mut rejected| {
                 let offset = all.len();
-                for r in engine.apply_projected(&projected)? {
+                let parts: Vec<&[ProjectedChange]> = projected.iter().map(Vec::as_slice).collect();
+                for r in engine.apply_projected_parts(&parts)? {
                     rejected.push(Rejected {
                         index: offset + r.index,
                         ..r
@@ -310,13 +317,13 @@ pub async fn run(
                     serde_json::to_string(&StreamRecord::from(event)).unwrap_or_default(),
                 ),
                 // A projected change keeps no raw record: it is in the archive it was read from.
-                None => {
-                    let p = &projected[rejected.index - all.len()];
-                    (
-                        format!("shard {} seq {}", p.shard_id, p.sequence_number),
-                        String::new(),
-                    )
-                }
+                None => (
+                    match projected.iter().flatten().nth(rejected.index - all.len()) {
+                        Some(p) => format!("shard {} seq {}", p.shard_id, p.sequence_number),
+                        None => format!("change {} of the pass", rejected.index),
+                    },
+                    String::new(),
+                ),
             };
             quarantine.put(&Quarantined {
                 origin,
@@ -325,7 +332,11 @@ pub async fn run(
             })?;
         }
         drop(all);
-        drop(projected);
+        // Freeing a pass's changes (two small allocations each) is left to a blocking thread,
+        // off the path of the next pass.
+        if projected_len > 0 {
+            tokio::task::spawn_blocking(move || drop(projected));
+        }
         let docs = engine.take_changed();
         let checkpoint = (moved && committer.is_none()).then(|| StoredCheckpoint {
             pipeline: engine.spec().name.clone(),

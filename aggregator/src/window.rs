@@ -321,10 +321,22 @@ impl WindowEngine {
 
     /// Aggregates a micro-batch of projected changes (projected with [`Self::projection`]).
     pub fn apply_projected(&mut self, changes: &[ProjectedChange]) -> Result<Vec<Rejected>, Error> {
+        self.apply_projected_parts(&[changes])
+    }
+
+    /// [`Self::apply_projected`] for a micro-batch in several parts (the batches a source
+    /// delivered, not copied into one): the same as applying their concatenation, and
+    /// [`Rejected::index`] counts in that concatenation.
+    pub fn apply_projected_parts(
+        &mut self,
+        parts: &[&[ProjectedChange]],
+    ) -> Result<Vec<Rejected>, Error> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let changes = parts.iter().flat_map(|p| p.iter());
         let metrics = self.spec.metrics.len();
         let mut rows = Rows {
-            bases: vec![Vec::with_capacity(changes.len() * 2); self.windows.len()],
-            dims: vec![Vec::with_capacity(changes.len() * 2); self.spec.dimensions.len()],
+            bases: vec![Vec::with_capacity(total * 2); self.windows.len()],
+            dims: vec![Vec::with_capacity(total * 2); self.spec.dimensions.len()],
             sums: vec![Vec::new(); metrics],
             counts: vec![Vec::new(); metrics],
             values: vec![Vec::new(); metrics],
@@ -332,7 +344,7 @@ impl WindowEngine {
             ..Rows::default()
         };
         let mut rejected = Vec::new();
-        for (index, change) in changes.iter().enumerate() {
+        for (index, change) in changes.enumerate() {
             match self.rows_of(change, &mut rows) {
                 Ok(()) => {}
                 Err((reason, late)) => {
