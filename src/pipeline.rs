@@ -176,10 +176,24 @@ pub async fn run(
     } else {
         MAX_EVENTS_PER_PASS
     };
+    // The last pass's writes, still running while this pass computes.
+    let mut writing: Option<tokio::task::JoinHandle<Result<PassWritten, PipelineError>>> = None;
     loop {
-        let first = tokio::select! {
-            batch = rx.recv() => batch,
-            _ = shutdown.cancelled() => None,
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let first = match rx.try_recv() {
+            Ok(batch) => Some(batch),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // Nothing is waiting: the last pass's writes are finished before this waits, so
+                // a change is never kept from readers by the absence of later ones.
+                finish(&mut writing, &mut summary, &mut quarantine).await?;
+                tokio::select! {
+                    batch = rx.recv() => batch,
+                    _ = shutdown.cancelled() => None,
+                }
+            }
         };
         let Some(first) = first else { break };
         pending.push(first);
@@ -348,47 +362,35 @@ pub async fn run(
             version: engine.version(),
             ..Default::default()
         });
-        if !docs.is_empty() || checkpoint.is_some() {
-            let written = store.write(&docs, checkpoint.as_ref()).await?;
-            for refused in written.rejected {
-                // The store refused the document itself (a mapping error): kept with its reason.
-                quarantine.put(&Quarantined {
-                    origin: format!("aggregate {}", refused.id),
-                    reason: format!("the store refused the document: {}", refused.reason),
-                    raw: refused.json,
-                })?;
-                metrics::counter!("streamlens_docs_refused_total").increment(1);
-            }
-            summary.docs_written += docs.len() as u64;
-            metrics::counter!("streamlens_docs_written_total").increment(docs.len() as u64);
-        }
-        if let (Some(committer), true) = (&committer, moved || !docs.is_empty()) {
-            crash_point(&docs);
-            committer
-                .commit(&Commit {
-                    version: engine.version(),
-                    max_event_time: engine.max_event_time(),
-                    positions: positions.clone(),
-                })
-                .await?;
-        }
-        if !docs.is_empty() {
-            let live = if docs.iter().any(|d| !d.worker.is_empty()) {
-                merged(store.as_ref(), &docs).await?
-            } else {
-                // Subscribers get the documents as queries answer them: without undo values.
-                docs.into_iter()
-                    .map(|d| AggregateDoc { prev: None, ..d })
-                    .collect()
-            };
-            // Nobody listening is fine.
-            let _ = updates.send(Arc::new(live));
-        }
+        // The writes of this pass run while the next one computes; the previous pass's are done
+        // first, so documents and checkpoints reach the store in order.
+        finish(&mut writing, &mut summary, &mut quarantine).await?;
+        let commit = committer
+            .clone()
+            .filter(|_| moved || !docs.is_empty())
+            .map(|committer| {
+                (
+                    committer,
+                    Commit {
+                        version: engine.version(),
+                        max_event_time: engine.max_event_time(),
+                        positions: positions.clone(),
+                    },
+                )
+            });
+        writing = Some(tokio::spawn(write_pass(
+            store.clone(),
+            docs,
+            checkpoint,
+            commit,
+            updates.clone(),
+        )));
         let took = started.elapsed();
         metrics::histogram!("streamlens_pass_seconds").record(took.as_secs_f64());
         summary.passes += 1;
         summary.max_pass_ms = summary.max_pass_ms.max(took.as_millis() as u64);
     }
+    finish(&mut writing, &mut summary, &mut quarantine).await?;
     // A source blocked on a full channel sees it closed and ends; the batches still in it are
     // not checkpointed, so a resumed run reads them again.
     drop(rx);
@@ -409,6 +411,73 @@ pub async fn run(
     summary.quarantined = quarantine.count();
     tracing::info!(?summary, "pipeline finished");
     Ok(summary)
+}
+
+/// What a pass's writes did.
+#[derive(Debug, Default)]
+struct PassWritten {
+    docs: u64,
+    refused: Vec<streamlens_aggregator::store::RejectedDoc>,
+}
+
+/// Writes a pass's changed documents with its checkpoint, then commits its positions (to the
+/// lease table, when the source keeps its checkpoints there), then tells live subscribers.
+async fn write_pass(
+    store: Arc<dyn Store>,
+    docs: Vec<AggregateDoc>,
+    checkpoint: Option<StoredCheckpoint>,
+    commit: Option<(Arc<dyn Committer>, Commit)>,
+    updates: Updates,
+) -> Result<PassWritten, PipelineError> {
+    let mut out = PassWritten::default();
+    if !docs.is_empty() || checkpoint.is_some() {
+        let written = store.write(&docs, checkpoint.as_ref()).await?;
+        out.refused = written.rejected;
+        out.docs = docs.len() as u64;
+        metrics::counter!("streamlens_docs_written_total").increment(docs.len() as u64);
+    }
+    if let Some((committer, commit)) = commit {
+        crash_point(&docs);
+        committer.commit(&commit).await?;
+    }
+    if !docs.is_empty() {
+        let live = if docs.iter().any(|d| !d.worker.is_empty()) {
+            merged(store.as_ref(), &docs).await?
+        } else {
+            // Subscribers get the documents as queries answer them: without undo values.
+            docs.into_iter()
+                .map(|d| AggregateDoc { prev: None, ..d })
+                .collect()
+        };
+        // Nobody listening is fine.
+        let _ = updates.send(Arc::new(live));
+    }
+    Ok(out)
+}
+
+/// Waits for the last pass's writes, counts them and quarantines what the store refused.
+async fn finish(
+    writing: &mut Option<tokio::task::JoinHandle<Result<PassWritten, PipelineError>>>,
+    summary: &mut RunSummary,
+    quarantine: &mut Quarantine,
+) -> Result<(), PipelineError> {
+    let Some(task) = writing.take() else {
+        return Ok(());
+    };
+    let written = task
+        .await
+        .map_err(|e| std::io::Error::other(format!("store write task failed: {e}")))??;
+    summary.docs_written += written.docs;
+    for refused in written.refused {
+        // The store refused the document itself (a mapping error): kept with its reason.
+        quarantine.put(&Quarantined {
+            origin: format!("aggregate {}", refused.id),
+            reason: format!("the store refused the document: {}", refused.reason),
+            raw: refused.json,
+        })?;
+        metrics::counter!("streamlens_docs_refused_total").increment(1);
+    }
+    Ok(())
 }
 
 /// The merged (all workers) documents of the windows and groups in `partial`.

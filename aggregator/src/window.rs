@@ -221,7 +221,7 @@ pub struct WindowEngine {
 }
 
 /// Default of [`WindowEngine::with_polars_threshold`].
-pub const POLARS_FROM_ROWS: usize = 1024;
+pub const POLARS_FROM_ROWS: usize = 65_536;
 
 impl WindowEngine {
     /// An engine for a validated spec. `first_version` seeds the document versions; pass a clock
