@@ -191,6 +191,29 @@ struct Rows {
 }
 
 impl Rows {
+    /// Empty, for a batch of an engine with these many windows, dimensions and metrics (the
+    /// columns keep their capacity from batch to batch).
+    fn reset(&mut self, windows: usize, dimensions: usize, metrics: usize) {
+        fn columns<T>(all: &mut Vec<Vec<T>>, n: usize) {
+            all.resize_with(n, Vec::new);
+            all.iter_mut().for_each(Vec::clear);
+        }
+        columns(&mut self.bases, windows);
+        columns(&mut self.dims, dimensions);
+        for column in [
+            &mut self.inserts,
+            &mut self.modifies,
+            &mut self.removes,
+            &mut self.sign,
+        ] {
+            column.clear();
+        }
+        columns(&mut self.sums, metrics);
+        columns(&mut self.counts, metrics);
+        columns(&mut self.values, metrics);
+        columns(&mut self.distinct, metrics);
+    }
+
     fn len(&self) -> usize {
         self.sign.len()
     }
@@ -215,6 +238,8 @@ pub struct WindowEngine {
     stats: EngineStats,
     /// Reused per change: each passing image's metric values.
     scratch: Vec<(Option<i128>, bool)>,
+    /// Reused per batch: its rows.
+    rows: Rows,
     /// Batches with at least this many rows go through polars; smaller ones (a live stream's
     /// trickle, where a query plan costs more than the sums) are added up directly.
     polars_from_rows: usize,
@@ -257,6 +282,7 @@ impl WindowEngine {
             stats: EngineStats::default(),
             polars_from_rows: POLARS_FROM_ROWS,
             scratch: Vec::new(),
+            rows: Rows::default(),
         })
     }
 
@@ -331,18 +357,10 @@ impl WindowEngine {
         &mut self,
         parts: &[&[ProjectedChange]],
     ) -> Result<Vec<Rejected>, Error> {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
         let changes = parts.iter().flat_map(|p| p.iter());
         let metrics = self.spec.metrics.len();
-        let mut rows = Rows {
-            bases: vec![Vec::with_capacity(total * 2); self.windows.len()],
-            dims: vec![Vec::with_capacity(total * 2); self.spec.dimensions.len()],
-            sums: vec![Vec::new(); metrics],
-            counts: vec![Vec::new(); metrics],
-            values: vec![Vec::new(); metrics],
-            distinct: vec![Vec::new(); metrics],
-            ..Rows::default()
-        };
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.reset(self.windows.len(), self.spec.dimensions.len(), metrics);
         let mut rejected = Vec::new();
         for (index, change) in changes.enumerate() {
             match self.rows_of(change, &mut rows) {
@@ -361,8 +379,9 @@ impl WindowEngine {
             }
         }
         if rows.len() > 0 {
-            self.merge(rows)?;
+            self.merge(&rows)?;
         }
+        self.rows = rows;
         Ok(rejected)
     }
 
@@ -563,13 +582,13 @@ impl WindowEngine {
     }
 
     /// Adds a batch's rows to the state.
-    fn merge(&mut self, rows: Rows) -> Result<(), Error> {
+    fn merge(&mut self, rows: &Rows) -> Result<(), Error> {
         if rows.len() >= self.polars_from_rows {
-            self.merge_polars(&rows)?;
+            self.merge_polars(rows)?;
         } else {
-            self.merge_directly(&rows);
+            self.merge_directly(rows);
         }
-        self.merge_distinct(&rows);
+        self.merge_distinct(rows);
         Ok(())
     }
 
@@ -595,15 +614,18 @@ impl WindowEngine {
         }
     }
 
-    /// The same sums as [`Self::merge_polars`], row by row.
+    /// The same sums as [`Self::merge_polars`], row by row: first into a small map of the
+    /// batch's own groups (a batch touches few groups: the map stays in cache), then each group
+    /// once into the state.
     fn merge_directly(&mut self, rows: &Rows) {
         let metrics = self.spec.metrics.clone();
         let mut keys = Vec::new();
+        let mut batch: HashMap<GroupKey, Acc> = HashMap::default();
         for row in 0..rows.len() {
             keys.clear();
             self.keys_of(rows, row, |k| keys.push(k));
             for key in &keys {
-                let acc = self.touch(*key);
+                let acc = batch.entry(*key).or_insert_with(|| Acc::new(metrics.len()));
                 acc.inserts += rows.inserts[row];
                 acc.modifies += rows.modifies[row];
                 acc.removes += rows.removes[row];
@@ -628,6 +650,34 @@ impl WindowEngine {
                         }
                         MetricKind::Distinct => {}
                     }
+                }
+            }
+        }
+        for (key, part) in batch {
+            let acc = self.touch(key);
+            acc.inserts += part.inserts;
+            acc.modifies += part.modifies;
+            acc.removes += part.removes;
+            acc.net_count += part.net_count;
+            for (m, spec) in metrics.iter().enumerate() {
+                match spec.kind {
+                    MetricKind::Sum => acc.sums[m] += part.sums[m],
+                    MetricKind::Count => acc.counts[m] += part.counts[m],
+                    MetricKind::Avg => {
+                        acc.sums[m] += part.sums[m];
+                        acc.counts[m] += part.counts[m];
+                    }
+                    MetricKind::Min => {
+                        if let Some(v) = part.mins[m] {
+                            acc.mins[m] = Some(acc.mins[m].map_or(v, |o| o.min(v)));
+                        }
+                    }
+                    MetricKind::Max => {
+                        if let Some(v) = part.maxs[m] {
+                            acc.maxs[m] = Some(acc.maxs[m].map_or(v, |o| o.max(v)));
+                        }
+                    }
+                    MetricKind::Distinct => {}
                 }
             }
         }
