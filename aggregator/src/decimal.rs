@@ -40,13 +40,20 @@ fn parse_plain_fast(text: &[u8], scale: u32) -> Option<i128> {
     if digits.is_empty() || digits.len() > 36 {
         return None;
     }
+    // Up to 18 digits fit a u64: the common case is summed there, without 128-bit arithmetic.
+    let mut small: u64 = 0;
     let mut units: i128 = 0;
+    let wide = digits.len() > 18;
     let mut decimals: Option<u32> = None;
     let mut trailing_zeros = 0u32;
     for &b in digits {
         match b {
             b'0'..=b'9' => {
-                units = units * 10 + i128::from(b - b'0');
+                if wide {
+                    units = units * 10 + i128::from(b - b'0');
+                } else {
+                    small = small * 10 + u64::from(b - b'0');
+                }
                 if let Some(d) = decimals.as_mut() {
                     *d += 1;
                     trailing_zeros = if b == b'0' { trailing_zeros + 1 } else { 0 };
@@ -60,13 +67,18 @@ fn parse_plain_fast(text: &[u8], scale: u32) -> Option<i128> {
     if decimals == 0 && digits.last() == Some(&b'.') {
         return None;
     }
+    if !wide {
+        units = i128::from(small);
+    }
     // Trailing zeros after the point do not count against the scale.
     let drop = trailing_zeros.min(decimals);
     if decimals - drop > scale {
         return None;
     }
-    units /= 10i128.pow(drop);
-    decimals -= drop;
+    if drop > 0 {
+        units /= 10i128.pow(drop);
+        decimals -= drop;
+    }
     let units = units.checked_mul(10i128.pow(scale - decimals))?;
     Some(if negative { -units } else { units })
 }
@@ -139,6 +151,49 @@ mod tests {
                     parse_scaled(&text, scale).ok(),
                     want,
                     "{text} at scale {scale}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn long_numbers_are_exact_on_both_sides_of_the_u64_fast_path() {
+        // 18 digits are summed in a u64, more in an i128: lengths around that and up to 36.
+        let mut state = 7u64;
+        for _ in 0..5_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = 1 + (state >> 33) as usize % 36;
+            let digits: String = (0..len)
+                .map(|i| {
+                    let d = (state.rotate_left(7 * i as u32) >> 11) % 10;
+                    char::from(b'0' + d as u8)
+                })
+                .collect();
+            let point = (state >> 17) as usize % (len + 1);
+            let text = if point == 0 || point == len {
+                digits.clone()
+            } else {
+                format!("{}.{}", &digits[..point], &digits[point..])
+            };
+            let decimals = if point == 0 || point == len { 0 } else { len - point } as u32;
+            let trailing = text
+                .split_once('.')
+                .map_or(0, |(_, f)| f.len() - f.trim_end_matches('0').len()) as u32;
+            let whole: i128 = digits.parse().unwrap();
+            for scale in [0u32, 2, 6, 12] {
+                // Beyond 36 characters the general path decides.
+                let want = (decimals - trailing <= scale && text.len() <= 36)
+                    .then(|| whole / 10i128.pow(trailing))
+                    .and_then(|n| n.checked_mul(10i128.pow(scale - (decimals - trailing))));
+                let got = parse_plain_fast(text.as_bytes(), scale);
+                assert_eq!(got, want, "{text} at scale {scale}");
+                let negative = format!("-{text}");
+                assert_eq!(
+                    parse_plain_fast(negative.as_bytes(), scale),
+                    want.map(|n| -n),
+                    "{negative} at scale {scale}"
                 );
             }
         }
