@@ -1,9 +1,12 @@
 //! Source → window engine → store, with backpressure.
 //!
 //! The source runs in its own task and sends batches through a bounded channel. The engine task
-//! takes what is waiting (up to a cap), aggregates it in one polars pass, writes the changed
-//! windows to the store and only then announces them to live subscribers. When the channel is
-//! full the source waits: memory stays bounded however fast the input is.
+//! takes what is waiting (up to a cap) and aggregates it in one pass (summed directly, or with
+//! polars for large batches). The pass's changed windows and checkpoint are then written to the
+//! store, and only after that announced to live subscribers; that write runs while the next pass
+//! computes, and is finished before the next write starts (so writes stay in order) and before
+//! the engine waits for input (so a change is never held back for want of later ones). When the
+//! channel is full the source waits: memory stays bounded however fast the input is.
 
 use std::{
     sync::{
@@ -111,7 +114,8 @@ pub struct RunSummary {
     pub gaps: u64,
     /// Engine passes (each ends with its changed windows written).
     pub passes: u64,
-    /// The longest pass, milliseconds: how long a change can wait to be written and announced.
+    /// The longest pass, milliseconds. A pass's windows are written while the next pass runs, so
+    /// a change waits at most about two passes to be written and announced.
     pub max_pass_ms: u64,
     /// The checkpoint positions the run resumed after (empty for a run from the start).
     pub resumed_from: Checkpoint,

@@ -177,10 +177,15 @@ mod tests {
             } else {
                 format!("{}.{}", &digits[..point], &digits[point..])
             };
-            let decimals = if point == 0 || point == len { 0 } else { len - point } as u32;
+            let decimals = if point == 0 || point == len {
+                0
+            } else {
+                len - point
+            } as u32;
             let trailing = text
                 .split_once('.')
-                .map_or(0, |(_, f)| f.len() - f.trim_end_matches('0').len()) as u32;
+                .map_or(0, |(_, f)| f.len() - f.trim_end_matches('0').len())
+                as u32;
             let whole: i128 = digits.parse().unwrap();
             for scale in [0u32, 2, 6, 12] {
                 // Beyond 36 characters the general path decides.

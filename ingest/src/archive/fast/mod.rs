@@ -119,6 +119,11 @@ impl CompiledProjection {
     fn slots(&self) -> usize {
         self.projection.paths.len()
     }
+
+    /// An image with no value in any slot: one allocation, each slot written once.
+    fn empty_image(&self) -> Box<[Option<Scalar>]> {
+        std::iter::repeat_with(|| None).take(self.slots()).collect()
+    }
 }
 
 /// `a == b` for names, shard ids and the fixed text of line shapes without a call to `memcmp`
@@ -1050,9 +1055,9 @@ impl<'a> Scanner<'a> {
         if let Some(trace) = &mut self.trace {
             trace.new_image = new;
         }
-        let mut values = vec![None; projection.slots()];
+        let mut values = projection.empty_image();
         self.item(Some(&projection.root), &mut values)?;
-        Ok(Some(values.into_boxed_slice()))
+        Ok(Some(values))
     }
 
     /// `ApproximateCreationDateTime` in epoch ms, or `None` for `null`.

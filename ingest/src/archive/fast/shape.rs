@@ -258,7 +258,7 @@ fn fit(
         trace: None,
     };
     let text = &shape.text[..];
-    let image = || Some(vec![None; projection.slots()].into_boxed_slice());
+    let image = || Some(projection.empty_image());
     let mut new = if shape.new { image() } else { None };
     let mut old = if shape.old { image() } else { None };
     let (mut time, mut sequence, mut shard_id) = (None, None, None);
