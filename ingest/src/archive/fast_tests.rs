@@ -446,6 +446,38 @@ fn lines_of_a_learned_shape_fit_it_and_decode_the_same() {
     assert_eq!(expected.unwrap().new.unwrap().len(), 1);
 }
 
+#[test]
+fn lines_that_all_differ_rest_the_shapes_and_still_decode_the_same() {
+    let p = projection();
+    let mut cache = DecodeCache::default();
+    // Every line has an attribute name of its own: no line fits another's shape.
+    let line = |n: usize| {
+        record(&format!(
+            r#""NewImage":{{"status":{{"S":"s{n}"}},"only{n}":{{"N":"{n}"}}}}"#
+        ))
+    };
+    for n in 0..300 {
+        let l = line(n);
+        assert_eq!(decode_projected(l.as_bytes(), &p, &mut cache), slow(&l, &p));
+    }
+    assert_eq!(cache.fitted(), 0);
+    assert!(cache.shapes() <= 8);
+    // After 64 misses in a row the shapes rest: even a line seen just before is scanned.
+    for _ in 0..2 {
+        let l = line(299);
+        assert_eq!(decode_projected(l.as_bytes(), &p, &mut cache), slow(&l, &p));
+    }
+    assert_eq!(cache.fitted(), 0);
+    // A line longer than 64 KB is decoded but not learned.
+    let long = record(&format!(
+        r#""NewImage":{{"status":{{"S":"{}"}}}}"#,
+        "x".repeat(70_000)
+    ));
+    let mut cache = DecodeCache::default();
+    assert!(check_with(&long, &p, &mut cache, &slow(&long, &p)));
+    assert_eq!(cache.shapes(), 0);
+}
+
 // Random records, serialised by serde, compact and with spaces between tokens.
 
 fn text() -> impl Strategy<Value = String> {

@@ -153,6 +153,8 @@ impl DecodeCache {
     /// Misses in a row after which shapes rest for [`Self::REST`] lines.
     const MISSES: u32 = 64;
     const REST: u32 = 4096;
+    /// Longer lines are not learned (a shape keeps the line's text).
+    const LONGEST: usize = 64 * 1024;
 
     /// The shared id of a shard.
     pub fn intern(&mut self, id: &str) -> Arc<str> {
@@ -195,7 +197,7 @@ impl DecodeCache {
 
     /// Keeps the shape of a line the full scan decoded with `trace`.
     pub(super) fn learn(&mut self, line: &[u8], trace: Trace, change: &ProjectedChange) {
-        if !trace.learnable {
+        if !trace.learnable || line.len() > Self::LONGEST {
             return;
         }
         let mut text = Vec::with_capacity(line.len());
