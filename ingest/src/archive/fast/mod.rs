@@ -190,43 +190,44 @@ const fn field(written: &'static [u8]) -> Field {
     }
 }
 
-/// The fields of a record, in the order of the `*` constants below.
-const RECORD_FIELDS: [Field; 8] = [
-    field(b"\"eventID\":"),
-    field(b"\"eventName\":"),
-    field(b"\"eventVersion\":"),
-    field(b"\"eventSource\":"),
-    field(b"\"awsRegion\":"),
-    field(b"\"dynamodb\":"),
-    field(b"\"userIdentity\":"),
-    field(b"\"shardId\":"),
-];
-const EVENT_ID: usize = 0;
-const EVENT_NAME: usize = 1;
-const EVENT_VERSION: usize = 2;
-const EVENT_SOURCE: usize = 3;
-const AWS_REGION: usize = 4;
-const DYNAMODB: usize = 5;
-const USER_IDENTITY: usize = 6;
-const SHARD_ID: usize = 7;
+/// A table of the fields of a struct, and a constant for each field's index in it.
+macro_rules! fields {
+    ($(#[$doc:meta])* $table:ident: $($name:ident = $text:literal),+ $(,)?) => {
+        $(#[$doc])*
+        const $table: &[Field] = &[$(field(concat!("\"", $text, "\":").as_bytes())),+];
+        fields!(@index 0usize; $($name),+);
+    };
+    (@index $n:expr; $first:ident $(, $rest:ident)*) => {
+        const $first: usize = $n;
+        fields!(@index $n + 1usize; $($rest),*);
+    };
+    (@index $n:expr;) => {};
+}
 
-/// The fields of the `dynamodb` object.
-const BODY_FIELDS: [Field; 7] = [
-    field(b"\"ApproximateCreationDateTime\":"),
-    field(b"\"Keys\":"),
-    field(b"\"NewImage\":"),
-    field(b"\"OldImage\":"),
-    field(b"\"SequenceNumber\":"),
-    field(b"\"SizeBytes\":"),
-    field(b"\"StreamViewType\":"),
-];
-const CREATION_TIME: usize = 0;
-const KEYS: usize = 1;
-const NEW_IMAGE: usize = 2;
-const OLD_IMAGE: usize = 3;
-const SEQUENCE_NUMBER: usize = 4;
-const SIZE_BYTES: usize = 5;
-const STREAM_VIEW_TYPE: usize = 6;
+fields!(
+    /// The fields of a record.
+    RECORD_FIELDS:
+    EVENT_ID = "eventID",
+    EVENT_NAME = "eventName",
+    EVENT_VERSION = "eventVersion",
+    EVENT_SOURCE = "eventSource",
+    AWS_REGION = "awsRegion",
+    DYNAMODB = "dynamodb",
+    USER_IDENTITY = "userIdentity",
+    SHARD_ID = "shardId",
+);
+
+fields!(
+    /// The fields of the `dynamodb` object.
+    BODY_FIELDS:
+    CREATION_TIME = "ApproximateCreationDateTime",
+    KEYS = "Keys",
+    NEW_IMAGE = "NewImage",
+    OLD_IMAGE = "OldImage",
+    SEQUENCE_NUMBER = "SequenceNumber",
+    SIZE_BYTES = "SizeBytes",
+    STREAM_VIEW_TYPE = "StreamViewType",
+);
 
 /// Shares one `Arc<str>` between the changes of a shard.
 #[derive(Debug, Default)]
@@ -1168,7 +1169,7 @@ impl<'a> Scanner<'a> {
             Ok(())
         };
         loop {
-            match self.field(&BODY_FIELDS)? {
+            match self.field(BODY_FIELDS)? {
                 Some(CREATION_TIME) => {
                     once(1)?;
                     change.time = self.creation_time()?;
@@ -1229,7 +1230,7 @@ impl<'a> Scanner<'a> {
         };
         let (mut id, mut name, mut body, mut shard) = (false, None, false, None);
         loop {
-            match self.field(&RECORD_FIELDS)? {
+            match self.field(RECORD_FIELDS)? {
                 Some(EVENT_ID) => {
                     once(1)?;
                     id = !self.string()?.raw.is_empty();
