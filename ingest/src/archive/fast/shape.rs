@@ -260,9 +260,9 @@ fn fit(
         trace: None,
     };
     let text = &shape.text[..];
-    let image = || Some(projection.empty_image());
-    let mut new = if shape.new { image() } else { None };
-    let mut old = if shape.old { image() } else { None };
+    // The images are allocated when a value is written to them (or at the end): a line that turns
+    // out not to fit, as most do for all but one of the shapes tried, allocates nothing.
+    let (mut new, mut old) = (None, None);
     let (mut time, mut sequence, mut shard_id) = (None, None, None);
     let mut from = 0;
     for (to, hole) in &shape.holes[..] {
@@ -299,10 +299,11 @@ fn fit(
                     }
                     Role::Slot { new: n, slot, kind } => {
                         let image = if *n { &mut new } else { &mut old };
-                        image.as_mut()?[*slot] = Some(Scalar {
-                            kind: *kind,
-                            text: s.compact().ok()?,
-                        });
+                        image.get_or_insert_with(|| projection.empty_image())[*slot] =
+                            Some(Scalar {
+                                kind: *kind,
+                                text: s.compact().ok()?,
+                            });
                     }
                     Role::SizeBytes => return None,
                 }
@@ -329,7 +330,7 @@ fn fit(
                 scalar,
             } => {
                 let image = if *n { &mut new } else { &mut old };
-                image.as_mut()?[*slot] = Some(scalar.clone());
+                image.get_or_insert_with(|| projection.empty_image())[*slot] = Some(scalar.clone());
             }
         }
     }
@@ -346,8 +347,8 @@ fn fit(
             None if shape.shard.is_none() => shards.intern(""),
             None => return None,
         },
-        old,
-        new,
+        old: old.or_else(|| shape.old.then(|| projection.empty_image())),
+        new: new.or_else(|| shape.new.then(|| projection.empty_image())),
         ttl_delete: shape.ttl_delete,
     })
 }
