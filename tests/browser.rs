@@ -44,12 +44,7 @@ async fn a_write_appears_on_the_hydrated_page_without_reload() {
     let base = served.base.clone();
     // The first write reaches the store before the browser opens.
     for _ in 0..100 {
-        let body = reqwest::get(format!("{base}/api/aggregates?dimension=status"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = common::get_text(&format!("{base}/api/aggregates?dimension=status")).await;
         if body.contains("\"open\"") {
             break;
         }
@@ -75,12 +70,7 @@ async fn a_write_appears_on_the_hydrated_page_without_reload() {
     assert_eq!(shards.len(), 1, "{health}");
     assert_eq!(shards[0]["events"], 2, "{health}");
     assert!(shards[0]["position"].is_string(), "{health}");
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(&format!("{base}/metrics")).await;
     assert!(
         metrics.contains("streamlens_events_total{kind=\"INSERT\"} 2"),
         "{metrics}"

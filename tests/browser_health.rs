@@ -158,12 +158,7 @@ async fn a_gap_shows_on_the_hydrated_page_without_reload() {
         page.ask("HEALTH quarantined 1").await,
         "HEALTHY quarantined 1"
     );
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(&format!("{base}/metrics")).await;
     assert!(
         metrics.contains("streamlens_gaps_total{shard=\"s1\"} 1"),
         "{metrics}"

@@ -183,14 +183,10 @@ async fn every_page_renders_hydrates_and_follows_live_writes() {
         "7.25",
     )
     .await;
-    let csv = reqwest::get(format!(
+    let csv = common::get_text(&format!(
         "{base}/api/query.csv?metric=amount&group_by=status&range=1h"
     ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    .await;
     assert!(
         csv.starts_with("group,start,start_time,value,final\n"),
         "{csv}"

@@ -377,40 +377,22 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
 
     // The OpenAPI documents the request's fields, no more, no less.
     let openapi = common::get_json(&format!("{base}/api/openapi.json")).await;
-    let documented: Vec<&String> = openapi["components"]["schemas"]["ReplayRequest"]["properties"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .collect();
-    let full = streamlens_core::ReplayRequest {
-        namespace: "n".into(),
-        from: Some("0".into()),
-        to: Some("1".into()),
-        speed: Some(1.0),
-        fresh: true,
-    };
-    let fields: Vec<String> = serde_json::to_value(&full)
-        .unwrap()
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
-    let mut documented: Vec<String> = documented.into_iter().cloned().collect();
-    documented.sort();
-    let mut fields = fields;
-    fields.sort();
-    assert_eq!(documented, fields);
+    common::assert_documents_fields(
+        &openapi,
+        "ReplayRequest",
+        &streamlens_core::ReplayRequest {
+            namespace: "n".into(),
+            from: Some("0".into()),
+            to: Some("1".into()),
+            speed: Some(1.0),
+            fresh: true,
+        },
+    );
     assert!(openapi["paths"]["/api/replays"]["post"].is_object());
     assert!(openapi["paths"]["/api/replays/{namespace}/stop"]["post"].is_object());
 
     // The replays read 240 + 240 + 120-odd changes; the live metrics count the live run's only.
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(&format!("{base}/metrics")).await;
     let events: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("streamlens_events_total{"))

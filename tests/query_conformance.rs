@@ -466,32 +466,21 @@ async fn the_http_api_answers_and_refuses_with_reasons() {
         .json()
         .await
         .unwrap();
-    let schema = &openapi["components"]["schemas"]["MetricQuery"]["properties"];
-    let documented: BTreeSet<&str> = schema
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    let full = serde_json::to_value(MetricQuery {
-        pipeline: Some("p".into()),
-        from: Some(TimeArg::Millis(0)),
-        to: Some(TimeArg::Millis(1)),
-        interval: Some("1m".into()),
-        group_by: Some("status".into()),
-        filters: Vec::new(),
-        top: Some(1),
-        namespace: Some("n".into()),
-        ..MetricQuery::new("amount")
-    })
-    .unwrap();
-    let fields: BTreeSet<&str> = full
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(documented, fields);
+    common::assert_documents_fields(
+        &openapi,
+        "MetricQuery",
+        &MetricQuery {
+            pipeline: Some("p".into()),
+            from: Some(TimeArg::Millis(0)),
+            to: Some(TimeArg::Millis(1)),
+            interval: Some("1m".into()),
+            group_by: Some("status".into()),
+            filters: Vec::new(),
+            top: Some(1),
+            namespace: Some("n".into()),
+            ..MetricQuery::new("amount")
+        },
+    );
     assert!(openapi["paths"]["/api/query"]["post"].is_object());
     served.stop().await;
 }

@@ -69,6 +69,26 @@ pub async fn get_json(url: &str) -> serde_json::Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
+/// `GET url` as text.
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// Asserts that the OpenAPI document's schema `name` documents exactly the fields `full` (a
+/// value with every optional field set) serializes to: no more, no less.
+pub fn assert_documents_fields(openapi: &Value, name: &str, full: &impl serde::Serialize) {
+    let keys = |v: &Value| -> std::collections::BTreeSet<String> {
+        v.as_object()
+            .unwrap_or_else(|| panic!("not an object: {v}"))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let documented = keys(&openapi["components"]["schemas"][name]["properties"]);
+    let fields = keys(&serde_json::to_value(full).unwrap());
+    assert_eq!(documented, fields, "schema {name}");
+}
+
 /// Per (dimension, value): inserts, modifies, removes, net count, net amount.
 pub type Totals = BTreeMap<(String, String), (i64, i64, i64, i64, Decimal)>;
 
