@@ -17,12 +17,13 @@
 //!
 //! # How a micro-batch is aggregated
 //!
-//! Changes arrive projected ([`ProjectedChange`]: only the attributes the spec reads). Each batch
-//! becomes one polars `DataFrame` of rows — event-time base columns per window slide, one
-//! dictionary code per dimension, the signed metric values — and for every (window, dimension)
-//! a lazy `group_by(window start, value)` sums it; the queries are unioned and run in parallel,
-//! and the sums are merged into the engine's state. Distinct values are kept as sets of
-//! dictionary codes.
+//! Changes arrive projected ([`ProjectedChange`]: only the attributes the spec reads). A
+//! [`Combiner`] reduces a batch to its sums per group, without looking at the engine's state
+//! (see [`combine`]: rows summed directly, or by polars for large batches); the engine then adds
+//! those sums to its state ([`WindowEngine::apply_combined`]), after rejecting the changes its
+//! past makes late. The archive source runs the combiner on its decoding threads, so the engine's
+//! thread only adds up a few groups per batch. Distinct values are kept as sets of dictionary
+//! codes.
 //!
 //! # Event time
 //!
@@ -45,21 +46,22 @@
 
 use std::collections::BTreeMap;
 
+pub mod combine;
+pub use combine::{Combined, Combiner, POLARS_FROM_ROWS};
+
 /// Hash maps keyed by the engine's own codes and by dimension values: foldhash (randomly seeded
 /// per map) instead of SipHash, which was a measurable part of a pass.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
-use polars::prelude::*;
 use streamlens_core::{
     aggregate::ALL_DIMENSION,
-    event::parse_iso8601_ms,
-    projection::{ProjectedChange, ProjectedImage, Projection, Scalar},
-    AggregateDoc, ChangeEvent, EventKind, PrevValues,
+    projection::{ProjectedChange, Projection, Scalar},
+    AggregateDoc, ChangeEvent, PrevValues,
 };
 
 use crate::{
-    config::{FilterSpec, MetricKind, PipelineSpec, TimeFormat, WindowSize},
+    config::{FilterSpec, MetricKind, MetricSpec, PipelineSpec, WindowSize},
     decimal::{format_scaled, parse_scaled},
     Error,
 };
@@ -99,6 +101,29 @@ struct Acc {
 }
 
 impl Acc {
+    /// Adds a batch's sums of the group (`distinct`: per metric, the engine's code of each of
+    /// the batch's codes).
+    fn add(&mut self, part: &Acc, metrics: &[MetricSpec], distinct: &[Vec<u32>]) {
+        self.inserts += part.inserts;
+        self.modifies += part.modifies;
+        self.removes += part.removes;
+        self.net_count += part.net_count;
+        for (m, spec) in metrics.iter().enumerate() {
+            match spec.kind {
+                MetricKind::Sum => self.sums[m] += part.sums[m],
+                MetricKind::Count => self.counts[m] += part.counts[m],
+                MetricKind::Avg => {
+                    self.sums[m] += part.sums[m];
+                    self.counts[m] += part.counts[m];
+                }
+                MetricKind::Min => self.extreme(m, spec.kind, part.mins[m]),
+                MetricKind::Max => self.extreme(m, spec.kind, part.maxs[m]),
+                MetricKind::Distinct => self.distinct[m]
+                    .extend(part.distinct[m].iter().map(|c| distinct[m][*c as usize])),
+            }
+        }
+    }
+
     fn new(metrics: usize) -> Self {
         Acc {
             sums: vec![0; metrics],
@@ -143,6 +168,8 @@ pub struct Rejected {
     pub reason: String,
     /// It arrived after its window was final.
     pub late: bool,
+    /// Where it came from: `shard … seq …`.
+    pub origin: String,
 }
 
 /// Counters of what the engine has seen.
@@ -169,62 +196,12 @@ struct Slots {
     time: Option<usize>,
 }
 
-/// Rows of one micro-batch, column by column.
-#[derive(Default)]
-struct Rows {
-    /// Per window: the start of the latest window containing the row's time.
-    bases: Vec<Vec<i64>>,
-    /// Per dimension: the value's code.
-    dims: Vec<Vec<u32>>,
-    inserts: Vec<i64>,
-    modifies: Vec<i64>,
-    removes: Vec<i64>,
-    sign: Vec<i64>,
-    /// Per metric: signed units (`sum`, `avg`).
-    sums: Vec<Vec<i128>>,
-    /// Per metric: ±1 when the image has the attribute (`count`, `avg`).
-    counts: Vec<Vec<i64>>,
-    /// Per metric: the value on +1 rows (`min`, `max`).
-    values: Vec<Vec<Option<i128>>>,
-    /// Per metric: the value's code on +1 rows (`distinct`).
-    distinct: Vec<Vec<Option<u32>>>,
-}
-
-impl Rows {
-    /// Empty, for a batch of an engine with these many windows, dimensions and metrics (the
-    /// columns keep their capacity from batch to batch).
-    fn reset(&mut self, windows: usize, dimensions: usize, metrics: usize) {
-        fn columns<T>(all: &mut Vec<Vec<T>>, n: usize) {
-            all.resize_with(n, Vec::new);
-            all.iter_mut().for_each(Vec::clear);
-        }
-        columns(&mut self.bases, windows);
-        columns(&mut self.dims, dimensions);
-        for column in [
-            &mut self.inserts,
-            &mut self.modifies,
-            &mut self.removes,
-            &mut self.sign,
-        ] {
-            column.clear();
-        }
-        columns(&mut self.sums, metrics);
-        columns(&mut self.counts, metrics);
-        columns(&mut self.values, metrics);
-        columns(&mut self.distinct, metrics);
-    }
-
-    fn len(&self) -> usize {
-        self.sign.len()
-    }
-}
-
 /// Windowed aggregates of one pipeline.
 pub struct WindowEngine {
     spec: PipelineSpec,
     windows: Vec<WindowSize>,
     projection: Projection,
-    slots: Slots,
+    combiner: Combiner,
     disorder_ms: i64,
     lateness_ms: i64,
     worker: String,
@@ -236,17 +213,7 @@ pub struct WindowEngine {
     max_event_time: i64,
     version: u64,
     stats: EngineStats,
-    /// Reused per change: each passing image's metric values.
-    scratch: Vec<(Option<i128>, bool)>,
-    /// Reused per batch: its rows.
-    rows: Rows,
-    /// Batches with at least this many rows go through polars; smaller ones (a live stream's
-    /// trickle, where a query plan costs more than the sums) are added up directly.
-    polars_from_rows: usize,
 }
-
-/// Default of [`WindowEngine::with_polars_threshold`].
-pub const POLARS_FROM_ROWS: usize = 65_536;
 
 impl WindowEngine {
     /// An engine for a validated spec. `first_version` seeds the document versions; pass a clock
@@ -265,32 +232,42 @@ impl WindowEngine {
             filters: spec.filters.iter().map(|f| slot(&f.attribute)).collect(),
             time: spec.event_time_attribute.as_deref().map(slot),
         };
+        let (disorder_ms, lateness_ms) = (spec.disorder_ms()?, spec.lateness_ms()?);
         Ok(WindowEngine {
-            disorder_ms: spec.disorder_ms()?,
-            lateness_ms: spec.lateness_ms()?,
+            combiner: Combiner::new(
+                spec.clone(),
+                windows.clone(),
+                slots,
+                disorder_ms,
+                lateness_ms,
+            ),
+            disorder_ms,
+            lateness_ms,
             dims: spec.dimensions.iter().map(|_| Dict::default()).collect(),
             distinct_dicts: spec.metrics.iter().map(|_| Dict::default()).collect(),
             spec,
             windows,
             projection,
-            slots,
             worker: String::new(),
             groups: HashMap::default(),
             changed: BTreeMap::new(),
             max_event_time: i64::MIN,
             version: first_version,
             stats: EngineStats::default(),
-            polars_from_rows: POLARS_FROM_ROWS,
-            scratch: Vec::new(),
-            rows: Rows::default(),
         })
     }
 
     /// Sets the batch size (in rows) from which polars does the sums; both paths give the same
-    /// results (tests run both).
+    /// results (tests run both). See [`Combiner::with_polars_threshold`].
     pub fn with_polars_threshold(mut self, rows: usize) -> Self {
-        self.polars_from_rows = rows;
+        self.combiner = self.combiner.with_polars_threshold(rows);
         self
+    }
+
+    /// The engine's state-free half, to reduce batches where they are decoded
+    /// ([`Self::apply_combined`] takes what it gives).
+    pub fn combiner(&self) -> Combiner {
+        self.combiner.clone()
     }
 
     /// Makes this the engine of one worker among several sharing a stream: its documents carry the
@@ -357,434 +334,100 @@ impl WindowEngine {
         &mut self,
         parts: &[&[ProjectedChange]],
     ) -> Result<Vec<Rejected>, Error> {
-        let changes = parts.iter().flat_map(|p| p.iter());
-        let metrics = self.spec.metrics.len();
-        let mut rows = std::mem::take(&mut self.rows);
-        rows.reset(self.windows.len(), self.spec.dimensions.len(), metrics);
+        let combined = self.combiner.combine(parts)?;
+        Ok(self.apply_combined(vec![combined]))
+    }
+
+    /// Aggregates batches reduced by [`Self::combiner`], in order: the same as applying the
+    /// concatenation of their changes, and [`Rejected::index`] counts in that concatenation.
+    /// Each batch's changes that the engine's past makes late are rejected here, bucket by bucket
+    /// (see [`combine`]); the rest of the batch's sums are added to the state.
+    pub fn apply_combined(&mut self, batches: impl IntoIterator<Item = Combined>) -> Vec<Rejected> {
         let mut rejected = Vec::new();
-        for (index, change) in changes.enumerate() {
-            match self.rows_of(change, &mut rows) {
-                Ok(()) => {}
-                Err((reason, late)) => {
-                    self.stats.rejected += 1;
-                    if late {
-                        self.stats.late += 1;
-                    }
-                    rejected.push(Rejected {
-                        index,
-                        reason,
-                        late,
-                    })
-                }
-            }
-        }
-        if rows.len() > 0 {
-            self.merge(&rows)?;
-        }
-        self.rows = rows;
-        Ok(rejected)
-    }
-
-    /// The event time of a change.
-    fn event_time(&self, change: &ProjectedChange) -> Result<i64, String> {
-        let Some(slot) = self.slots.time else {
-            return Ok(change.event_time_ms);
-        };
-        let path = self
-            .spec
-            .event_time_attribute
-            .as_deref()
-            .unwrap_or_default();
-        let image = change.new.as_ref().or(change.old.as_ref());
-        let value = image
-            .and_then(|i| i[slot].as_ref())
-            .ok_or_else(|| format!("event time attribute `{path}` is missing"))?;
-        let parsed = match self.spec.event_time_format {
-            TimeFormat::EpochSeconds => value
-                .as_number()
-                .and_then(|n| parse_scaled(n, 3).ok())
-                .and_then(|ms| i64::try_from(ms).ok()),
-            TimeFormat::EpochMillis => value
-                .as_number()
-                .and_then(|n| parse_scaled(n, 0).ok())
-                .and_then(|ms| i64::try_from(ms).ok()),
-            TimeFormat::Iso8601 => parse_iso8601_ms(&value.text),
-        };
-        parsed.ok_or_else(|| {
-            format!(
-                "event time attribute `{path}` = `{}` is not {:?}",
-                value.text, self.spec.event_time_format
-            )
-        })
-    }
-
-    fn passes(&self, image: &ProjectedImage) -> bool {
-        self.spec
-            .filters
-            .iter()
-            .zip(&self.slots.filters)
-            .all(|(f, slot)| filter_passes(f, image[*slot].as_ref()))
-    }
-
-    /// Checks one change and appends its rows, or says why it is not aggregated (and whether it
-    /// is late). Nothing is appended unless the whole change can be; nothing is allocated per
-    /// change (the metric values are parsed into a reused buffer first).
-    fn rows_of(&mut self, change: &ProjectedChange, rows: &mut Rows) -> Result<(), (String, bool)> {
-        fn need<'a>(
-            change: &ProjectedChange,
-            image: Option<&'a ProjectedImage>,
-            which: &str,
-        ) -> Result<&'a ProjectedImage, (String, bool)> {
-            image.ok_or_else(|| {
-                (
-                    format!(
-                        "{} event without {which}: the stream must use the NEW_AND_OLD_IMAGES view",
-                        change.kind.name()
-                    ),
-                    false,
-                )
-            })
-        }
-        // (image, sign, [insert, modify, remove]); at most two.
-        type Part<'a> = (&'a ProjectedImage, i64, [i64; 3]);
-        let parts: [Option<Part<'_>>; 2] = match change.kind {
-            EventKind::Insert => [
-                Some((need(change, change.new.as_ref(), "NewImage")?, 1, [1, 0, 0])),
-                None,
-            ],
-            EventKind::Remove => [
-                Some((
-                    need(change, change.old.as_ref(), "OldImage")?,
-                    -1,
-                    [0, 0, 1],
-                )),
-                None,
-            ],
-            EventKind::Modify => [
-                Some((
-                    need(change, change.old.as_ref(), "OldImage")?,
-                    -1,
-                    [0, 0, 0],
-                )),
-                Some((need(change, change.new.as_ref(), "NewImage")?, 1, [0, 1, 0])),
-            ],
-            EventKind::Unknown(_) => {
-                self.stats.unknown_kind += 1;
-                return Ok(());
-            }
-        };
-        let t = self.event_time(change).map_err(|e| (e, false))?;
-        // Late: the earliest-ending window holding `t` is already final.
-        let watermark = self.watermark();
-        if self.max_event_time != i64::MIN {
-            let earliest_end = self
-                .windows
-                .iter()
-                .map(|w| t.div_euclid(w.slide) * w.slide + w.slide)
-                .min()
-                .unwrap_or(i64::MAX);
-            if earliest_end.saturating_add(self.lateness_ms) <= watermark {
-                return Err((
-                    format!(
-                        "late: event time {t} falls in a window that ended at {earliest_end} and \
+        let mut offset = 0;
+        for batch in batches {
+            let before = self.max_event_time;
+            let first = rejected.len();
+            let late = |held: &combine::Held, engine: &WindowEngine| {
+                let earliest_end = Combiner::earliest_end(&engine.windows, held.time);
+                let watermark = before
+                    .max(held.newest_before)
+                    .saturating_sub(engine.disorder_ms);
+                Rejected {
+                    index: offset + held.index as usize,
+                    reason: format!(
+                        "late: event time {} falls in a window that ended at {earliest_end} and \
                          is final (watermark {watermark}, allowed lateness {})",
-                        self.spec.allowed_lateness
+                        held.time, engine.spec.allowed_lateness
                     ),
-                    true,
-                ));
-            }
-        }
-        let passing: [Option<Part<'_>>; 2] =
-            parts.map(|p| p.filter(|(image, _, _)| self.passes(image)));
-        // Parse every metric value of every passing image before appending anything.
-        let metrics = self.spec.metrics.len();
-        self.scratch.clear();
-        for (image, _, _) in passing.iter().flatten() {
-            for m in 0..metrics {
-                let value = self.metric_value(image, m)?;
-                self.scratch.push(value);
-            }
-        }
-        if passing.iter().all(Option::is_none) {
-            self.stats.filtered += 1;
-        } else {
-            self.stats.aggregated += 1;
-        }
-        self.max_event_time = self.max_event_time.max(t);
-        for (n, (image, sign, [insert, modify, remove])) in passing.iter().flatten().enumerate() {
-            let sign = *sign;
-            for (w, column) in self.windows.iter().zip(rows.bases.iter_mut()) {
-                column.push(t.div_euclid(w.slide) * w.slide);
-            }
-            for (d, slot) in self.slots.dimensions.iter().enumerate() {
-                let code = self.dims[d].code(image[*slot].as_ref().map_or(MISSING, |v| &v.text));
-                rows.dims[d].push(code);
-            }
-            rows.inserts.push(*insert);
-            rows.modifies.push(*modify);
-            rows.removes.push(*remove);
-            rows.sign.push(sign);
-            for (m, spec) in self.spec.metrics.iter().enumerate() {
-                let (units, present) = self.scratch[n * metrics + m];
-                match spec.kind {
-                    MetricKind::Sum => rows.sums[m].push(units.unwrap_or(0) * i128::from(sign)),
-                    MetricKind::Count => rows.counts[m].push(if present { sign } else { 0 }),
-                    MetricKind::Avg => {
-                        rows.sums[m].push(units.unwrap_or(0) * i128::from(sign));
-                        rows.counts[m].push(if present { sign } else { 0 });
-                    }
-                    MetricKind::Min | MetricKind::Max => {
-                        rows.values[m].push(units.filter(|_| sign > 0))
-                    }
-                    MetricKind::Distinct => {
-                        // Only values written (+1 rows) count: retractions add no codes.
-                        let code = (sign > 0 && present)
-                            .then(|| image[self.slots.metrics[m]].as_ref())
-                            .flatten()
-                            .map(|v| self.distinct_dicts[m].code(&v.text));
-                        rows.distinct[m].push(code);
-                    }
+                    late: true,
+                    origin: batch.origin(held),
                 }
-            }
-        }
-        Ok(())
-    }
-
-    /// One metric's value in an image: its units (numeric kinds) and whether the attribute is
-    /// there (not NULL).
-    fn metric_value(
-        &self,
-        image: &ProjectedImage,
-        m: usize,
-    ) -> Result<(Option<i128>, bool), (String, bool)> {
-        let spec = &self.spec.metrics[m];
-        let Some(value) = image[self.slots.metrics[m]]
-            .as_ref()
-            .filter(|v| v.kind != streamlens_core::ScalarKind::Null)
-        else {
-            return Ok((None, false));
-        };
-        if !spec.kind.numeric() {
-            return Ok((None, true));
-        }
-        let n = value.as_number().ok_or_else(|| {
-            (
-                format!(
-                    "metric `{}`: attribute `{}` is of type {:?}, not N",
-                    spec.name, spec.attribute, value.kind
-                ),
-                false,
-            )
-        })?;
-        parse_scaled(n, spec.scale)
-            .map(|units| (Some(units), true))
-            .map_err(|e| (format!("metric `{}`: {e}", spec.name), false))
-    }
-
-    /// Adds a batch's rows to the state.
-    fn merge(&mut self, rows: &Rows) -> Result<(), Error> {
-        if rows.len() >= self.polars_from_rows {
-            self.merge_polars(rows)?;
-        } else {
-            self.merge_directly(rows);
-        }
-        self.merge_distinct(rows);
-        Ok(())
-    }
-
-    /// The groups one row falls in: (key, window) for every window, hop and dimension.
-    fn keys_of(&self, rows: &Rows, row: usize, mut f: impl FnMut(GroupKey)) {
-        for (w, size) in self.windows.iter().enumerate() {
-            for hop in 0..size.millis / size.slide {
-                let start = rows.bases[w][row] - hop * size.slide;
-                for dimension in 0..=self.spec.dimensions.len() {
-                    let value = if dimension == 0 {
-                        0
-                    } else {
-                        rows.dims[dimension - 1][row]
-                    };
-                    f(GroupKey {
-                        window: w as u32,
-                        start,
-                        dimension: dimension as u32,
-                        value,
-                    });
-                }
-            }
-        }
-    }
-
-    /// The same sums as [`Self::merge_polars`], row by row: first into a small map of the
-    /// batch's own groups (a batch touches few groups: the map stays in cache), then each group
-    /// once into the state.
-    fn merge_directly(&mut self, rows: &Rows) {
-        let metrics = self.spec.metrics.clone();
-        let mut keys = Vec::new();
-        let mut batch: HashMap<GroupKey, Acc> = HashMap::default();
-        for row in 0..rows.len() {
-            keys.clear();
-            self.keys_of(rows, row, |k| keys.push(k));
-            for key in &keys {
-                let acc = batch.entry(*key).or_insert_with(|| Acc::new(metrics.len()));
-                acc.inserts += rows.inserts[row];
-                acc.modifies += rows.modifies[row];
-                acc.removes += rows.removes[row];
-                acc.net_count += rows.sign[row];
-                for (m, spec) in metrics.iter().enumerate() {
-                    match spec.kind {
-                        MetricKind::Sum => acc.sums[m] += rows.sums[m][row],
-                        MetricKind::Count => acc.counts[m] += rows.counts[m][row],
-                        MetricKind::Avg => {
-                            acc.sums[m] += rows.sums[m][row];
-                            acc.counts[m] += rows.counts[m][row];
-                        }
-                        MetricKind::Min => {
-                            if let Some(v) = rows.values[m][row] {
-                                acc.mins[m] = Some(acc.mins[m].map_or(v, |o| o.min(v)));
-                            }
-                        }
-                        MetricKind::Max => {
-                            if let Some(v) = rows.values[m][row] {
-                                acc.maxs[m] = Some(acc.maxs[m].map_or(v, |o| o.max(v)));
-                            }
-                        }
-                        MetricKind::Distinct => {}
-                    }
-                }
-            }
-        }
-        for (key, part) in batch {
-            let acc = self.touch(key);
-            acc.inserts += part.inserts;
-            acc.modifies += part.modifies;
-            acc.removes += part.removes;
-            acc.net_count += part.net_count;
-            for (m, spec) in metrics.iter().enumerate() {
-                match spec.kind {
-                    MetricKind::Sum => acc.sums[m] += part.sums[m],
-                    MetricKind::Count => acc.counts[m] += part.counts[m],
-                    MetricKind::Avg => {
-                        acc.sums[m] += part.sums[m];
-                        acc.counts[m] += part.counts[m];
-                    }
-                    MetricKind::Min => {
-                        if let Some(v) = part.mins[m] {
-                            acc.mins[m] = Some(acc.mins[m].map_or(v, |o| o.min(v)));
-                        }
-                    }
-                    MetricKind::Max => {
-                        if let Some(v) = part.maxs[m] {
-                            acc.maxs[m] = Some(acc.maxs[m].map_or(v, |o| o.max(v)));
-                        }
-                    }
-                    MetricKind::Distinct => {}
-                }
-            }
-        }
-    }
-
-    /// Distinct values: sets of codes per group.
-    fn merge_distinct(&mut self, rows: &Rows) {
-        let metrics = self.spec.metrics.clone();
-        let mut keys = Vec::new();
-        for (m, spec) in metrics.iter().enumerate() {
-            if spec.kind != MetricKind::Distinct {
-                continue;
-            }
-            for row in 0..rows.len() {
-                let Some(code) = rows.distinct[m][row] else {
-                    continue;
-                };
-                keys.clear();
-                self.keys_of(rows, row, |k| keys.push(k));
-                for key in &keys {
-                    self.touch(*key).distinct[m].insert(code);
-                }
-            }
-        }
-    }
-
-    /// Sums the rows per (window, start, dimension, value) with polars: one lazy `group_by` per
-    /// window, hop and dimension, unioned and run in parallel.
-    fn merge_polars(&mut self, rows: &Rows) -> Result<(), Error> {
-        let metrics = self.spec.metrics.clone();
-        let mut columns = Vec::new();
-        for (w, bases) in rows.bases.iter().enumerate() {
-            columns.push(Column::new(format!("b{w}").into(), bases.as_slice()));
-        }
-        for (d, codes) in rows.dims.iter().enumerate() {
-            columns.push(Column::new(format!("d{d}").into(), codes.as_slice()));
-        }
-        columns.push(Column::new("ins".into(), rows.inserts.as_slice()));
-        columns.push(Column::new("mods".into(), rows.modifies.as_slice()));
-        columns.push(Column::new("rems".into(), rows.removes.as_slice()));
-        columns.push(Column::new("cnt".into(), rows.sign.as_slice()));
-        let mut aggs = vec![
-            col("ins").sum(),
-            col("mods").sum(),
-            col("rems").sum(),
-            col("cnt").sum(),
-        ];
-        for (m, spec) in metrics.iter().enumerate() {
-            if matches!(spec.kind, MetricKind::Sum | MetricKind::Avg) {
-                columns.push(Column::new(format!("s{m}").into(), rows.sums[m].as_slice()));
-                aggs.push(col(format!("s{m}")).sum());
-            }
-            if matches!(spec.kind, MetricKind::Count | MetricKind::Avg) {
-                columns.push(Column::new(
-                    format!("c{m}").into(),
-                    rows.counts[m].as_slice(),
-                ));
-                aggs.push(col(format!("c{m}")).sum());
-            }
-            if matches!(spec.kind, MetricKind::Min | MetricKind::Max) {
-                columns.push(Column::new(
-                    format!("x{m}").into(),
-                    rows.values[m].as_slice(),
-                ));
-                aggs.push(if spec.kind == MetricKind::Min {
-                    col(format!("x{m}")).min()
-                } else {
-                    col(format!("x{m}")).max()
+            };
+            for r in &batch.rejected {
+                rejected.push(Rejected {
+                    index: offset + r.index,
+                    ..r.clone()
                 });
             }
-        }
-        let frame = DataFrame::new_infer_height(columns)?;
-        let mut queries = Vec::new();
-        for (w, size) in self.windows.iter().enumerate() {
-            let hops = size.millis / size.slide;
-            for dimension in 0..=self.spec.dimensions.len() {
-                for hop in 0..hops {
-                    let start = (col(format!("b{w}")) - lit(hop * size.slide)).alias("ws");
-                    let value = if dimension == 0 {
-                        lit(0u32).cast(DataType::UInt32).alias("v")
-                    } else {
-                        col(format!("d{}", dimension - 1)).alias("v")
+            for held in &batch.late {
+                rejected.push(late(held, self));
+            }
+            // The batch's dictionary codes, in the engine's dictionaries.
+            let dims: Vec<Vec<u32>> = batch
+                .dims
+                .iter()
+                .zip(&mut self.dims)
+                .map(|(values, dict)| values.iter().map(|v| dict.code(v)).collect())
+                .collect();
+            let distinct: Vec<Vec<u32>> = batch
+                .distinct
+                .iter()
+                .zip(&mut self.distinct_dicts)
+                .map(|(values, dict)| values.iter().map(|v| dict.code(v)).collect())
+                .collect();
+            let metrics = self.spec.metrics.clone();
+            for bucket in &batch.buckets {
+                if before != i64::MIN && bucket.deadline <= before.saturating_sub(self.disorder_ms)
+                {
+                    for held in bucket
+                        .held
+                        .iter()
+                        .chain(bucket.failed.iter().map(|(h, _)| h))
+                    {
+                        rejected.push(late(held, self));
+                    }
+                    continue;
+                }
+                for (held, reason) in &bucket.failed {
+                    rejected.push(Rejected {
+                        index: offset + held.index as usize,
+                        reason: reason.clone(),
+                        late: false,
+                        origin: batch.origin(held),
+                    });
+                }
+                self.stats.aggregated += bucket.aggregated;
+                self.stats.filtered += bucket.filtered;
+                self.max_event_time = self.max_event_time.max(bucket.newest);
+                for (key, part) in &bucket.groups {
+                    let key = GroupKey {
+                        value: match key.dimension {
+                            0 => key.value,
+                            d => dims[d as usize - 1][key.value as usize],
+                        },
+                        ..*key
                     };
-                    queries.push(
-                        frame
-                            .clone()
-                            .lazy()
-                            .group_by([start, value])
-                            .agg(aggs.clone())
-                            .with_columns([
-                                lit(w as u32).cast(DataType::UInt32).alias("w"),
-                                lit(dimension as u32).cast(DataType::UInt32).alias("d"),
-                            ]),
-                    );
+                    self.touch(key).add(part, &metrics, &distinct);
                 }
             }
+            self.stats.unknown_kind += batch.kinds[3];
+            self.stats.rejected += (rejected.len() - first) as u64;
+            self.stats.late += rejected[first..].iter().filter(|r| r.late).count() as u64;
+            rejected[first..].sort_by_key(|r| r.index);
+            offset += batch.changes;
         }
-        let summed = concat(
-            queries,
-            UnionArgs {
-                parallel: true,
-                ..UnionArgs::default()
-            },
-        )?
-        .collect()?;
-        self.absorb(&summed)?;
-        Ok(())
+        rejected
     }
 
     /// The state of a group about to change, remembering its values as of the last emission.
@@ -796,74 +439,6 @@ impl WindowEngine {
             self.changed.insert(key, existing);
         }
         self.groups.entry(key).or_insert_with(|| Acc::new(metrics))
-    }
-
-    fn absorb(&mut self, summed: &DataFrame) -> Result<(), Error> {
-        let w = summed.column("w")?.u32()?.clone();
-        let d = summed.column("d")?.u32()?.clone();
-        let ws = summed.column("ws")?.i64()?.clone();
-        let v = summed.column("v")?.u32()?.clone();
-        let ins = summed.column("ins")?.i64()?.clone();
-        let mods = summed.column("mods")?.i64()?.clone();
-        let rems = summed.column("rems")?.i64()?.clone();
-        let cnt = summed.column("cnt")?.i64()?.clone();
-        let metrics = self.spec.metrics.clone();
-        let mut sums = Vec::new();
-        let mut counts = Vec::new();
-        let mut extremes = Vec::new();
-        for (m, spec) in metrics.iter().enumerate() {
-            sums.push(if matches!(spec.kind, MetricKind::Sum | MetricKind::Avg) {
-                Some(summed.column(&format!("s{m}"))?.i128()?.clone())
-            } else {
-                None
-            });
-            counts.push(
-                if matches!(spec.kind, MetricKind::Count | MetricKind::Avg) {
-                    Some(summed.column(&format!("c{m}"))?.i64()?.clone())
-                } else {
-                    None
-                },
-            );
-            extremes.push(if matches!(spec.kind, MetricKind::Min | MetricKind::Max) {
-                Some(summed.column(&format!("x{m}"))?.i128()?.clone())
-            } else {
-                None
-            });
-        }
-        for row in 0..summed.height() {
-            let key = GroupKey {
-                window: w.get(row).unwrap_or_default(),
-                start: ws.get(row).unwrap_or_default(),
-                dimension: d.get(row).unwrap_or_default(),
-                value: v.get(row).unwrap_or_default(),
-            };
-            let acc = self.touch(key);
-            acc.inserts += ins.get(row).unwrap_or_default();
-            acc.modifies += mods.get(row).unwrap_or_default();
-            acc.removes += rems.get(row).unwrap_or_default();
-            acc.net_count += cnt.get(row).unwrap_or_default();
-            for (m, spec) in metrics.iter().enumerate() {
-                if let Some(column) = &sums[m] {
-                    acc.sums[m] += column.get(row).unwrap_or_default();
-                }
-                if let Some(column) = &counts[m] {
-                    acc.counts[m] += column.get(row).unwrap_or_default();
-                }
-                if let Some(value) = extremes[m].as_ref().and_then(|c| c.get(row)) {
-                    let slot = if spec.kind == MetricKind::Min {
-                        &mut acc.mins[m]
-                    } else {
-                        &mut acc.maxs[m]
-                    };
-                    *slot = Some(match (*slot, spec.kind) {
-                        (None, _) => value,
-                        (Some(old), MetricKind::Min) => old.min(value),
-                        (Some(old), _) => old.max(value),
-                    });
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Restores the open windows from stored documents and the checkpoint's newest event time, so
@@ -1079,7 +654,7 @@ mod tests {
     };
 
     use rust_decimal::Decimal;
-    use streamlens_core::{AttributeValue, Item};
+    use streamlens_core::{AttributeValue, EventKind, Item};
 
     use super::*;
     use crate::config::{FilterSpec, MetricSpec};
@@ -1641,8 +1216,105 @@ mod tests {
             cells(docs.into_values())
         }
 
+        /// Inserts at whole seconds out of order by up to ten minutes (so that times fall right on
+        /// deadlines too); one in eleven has an amount that is not a number.
+        fn disordered(times: &[(i64, u64)]) -> Vec<ChangeEvent> {
+            times
+                .iter()
+                .enumerate()
+                .map(|(i, (dt, r))| {
+                    let amount = if r % 11 == 0 {
+                        "x".to_owned()
+                    } else {
+                        format!("{}.{:02}", r % 997, r % 89)
+                    };
+                    let status = ["new", "paid"][(r % 2) as usize];
+                    let new = item(i as u32, status, &amount, *r);
+                    event(
+                        i as u64,
+                        1_700_000_000_000 + dt * 1000,
+                        EventKind::Insert,
+                        None,
+                        Some(new),
+                    )
+                })
+                .collect()
+        }
+
+        /// What an engine with 5 s disorder and 10 s lateness aggregates of `events` cut into
+        /// batches at `cuts`, and what it rejects: (index in `events`, late), and the reasons.
+        fn run_rejecting(
+            events: &[ChangeEvent],
+            cuts: &[usize],
+            polars_from: usize,
+        ) -> (Expected, Vec<(usize, bool)>, Vec<String>) {
+            let mut spec = spec();
+            spec.allowed_disorder = "5s".into();
+            spec.allowed_lateness = "10s".into();
+            let mut engine = WindowEngine::new(spec, 0)
+                .unwrap()
+                .with_polars_threshold(polars_from);
+            let (mut docs, mut rejected, mut reasons) = (BTreeMap::new(), Vec::new(), Vec::new());
+            let mut at = 0;
+            let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (events.len() + 1)).collect();
+            bounds.push(events.len());
+            bounds.sort();
+            for end in bounds {
+                for r in engine.apply(&events[at..end]).unwrap() {
+                    rejected.push((at + r.index, r.late));
+                    reasons.push(format!("{} {}", r.origin, r.reason));
+                }
+                at = end;
+                for doc in engine.take_changed() {
+                    docs.insert(doc.id(), doc);
+                }
+            }
+            let stats = engine.stats();
+            assert_eq!(stats.rejected, rejected.len() as u64);
+            assert_eq!(stats.late, rejected.iter().filter(|r| r.1).count() as u64);
+            (cells(docs.into_values()), rejected, reasons)
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(48))]
+
+            #[test]
+            fn late_and_bad_changes_are_rejected_whatever_the_batch_boundaries(
+                times in prop::collection::vec((0i64..600, any::<u64>()), 1..120),
+                cuts in prop::collection::vec(any::<usize>(), 0..12),
+                polars in any::<bool>(),
+            ) {
+                let events = disordered(&times);
+                // The plain rule, one change at a time: late when the end of its minute plus
+                // the lateness is at or below the newest time aggregated so far minus the
+                // disorder; else refused for a bad amount if it passes the filter.
+                let mut newest = i64::MIN;
+                let (mut expected, mut accepted) = (Vec::new(), Vec::new());
+                for (i, e) in events.iter().enumerate() {
+                    let t = e.event_time_ms;
+                    let end = t.div_euclid(60_000) * 60_000 + 60_000;
+                    if newest != i64::MIN && end + 10_000 <= newest - 5_000 {
+                        expected.push((i, true));
+                        continue;
+                    }
+                    let image = e.new_image.as_ref().unwrap();
+                    let kept = matches!(text(image, "type").as_deref(), Some("order" | "refund"));
+                    if kept && text(image, "amount").as_deref() == Some("x") {
+                        expected.push((i, false));
+                        continue;
+                    }
+                    newest = newest.max(t);
+                    accepted.push(e.clone());
+                }
+                let polars_from = if polars { 0 } else { usize::MAX };
+                let (cells, rejected, reasons) = run_rejecting(&events, &cuts, polars_from);
+                prop_assert_eq!(&rejected, &expected);
+                prop_assert_eq!(cells, reference(&accepted));
+                // The same reasons (watermarks included) as one change per batch.
+                let each: Vec<usize> = (0..events.len()).collect();
+                let (_, _, one_by_one) = run_rejecting(&events, &each, usize::MAX);
+                prop_assert_eq!(reasons, one_by_one);
+            }
 
             #[test]
             fn aggregates_do_not_depend_on_batch_boundaries(
