@@ -25,10 +25,19 @@ pub async fn run(
     run_with(config, shutdown, None).await
 }
 
-/// Wraps the configured source (a replay filters and paces it).
-pub type SourceWrapper = Box<
+/// A source made from the configured one.
+pub type Wrap = Box<
     dyn FnOnce(Box<dyn streamlens_ingest::Source>) -> Box<dyn streamlens_ingest::Source> + Send,
 >;
+
+/// Wraps the configured source (a replay filters and paces it).
+pub struct SourceWrapper {
+    /// Makes the wrapped source.
+    pub wrap: Wrap,
+    /// The wrapper looks at each change (its event time): an archive source must then deliver
+    /// projected changes, not batches already reduced on its decoding threads.
+    pub reads_changes: bool,
+}
 
 /// [`run`], with the source wrapped by `wrap` when given.
 pub async fn run_with(
@@ -65,6 +74,11 @@ pub async fn run_with(
     } else {
         resume(&config, &mut engine, store.as_ref()).await?
     };
+    // With an archive to archive to or a change index to keep, whole events are needed; else
+    // read only what the engine reads.
+    let projected =
+        config.archive_to.is_none() && config.archive.is_none() && !config.changes.enabled;
+    let reduced = projected && !wrap.as_ref().is_some_and(|w| w.reads_changes);
     let source = streamlens_ingest::build(
         &config.source,
         Resume {
@@ -76,18 +90,21 @@ pub async fn run_with(
                 pipeline: config.pipeline.name.clone(),
                 stamp: version_seed,
             })),
-            // With an archive to archive to or a change index to keep, whole events are needed;
-            // else read only what the engine reads.
-            projection: (config.archive_to.is_none()
-                && config.archive.is_none()
-                && !config.changes.enabled)
-                .then(|| engine.projection().clone()),
+            projection: projected.then(|| engine.projection().clone()),
+            // The engine's state-free half runs where the changes are decoded.
+            reduce: reduced.then(|| {
+                let combiner = engine.combiner();
+                streamlens_ingest::Reducer(Arc::new(move |changes| streamlens_ingest::Reduced {
+                    changes: changes.len(),
+                    value: Box::new(combiner.combine(&[&changes])),
+                }))
+            }),
         },
     )
     .await
     .context("starting the source")?;
     let source = match wrap {
-        Some(wrap) => wrap(source),
+        Some(wrapper) => (wrapper.wrap)(source),
         None => source,
     };
     let leases = source.leases();

@@ -16,7 +16,11 @@ use std::{
     time::Instant,
 };
 
-use streamlens_aggregator::{store::StoredCheckpoint, window::Rejected, Store, WindowEngine};
+use streamlens_aggregator::{
+    store::StoredCheckpoint,
+    window::{Combined, Rejected},
+    Error as AggregatorError, Store, WindowEngine,
+};
 use streamlens_core::{
     projection::ProjectedChange, AggregateDoc, ChangeDoc, EventKind, StreamRecord,
 };
@@ -201,11 +205,14 @@ pub async fn run(
         };
         let Some(first) = first else { break };
         pending.push(first);
-        let mut events = pending[0].events.len() + pending[0].projected.len();
+        let size = |b: &Batch| {
+            b.events.len() + b.projected.len() + b.reduced.as_ref().map_or(0, |r| r.changes)
+        };
+        let mut events = size(&pending[0]);
         while events < pass_cap {
             match rx.try_recv() {
                 Ok(batch) => {
-                    events += batch.events.len() + batch.projected.len();
+                    events += size(&batch);
                     pending.push(batch);
                 }
                 Err(_) => break,
@@ -215,9 +222,11 @@ pub async fn run(
         let mut all = Vec::with_capacity(events);
         // Projected changes stay in the batches they came in (not copied into one vector).
         let mut projected: Vec<Vec<ProjectedChange>> = Vec::with_capacity(pending.len());
+        // Batches the source reduced with the engine's combiner.
+        let mut combined: Vec<Combined> = Vec::with_capacity(pending.len());
         let mut moved = false;
         for batch in pending.drain(..) {
-            received.events += (batch.events.len() + batch.projected.len()) as u64;
+            received.events += size(&batch) as u64;
             received.quarantined += batch.quarantined.len() as u64;
             for q in &batch.quarantined {
                 quarantine.put(q)?;
@@ -244,11 +253,23 @@ pub async fn run(
             if !batch.projected.is_empty() {
                 projected.push(batch.projected);
             }
+            if let Some(reduced) = batch.reduced {
+                match reduced.value.downcast::<Result<Combined, AggregatorError>>() {
+                    Ok(result) => combined.push((*result)?),
+                    Err(_) => {
+                        return Err(PipelineError::Quarantine(std::io::Error::other(
+                            "the source reduced a batch with something other than the engine's combiner",
+                        )))
+                    }
+                }
+            }
         }
         let projected_len: usize = projected.iter().map(Vec::len).sum();
-        progress
-            .events
-            .fetch_add((all.len() + projected_len) as u64, Ordering::Relaxed);
+        let combined_len: usize = combined.iter().map(Combined::len).sum();
+        progress.events.fetch_add(
+            (all.len() + projected_len + combined_len) as u64,
+            Ordering::Relaxed,
+        );
         if let Some(archive) = archive.as_mut() {
             archive.append(&all)?;
         }
@@ -264,6 +285,11 @@ pub async fn run(
                 EventKind::Remove => 2,
                 EventKind::Unknown(_) => 3,
             }] += 1;
+        }
+        for batch in &combined {
+            for (n, more) in kinds.iter_mut().zip(batch.kinds()) {
+                *n += more;
+            }
         }
         for (kind, n) in ["INSERT", "MODIFY", "REMOVE", "unknown"]
             .into_iter()
@@ -290,6 +316,13 @@ pub async fn run(
                 let offset = all.len();
                 let parts: Vec<&[ProjectedChange]> = projected.iter().map(Vec::as_slice).collect();
                 for r in engine.apply_projected_parts(&parts)? {
+                    rejected.push(Rejected {
+                        index: offset + r.index,
+                        ..r
+                    });
+                }
+                let offset = offset + projected_len;
+                for r in engine.apply_combined(combined) {
                     rejected.push(Rejected {
                         index: offset + r.index,
                         ..r
@@ -329,22 +362,13 @@ pub async fn run(
             if rejected.late {
                 metrics::counter!("streamlens_late_total").increment(1);
             }
-            let (origin, raw) = match all.get(rejected.index) {
-                Some(event) => (
-                    format!("shard {} seq {}", event.shard_id, event.sequence_number),
-                    serde_json::to_string(&StreamRecord::from(event)).unwrap_or_default(),
-                ),
-                // A projected change keeps no raw record: it is in the archive it was read from.
-                None => (
-                    match projected.iter().flatten().nth(rejected.index - all.len()) {
-                        Some(p) => format!("shard {} seq {}", p.shard_id, p.sequence_number),
-                        None => format!("change {} of the pass", rejected.index),
-                    },
-                    String::new(),
-                ),
-            };
+            // A projected change keeps no raw record: it is in the archive it was read from.
+            let raw = all
+                .get(rejected.index)
+                .map(|event| serde_json::to_string(&StreamRecord::from(event)).unwrap_or_default())
+                .unwrap_or_default();
             quarantine.put(&Quarantined {
-                origin,
+                origin: rejected.origin,
                 reason: rejected.reason,
                 raw,
             })?;

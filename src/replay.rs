@@ -289,8 +289,11 @@ impl Source for Windowed {
             let position = streamlens_ingest::archive::ArchivePosition::of(&batch.positions)
                 .ok()
                 .flatten();
+            // Reduced batches come only when nothing is cut or paced (`reads_changes`).
+            let reduced = batch.reduced.as_ref().map_or(0, |r| r.changes);
             let lines =
-                (batch.events.len() + batch.projected.len() + batch.quarantined.len()) as u64;
+                (batch.events.len() + batch.projected.len() + reduced + batch.quarantined.len())
+                    as u64;
             batch.events.retain(|e| keep(e.event_time_ms));
             batch.projected.retain(|p| keep(p.event_time_ms));
             if let Some(speed) = speed {
@@ -313,7 +316,7 @@ impl Source for Windowed {
                     }
                 }
             }
-            passed.events += (batch.events.len() + batch.projected.len()) as u64;
+            passed.events += (batch.events.len() + batch.projected.len() + reduced) as u64;
             passed.quarantined += batch.quarantined.len() as u64;
             if out.send(batch).await.is_err() {
                 return Err(streamlens_ingest::Error::DownstreamClosed);
@@ -649,15 +652,19 @@ pub async fn run_with_progress(
     let wrap: crate::app::SourceWrapper = {
         let progress = progress.clone();
         let speed = args.speed;
-        Box::new(move |inner| {
-            Box::new(Windowed {
-                inner,
-                from,
-                to,
-                speed,
-                progress,
-            })
-        })
+        crate::app::SourceWrapper {
+            // Cut or paced, the wrapper reads each change's event time.
+            reads_changes: from.is_some() || to.is_some() || speed.is_some(),
+            wrap: Box::new(move |inner| {
+                Box::new(Windowed {
+                    inner,
+                    from,
+                    to,
+                    speed,
+                    progress,
+                })
+            }),
+        }
     };
     // The namespace keeps the spec it was computed with, for queries of it.
     if let Some(spec) = &args.spec {

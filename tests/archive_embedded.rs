@@ -118,7 +118,10 @@ async fn an_interrupt_ends_a_run_whose_source_is_blocked_on_a_full_channel() {
     std::fs::write(&archive, "").unwrap();
     let config = archive_to_embedded(&archive, dir.path());
     let shutdown = CancellationToken::new();
-    let wrap: streamlens::app::SourceWrapper = Box::new(move |_| Box::new(Endless(events)));
+    let wrap = streamlens::app::SourceWrapper {
+        wrap: Box::new(move |_| Box::new(Endless(events))),
+        reads_changes: false,
+    };
     let run = tokio::spawn(streamlens::app::run_with(
         config,
         shutdown.clone(),

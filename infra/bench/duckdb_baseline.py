@@ -48,11 +48,13 @@ start = time.perf_counter()
 cpu = time.process_time()
 result = con.execute(query, [path]).fetchall()
 wall = time.perf_counter() - start
+# The aggregation's CPU time alone (the count below is not part of it).
+cpu = time.process_time() - cpu
 events = con.execute(
     f"SELECT count(*) FROM read_json(?, format = 'newline_delimited', columns = {{'eventName': 'VARCHAR'}})",
     [path],
 ).fetchone()[0]
 print(
     f"duckdb {duckdb.__version__} ({threads} threads): {events} changes in {wall:.2f} s: "
-    f"{events / wall:,.0f} events/s, cpu {time.process_time() - cpu:.2f} s, {len(result)} groups"
+    f"{events / wall:,.0f} events/s, cpu {cpu:.2f} s, {len(result)} groups"
 )

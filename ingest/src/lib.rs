@@ -94,9 +94,39 @@ pub struct Gap {
     pub reason: String,
 }
 
+/// A batch of projected changes reduced by a [`Reducer`] on the source's decoding threads.
+pub struct Reduced {
+    /// Changes in the batch.
+    pub changes: usize,
+    /// What the reducer made of them (its caller knows the type).
+    pub value: Box<dyn std::any::Any + Send>,
+}
+
+impl std::fmt::Debug for Reduced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reduced")
+            .field("changes", &self.changes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The consumer's per-batch work, done by an archive source on the thread that decoded the batch
+/// (the pipeline passes the window engine's combiner): the changes are reduced while still in
+/// cache, and freed by the thread that allocated them.
+#[derive(Clone)]
+pub struct Reducer(
+    pub std::sync::Arc<dyn Fn(Vec<streamlens_core::ProjectedChange>) -> Reduced + Send + Sync>,
+);
+
+impl std::fmt::Debug for Reducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reducer")
+    }
+}
+
 /// What a source sends downstream: decoded events, in order per shard, the records it had to
 /// quarantine, gaps it detected, and the position each shard reached with this batch.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Batch {
     /// Decoded changes.
     pub events: Vec<ChangeEvent>,
@@ -112,6 +142,9 @@ pub struct Batch {
     /// Changes already reduced to the attributes the pipeline reads (the fast archive path);
     /// aggregated after `events`.
     pub projected: Vec<streamlens_core::ProjectedChange>,
+    /// Projected changes already reduced by the [`Resume::reduce`] given (the fast archive path);
+    /// aggregated after `projected`.
+    pub reduced: Option<Reduced>,
 }
 
 impl Batch {
@@ -119,6 +152,7 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
             && self.projected.is_empty()
+            && self.reduced.is_none()
             && self.quarantined.is_empty()
             && self.gaps.is_empty()
             && self.positions.is_empty()
@@ -185,6 +219,9 @@ pub struct Resume {
     pub recovery: Option<std::sync::Arc<dyn Recovery>>,
     /// The attributes the pipeline reads: lets an archive source decode only those.
     pub projection: Option<streamlens_core::Projection>,
+    /// With `projection`: what an archive source does to each batch of projected changes on the
+    /// thread that decoded it ([`Batch::reduced`]).
+    pub reduce: Option<Reducer>,
 }
 
 /// A source of change events.
@@ -236,6 +273,7 @@ pub async fn build(config: &SourceConfig, resume: Resume) -> Result<Box<dyn Sour
         SourceConfig::Archive(c) => Ok(Box::new(
             archive::ArchiveSource::new(c.clone())
                 .with_projection(resume.projection)
+                .with_reducer(resume.reduce)
                 .resume_from(&resume.checkpoint)?,
         )),
     }

@@ -59,6 +59,8 @@ pub(super) struct Held {
     pub(super) index: u32,
     /// Its shard: an index in [`Combined::shards`].
     pub(super) shard: u32,
+    /// Its bucket: an index in [`Combined::buckets`] (`u32::MAX` for none).
+    pub(super) bucket: u32,
     /// Its event time.
     pub(super) time: i64,
     /// The newest event time aggregated before it in the batch (`i64::MIN`: none).
@@ -78,8 +80,6 @@ pub(super) struct Bucket {
     pub(super) aggregated: u64,
     /// Changes summed with no image passing the filters.
     pub(super) filtered: u64,
-    /// The changes summed.
-    pub(super) held: Vec<Held>,
     /// Changes refused for a reason of their own (a bad metric value), unless they are late.
     pub(super) failed: Vec<(Held, String)>,
     /// Sums per group; dimension values and distinct values are codes of the batch's
@@ -98,6 +98,8 @@ pub struct Combined {
     pub(super) rejected: Vec<Rejected>,
     /// Late behind the batch's own newer changes.
     pub(super) late: Vec<Held>,
+    /// The changes summed, each with its bucket.
+    pub(super) held: Vec<Held>,
     pub(super) buckets: Vec<Bucket>,
     /// The shards of the held changes.
     pub(super) shards: Vec<Arc<str>>,
@@ -157,15 +159,41 @@ struct Rows {
 }
 
 impl Rows {
-    fn new(windows: usize, dimensions: usize, metrics: usize) -> Self {
+    /// Empty columns for `rows` rows (no more allocation while they are appended), those the
+    /// metrics do not use left unallocated.
+    fn new(windows: usize, dimensions: usize, metrics: &[MetricSpec], rows: usize) -> Self {
+        fn column<T>(rows: usize) -> Vec<T> {
+            Vec::with_capacity(rows)
+        }
+        // Per metric: a column with room for the rows if the metric's kind uses it.
+        fn per_metric<T>(
+            metrics: &[MetricSpec],
+            rows: usize,
+            uses: fn(MetricKind) -> bool,
+        ) -> Vec<Vec<T>> {
+            metrics
+                .iter()
+                .map(|m| column(if uses(m.kind) { rows } else { 0 }))
+                .collect()
+        }
         Rows {
-            bases: vec![Vec::new(); windows],
-            dims: vec![Vec::new(); dimensions],
-            sums: vec![Vec::new(); metrics],
-            counts: vec![Vec::new(); metrics],
-            values: vec![Vec::new(); metrics],
-            distinct: vec![Vec::new(); metrics],
-            ..Rows::default()
+            bucket: column(rows),
+            bases: (0..windows).map(|_| column(rows)).collect(),
+            dims: (0..dimensions).map(|_| column(rows)).collect(),
+            inserts: column(rows),
+            modifies: column(rows),
+            removes: column(rows),
+            sign: column(rows),
+            sums: per_metric(metrics, rows, |k| {
+                matches!(k, MetricKind::Sum | MetricKind::Avg)
+            }),
+            counts: per_metric(metrics, rows, |k| {
+                matches!(k, MetricKind::Count | MetricKind::Avg)
+            }),
+            values: per_metric(metrics, rows, |k| {
+                matches!(k, MetricKind::Min | MetricKind::Max)
+            }),
+            distinct: per_metric(metrics, rows, |k| k == MetricKind::Distinct),
         }
     }
 
@@ -231,6 +259,8 @@ struct Scan {
     distinct: Vec<Dict>,
     /// Deadline → bucket.
     buckets: HashMap<i64, u32>,
+    /// The last bucket used, and its deadline.
+    last: Option<(i64, u32)>,
     /// The last shard seen, and its index.
     shard: Option<(Arc<str>, u32)>,
     newest: i64,
@@ -275,11 +305,19 @@ impl Combiner {
     /// Reduces a batch, given in parts (the same as their concatenation), to its sums.
     pub fn combine(&self, parts: &[&[ProjectedChange]]) -> Result<Combined, Error> {
         let metrics = self.spec.metrics.len();
+        let changes: usize = parts.iter().map(|p| p.len()).sum();
         let mut out = Combined {
-            changes: parts.iter().map(|p| p.len()).sum(),
+            changes,
+            held: Vec::with_capacity(changes),
             ..Combined::default()
         };
-        let mut rows = Rows::new(self.windows.len(), self.spec.dimensions.len(), metrics);
+        // Two rows per change at most (a MODIFY's).
+        let mut rows = Rows::new(
+            self.windows.len(),
+            self.spec.dimensions.len(),
+            &self.spec.metrics,
+            2 * changes,
+        );
         let mut scan = Scan {
             dims: self
                 .spec
@@ -289,6 +327,7 @@ impl Combiner {
                 .collect(),
             distinct: self.spec.metrics.iter().map(|_| Dict::default()).collect(),
             buckets: HashMap::default(),
+            last: None,
             shard: None,
             newest: i64::MIN,
             scratch: Vec::with_capacity(2 * metrics),
@@ -303,7 +342,7 @@ impl Combiner {
             if let Err(reason) = self.rows_of(index as u32, change, &mut scan, &mut out, &mut rows)
             {
                 out.rejected.push(Rejected {
-                    index: index as usize,
+                    index,
                     reason,
                     late: false,
                     origin: origin(&change.shard_id, &change.sequence_number),
@@ -453,9 +492,10 @@ impl Combiner {
                 at
             }
         };
-        let held = Held {
+        let mut held = Held {
             index,
             shard,
+            bucket: u32::MAX,
             time: t,
             newest_before: scan.newest,
             sequence: change.sequence_number.clone(),
@@ -465,18 +505,25 @@ impl Combiner {
             out.late.push(held);
             return Ok(());
         }
-        let bucket = *scan.buckets.entry(deadline).or_insert_with(|| {
-            out.buckets.push(Bucket {
-                deadline,
-                newest: i64::MIN,
-                aggregated: 0,
-                filtered: 0,
-                held: Vec::new(),
-                failed: Vec::new(),
-                groups: HashMap::default(),
-            });
-            out.buckets.len() as u32 - 1
-        });
+        let bucket = match scan.last {
+            Some((last, bucket)) if last == deadline => bucket,
+            _ => {
+                let bucket = *scan.buckets.entry(deadline).or_insert_with(|| {
+                    out.buckets.push(Bucket {
+                        deadline,
+                        newest: i64::MIN,
+                        aggregated: 0,
+                        filtered: 0,
+                        failed: Vec::new(),
+                        groups: HashMap::default(),
+                    });
+                    out.buckets.len() as u32 - 1
+                });
+                scan.last = Some((deadline, bucket));
+                bucket
+            }
+        };
+        held.bucket = bucket;
         let passing: [Option<Part<'_>>; 2] =
             parts.map(|p| p.filter(|(image, _, _)| self.passes(image)));
         // Parse every metric value of every passing image before appending anything.
@@ -500,7 +547,7 @@ impl Combiner {
             holder.aggregated += 1;
         }
         holder.newest = holder.newest.max(t);
-        holder.held.push(held);
+        out.held.push(held);
         scan.newest = scan.newest.max(t);
         for (n, (image, sign, [insert, modify, remove])) in passing.iter().flatten().enumerate() {
             let sign = *sign;

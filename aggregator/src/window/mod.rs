@@ -387,14 +387,23 @@ impl WindowEngine {
                 .map(|(values, dict)| values.iter().map(|v| dict.code(v)).collect())
                 .collect();
             let metrics = self.spec.metrics.clone();
-            for bucket in &batch.buckets {
-                if before != i64::MIN && bucket.deadline <= before.saturating_sub(self.disorder_ms)
-                {
-                    for held in bucket
-                        .held
-                        .iter()
-                        .chain(bucket.failed.iter().map(|(h, _)| h))
-                    {
+            let late_buckets: Vec<bool> = batch
+                .buckets
+                .iter()
+                .map(|b| {
+                    before != i64::MIN && b.deadline <= before.saturating_sub(self.disorder_ms)
+                })
+                .collect();
+            if late_buckets.contains(&true) {
+                for held in &batch.held {
+                    if late_buckets[held.bucket as usize] {
+                        rejected.push(late(held, self));
+                    }
+                }
+            }
+            for (bucket, is_late) in batch.buckets.iter().zip(late_buckets) {
+                if is_late {
+                    for (held, _) in &bucket.failed {
                         rejected.push(late(held, self));
                     }
                     continue;

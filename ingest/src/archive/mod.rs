@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use fast::{decode_projected, CompiledProjection, DecodeCache};
 pub use parallel::{
-    read_projected, read_projected_map, read_projected_with, ProjectedBatch, ReadOptions,
-    ReadSummary,
+    read_projected, read_projected_map, read_projected_reduced, read_projected_with,
+    ProjectedBatch, ReadOptions, ReadSummary,
 };
 pub use writer::ArchiveWriter;
 
@@ -116,6 +116,7 @@ impl ArchivePosition {
 pub struct ArchiveSource {
     config: ArchiveSourceConfig,
     projection: Option<streamlens_core::Projection>,
+    reducer: Option<crate::Reducer>,
     start: Option<ArchivePosition>,
 }
 
@@ -125,6 +126,7 @@ impl ArchiveSource {
         ArchiveSource {
             config,
             projection: None,
+            reducer: None,
             start: None,
         }
     }
@@ -188,6 +190,13 @@ impl ArchiveSource {
     /// whole events (they rewrite times).
     pub fn with_projection(mut self, projection: Option<streamlens_core::Projection>) -> Self {
         self.projection = projection;
+        self
+    }
+
+    /// On the fast path, reduces each batch of projected changes on the thread that decoded it
+    /// ([`Batch::reduced`] instead of [`Batch::projected`]).
+    pub fn with_reducer(mut self, reducer: Option<crate::Reducer>) -> Self {
+        self.reducer = reducer;
         self
     }
 }
@@ -362,33 +371,43 @@ impl Source for ArchiveSource {
         };
         let config = self.config;
         if let Some(projection) = self.projection {
+            let reducer = self.reducer;
             return tokio::task::spawn_blocking(move || {
                 let mut summary = SourceSummary::default();
                 let mut closed = false;
-                read_projected_with(
+                read_projected_reduced(
                     &config.path,
                     &CompiledProjection::new(&projection),
                     ReadOptions {
                         batch_size: config.batch_size.max(1),
                         time_range: config.segment_range,
                         skip_lines,
-                        positions: true,
                         ..ReadOptions::default()
+                    },
+                    // On the decoding thread.
+                    |batch| match &reducer {
+                        Some(reduce) => Batch {
+                            quarantined: batch.quarantined,
+                            positions: position(batch.lines),
+                            reduced: Some((reduce.0)(batch.changes)),
+                            ..Batch::default()
+                        },
+                        None => Batch {
+                            projected: batch.changes,
+                            quarantined: batch.quarantined,
+                            positions: position(batch.lines),
+                            ..Batch::default()
+                        },
                     },
                     |batch| {
                         if shutdown.is_cancelled() {
                             return false;
                         }
-                        summary.events += batch.changes.len() as u64;
+                        summary.events += (batch.projected.len()
+                            + batch.reduced.as_ref().map_or(0, |r| r.changes))
+                            as u64;
                         summary.quarantined += batch.quarantined.len() as u64;
-                        closed = out
-                            .blocking_send(Batch {
-                                projected: batch.changes,
-                                quarantined: batch.quarantined,
-                                positions: position(batch.lines),
-                                ..Batch::default()
-                            })
-                            .is_err();
+                        closed = out.blocking_send(batch).is_err();
                         !closed
                     },
                 )?;

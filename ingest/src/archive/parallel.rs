@@ -178,6 +178,49 @@ pub fn read_projected_map<T: Send>(
     Ok(summary)
 }
 
+/// [`read_projected_with`] with [`ReadOptions::positions`], each batch passed through `reduce` on
+/// the decoding thread that decoded it; the results reach `callback` on the calling thread in
+/// input order. A reader that checkpoints can thus have the per-batch work of its consumer done
+/// in parallel with the decoding, and each batch's changes freed by the thread that allocated
+/// them. Stops early (with `completed: false`) when `callback` returns false.
+pub fn read_projected_reduced<T: Send>(
+    path: &Path,
+    projection: &CompiledProjection,
+    options: ReadOptions,
+    reduce: impl Fn(ProjectedBatch) -> T + Sync,
+    mut callback: impl FnMut(T) -> bool,
+) -> Result<ReadSummary, Error> {
+    let batch_size = options.batch_size.max(1);
+    let mut summary = ReadSummary::default();
+    let go_on = pipeline(
+        path,
+        projection,
+        ReadOptions {
+            positions: true,
+            ..options
+        },
+        &|chunk: Chunk| {
+            let counts = (
+                chunk.lines,
+                chunk.bytes,
+                chunk.batch.changes.len() as u64,
+                chunk.batch.quarantined.len() as u64,
+            );
+            let reduced: Vec<T> = split(chunk, batch_size).into_iter().map(&reduce).collect();
+            (counts, reduced)
+        },
+        |((lines, bytes, changes, quarantined), reduced)| {
+            summary.lines += lines;
+            summary.bytes += bytes;
+            summary.changes += changes;
+            summary.quarantined += quarantined;
+            reduced.into_iter().all(&mut callback)
+        },
+    )?;
+    summary.completed = go_on;
+    Ok(summary)
+}
+
 /// The shared input: a reader, the start of the line the previous chunk cut, and the number of
 /// lines before the next chunk.
 struct Input {
@@ -430,54 +473,15 @@ impl<F: FnMut(ProjectedBatch) -> bool> Collector<F> {
         true
     }
 
-    /// Delivers a chunk as batches of at most `batch_size` changes, each with the lines up to its
-    /// last change (the chunk's last one with the chunk's end), a bad line with the change after
-    /// it.
+    /// Delivers a chunk as [`split`] cuts it.
     fn split(&mut self, chunk: Chunk) -> bool {
-        let Chunk {
-            batch,
-            bad_at,
-            end,
-            lines,
-            change_lines,
-            ..
-        } = chunk;
-        let n = batch.changes.len();
-        let first = end - lines;
-        if n <= self.batch_size && self.current.is_empty() {
-            // The chunk is one batch as it is.
-            self.current = ProjectedBatch {
-                changes: batch.changes,
-                quarantined: batch.quarantined,
-                lines: end,
-            };
-            return self.deliver();
-        }
-        let mut changes = batch.changes.into_iter();
-        let mut bad = bad_at.into_iter().zip(batch.quarantined).peekable();
-        let mut offset = 0;
-        loop {
-            let stop = (offset + self.batch_size).min(n);
-            let last = stop == n;
-            self.current
-                .changes
-                .extend(changes.by_ref().take(stop - offset));
-            while let Some((_, line)) = bad.next_if(|(at, _)| *at < stop || last) {
-                self.current.quarantined.push(line);
-            }
-            self.current.lines = if last {
-                end
-            } else {
-                first + u64::from(change_lines[stop - 1])
-            };
-            offset = stop;
+        for batch in split(chunk, self.batch_size) {
+            self.current = batch;
             if !self.deliver() {
                 return false;
             }
-            if last {
-                return true;
-            }
         }
+        true
     }
 
     fn deliver(&mut self) -> bool {
@@ -491,6 +495,56 @@ impl<F: FnMut(ProjectedBatch) -> bool> Collector<F> {
     fn finish(mut self) -> ReadSummary {
         self.summary.completed = self.current.is_empty() || self.deliver();
         self.summary
+    }
+}
+
+/// A chunk (decoded with positions tracked) as batches of at most `batch_size` changes, each with
+/// the lines up to its last change (the chunk's last one with the chunk's end), a bad line with
+/// the change after it. A chunk of no changes is one empty batch: its lines still move the
+/// position.
+fn split(chunk: Chunk, batch_size: usize) -> Vec<ProjectedBatch> {
+    let Chunk {
+        batch,
+        bad_at,
+        end,
+        lines,
+        change_lines,
+        ..
+    } = chunk;
+    let n = batch.changes.len();
+    if n <= batch_size {
+        // The chunk is one batch as it is.
+        return vec![ProjectedBatch {
+            changes: batch.changes,
+            quarantined: batch.quarantined,
+            lines: end,
+        }];
+    }
+    let first = end - lines;
+    let mut out = Vec::with_capacity(n.div_ceil(batch_size));
+    let mut changes = batch.changes.into_iter();
+    let mut bad = bad_at.into_iter().zip(batch.quarantined).peekable();
+    let mut offset = 0;
+    loop {
+        let stop = (offset + batch_size).min(n);
+        let last = stop == n;
+        let mut current = ProjectedBatch {
+            changes: changes.by_ref().take(stop - offset).collect(),
+            ..ProjectedBatch::default()
+        };
+        while let Some((_, line)) = bad.next_if(|(at, _)| *at < stop || last) {
+            current.quarantined.push(line);
+        }
+        current.lines = if last {
+            end
+        } else {
+            first + u64::from(change_lines[stop - 1])
+        };
+        out.push(current);
+        offset = stop;
+        if last {
+            return out;
+        }
     }
 }
 
@@ -948,8 +1002,47 @@ mod tests {
         (ids, bad, positions)
     }
 
+    /// [`read_from`] through [`read_projected_reduced`], each batch reduced on its decoding
+    /// thread to what `read_from` keeps of it.
+    fn read_reduced(
+        path: &Path,
+        options: ReadOptions,
+    ) -> (Vec<String>, Vec<String>, Vec<(u64, usize)>) {
+        let (mut ids, mut bad, mut positions) = (Vec::new(), Vec::new(), Vec::new());
+        let on_caller = std::thread::current().id();
+        let summary = read_projected_reduced(
+            path,
+            &projection(),
+            options,
+            |b| {
+                assert!(b.changes.len() <= options.batch_size);
+                if options.threads > 0 {
+                    assert_ne!(std::thread::current().id(), on_caller);
+                }
+                let ids: Vec<String> = b
+                    .changes
+                    .iter()
+                    .map(|c| c.sequence_number.to_string())
+                    .collect();
+                let bad: Vec<String> = b.quarantined.into_iter().map(|q| q.origin).collect();
+                (ids, bad, b.lines)
+            },
+            |(batch_ids, batch_bad, lines)| {
+                ids.extend(batch_ids);
+                bad.extend(batch_bad);
+                positions.push((lines, ids.len()));
+                true
+            },
+        )
+        .unwrap();
+        assert!(summary.completed);
+        assert_eq!(summary.changes as usize, ids.len());
+        (ids, bad, positions)
+    }
+
     /// Every batch's position, resumed from, gives exactly the rest of the read: no change and
-    /// no bad line twice or never, on both read paths, plain and gzip.
+    /// no bad line twice or never, on both read paths, plain and gzip. Batches reduced on the
+    /// decoding threads are the same batches.
     #[test]
     fn a_read_resumed_at_any_batch_position_gives_exactly_the_rest() {
         let dir = tempfile::tempdir().unwrap();
@@ -972,6 +1065,10 @@ mod tests {
                     ..ReadOptions::default()
                 };
                 let (ids, bad, positions) = read_from(file, options);
+                assert_eq!(
+                    read_reduced(file, options),
+                    (ids.clone(), bad.clone(), positions.clone())
+                );
                 assert_eq!(ids.len() + bad.len(), 3001 - 2 * 31, "{file:?}");
                 assert_eq!(positions.last().map(|p| p.0), Some(3001));
                 assert!(positions.windows(2).all(|w| w[0].0 <= w[1].0));
@@ -985,6 +1082,11 @@ mod tests {
                         },
                     );
                     assert_eq!(rest_ids, ids[done..], "resumed at line {at}");
+                    let resumed = ReadOptions {
+                        skip_lines: at,
+                        ..options
+                    };
+                    assert_eq!(read_reduced(file, resumed).0, rest_ids);
                     assert!(bad.ends_with(&rest_bad), "resumed at line {at}");
                     // The whole-record path cuts its own batches; the same lines are its rest.
                     let mut whole = Vec::new();
