@@ -351,10 +351,10 @@ impl Combiner {
         }
         if rows.len() >= self.polars_from_rows {
             self.sum_polars(&rows, &mut out)?;
+            self.sum_distinct(&rows, &mut out);
         } else {
             self.sum_directly(&rows, &mut out);
         }
-        self.sum_distinct(&rows, &mut out);
         out.dims = scan.dims.into_iter().map(|d| d.values).collect();
         out.distinct = scan.distinct.into_iter().map(|d| d.values).collect();
         Ok(out)
@@ -589,49 +589,77 @@ impl Combiner {
         Ok(())
     }
 
-    /// The groups one row falls in: (key, window) for every window, hop and dimension.
-    fn keys_of(&self, rows: &Rows, row: usize, mut f: impl FnMut(GroupKey)) {
+    /// The groups a row falls in, given its window bases and dimension codes: (key, window)
+    /// for every window, hop and dimension.
+    fn keys_of(&self, bases: impl Fn(usize) -> i64, dims: impl Fn(usize) -> u32) -> Vec<GroupKey> {
+        let mut keys = Vec::new();
         for (w, size) in self.windows.iter().enumerate() {
             for hop in 0..size.millis / size.slide {
-                let start = rows.bases[w][row] - hop * size.slide;
+                let start = bases(w) - hop * size.slide;
                 for dimension in 0..=self.spec.dimensions.len() {
-                    let value = if dimension == 0 {
-                        0
-                    } else {
-                        rows.dims[dimension - 1][row]
-                    };
-                    f(GroupKey {
+                    keys.push(GroupKey {
                         window: w as u32,
                         start,
                         dimension: dimension as u32,
-                        value,
+                        value: if dimension == 0 {
+                            0
+                        } else {
+                            dims(dimension - 1)
+                        },
                     });
                 }
             }
         }
+        keys
     }
 
-    /// The same sums as [`Self::sum_polars`], row by row.
+    /// The same sums as [`Self::sum_polars`] (and [`Self::sum_distinct`]), in two steps. Rows
+    /// with the same bucket, window bases and dimension values fall in the same groups: they are
+    /// first summed per such *cell* (one lookup per row), and each cell is then added to each of
+    /// its groups (one per window, hop and dimension, plus the total). A batch has few cells, so
+    /// a row costs one lookup however many groups it falls in.
     fn sum_directly(&self, rows: &Rows, out: &mut Combined) {
         let metrics = &self.spec.metrics;
-        let mut keys = Vec::new();
+        let (windows, dimensions) = (rows.bases.len(), rows.dims.len());
+        // A cell's key: bucket, then the base of each window, then each dimension's code.
+        let mut cells: HashMap<Box<[i64]>, Acc> = HashMap::default();
+        let mut key = vec![0i64; 1 + windows + dimensions];
         for row in 0..rows.len() {
-            keys.clear();
-            self.keys_of(rows, row, |k| keys.push(k));
-            let groups = &mut out.buckets[rows.bucket[row] as usize].groups;
-            for key in &keys {
+            key[0] = i64::from(rows.bucket[row]);
+            for (w, bases) in rows.bases.iter().enumerate() {
+                key[1 + w] = bases[row];
+            }
+            for (d, codes) in rows.dims.iter().enumerate() {
+                key[1 + windows + d] = i64::from(codes[row]);
+            }
+            let cell = match cells.get_mut(&key[..]) {
+                Some(cell) => cell,
+                None => cells
+                    .entry(key.clone().into())
+                    .or_insert_with(|| Acc::new(metrics.len())),
+            };
+            cell.add_row(rows, row, metrics);
+            for (m, codes) in rows.distinct.iter().enumerate() {
+                if let Some(code) = codes.get(row).copied().flatten() {
+                    cell.distinct[m].insert(code);
+                }
+            }
+        }
+        for (key, cell) in cells {
+            let groups = &mut out.buckets[key[0] as usize].groups;
+            let keys = self.keys_of(|w| key[1 + w], |d| key[1 + windows + d] as u32);
+            for group in keys {
                 groups
-                    .entry(*key)
+                    .entry(group)
                     .or_insert_with(|| Acc::new(metrics.len()))
-                    .add_row(rows, row, metrics);
+                    .add(&cell, metrics, None);
             }
         }
     }
 
-    /// Distinct values: sets of codes per group.
+    /// Distinct values of the rows summed by polars: sets of codes per group.
     fn sum_distinct(&self, rows: &Rows, out: &mut Combined) {
         let metrics = &self.spec.metrics;
-        let mut keys = Vec::new();
         for (m, spec) in metrics.iter().enumerate() {
             if spec.kind != MetricKind::Distinct {
                 continue;
@@ -640,12 +668,11 @@ impl Combiner {
                 let Some(code) = rows.distinct[m][row] else {
                     continue;
                 };
-                keys.clear();
-                self.keys_of(rows, row, |k| keys.push(k));
+                let keys = self.keys_of(|w| rows.bases[w][row], |d| rows.dims[d][row]);
                 let groups = &mut out.buckets[rows.bucket[row] as usize].groups;
-                for key in &keys {
+                for key in keys {
                     groups
-                        .entry(*key)
+                        .entry(key)
                         .or_insert_with(|| Acc::new(metrics.len()))
                         .distinct[m]
                         .insert(code);

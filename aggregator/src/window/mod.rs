@@ -101,9 +101,9 @@ struct Acc {
 }
 
 impl Acc {
-    /// Adds a batch's sums of the group (`distinct`: per metric, the engine's code of each of
-    /// the batch's codes).
-    fn add(&mut self, part: &Acc, metrics: &[MetricSpec], distinct: &[Vec<u32>]) {
+    /// Adds the sums of `part` (`distinct`: per metric, the code in this accumulator's
+    /// dictionary of each of `part`'s codes; `None` when they share one).
+    fn add(&mut self, part: &Acc, metrics: &[MetricSpec], distinct: Option<&[Vec<u32>]>) {
         self.inserts += part.inserts;
         self.modifies += part.modifies;
         self.removes += part.removes;
@@ -118,8 +118,11 @@ impl Acc {
                 }
                 MetricKind::Min => self.extreme(m, spec.kind, part.mins[m]),
                 MetricKind::Max => self.extreme(m, spec.kind, part.maxs[m]),
-                MetricKind::Distinct => self.distinct[m]
-                    .extend(part.distinct[m].iter().map(|c| distinct[m][*c as usize])),
+                MetricKind::Distinct => match distinct {
+                    Some(codes) => self.distinct[m]
+                        .extend(part.distinct[m].iter().map(|c| codes[m][*c as usize])),
+                    None => self.distinct[m].extend(part.distinct[m].iter().copied()),
+                },
             }
         }
     }
@@ -427,7 +430,7 @@ impl WindowEngine {
                         },
                         ..*key
                     };
-                    self.touch(key).add(part, &metrics, &distinct);
+                    self.touch(key).add(part, &metrics, Some(&distinct));
                 }
             }
             self.stats.unknown_kind += batch.kinds[3];
