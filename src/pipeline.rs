@@ -101,6 +101,9 @@ pub enum PipelineError {
     /// The quarantine file could not be written.
     #[error("cannot write quarantine: {0}")]
     Quarantine(#[from] std::io::Error),
+    /// The source sent a batch the pipeline cannot take.
+    #[error("unusable batch from the source: {0}")]
+    Batch(String),
 }
 
 /// What a finished pipeline did.
@@ -219,7 +222,7 @@ pub async fn run(
             }
         }
         let started = Instant::now();
-        let mut all = Vec::with_capacity(events);
+        let mut all = Vec::with_capacity(pending.iter().map(|b| b.events.len()).sum());
         // Projected changes stay in the batches they came in (not copied into one vector).
         let mut projected: Vec<Vec<ProjectedChange>> = Vec::with_capacity(pending.len());
         // Batches the source reduced with the engine's combiner.
@@ -254,12 +257,16 @@ pub async fn run(
                 projected.push(batch.projected);
             }
             if let Some(reduced) = batch.reduced {
-                match reduced.value.downcast::<Result<Combined, AggregatorError>>() {
+                match reduced
+                    .value
+                    .downcast::<Result<Combined, AggregatorError>>()
+                {
                     Ok(result) => combined.push((*result)?),
                     Err(_) => {
-                        return Err(PipelineError::Quarantine(std::io::Error::other(
-                            "the source reduced a batch with something other than the engine's combiner",
-                        )))
+                        return Err(PipelineError::Batch(
+                            "it was reduced by something other than the engine's combiner"
+                                .to_owned(),
+                        ))
                     }
                 }
             }
@@ -310,7 +317,7 @@ pub async fn run(
                 store.write_changes(&change_docs).await
             }
         };
-        // The polars pass is CPU work: keep it off the async workers.
+        // The pass is CPU work (polars, for large batches): keep it off the async workers.
         let pass = tokio::task::spawn_blocking(move || {
             let applied = engine.apply(&all).and_then(|mut rejected| {
                 let offset = all.len();

@@ -1,5 +1,6 @@
 //! The archive source into the embedded store: exact aggregates, and a malformed line is
-//! quarantined by line number while the rest of the archive is processed.
+//! quarantined by line number while the rest of the archive is processed; changes the engine
+//! refuses are quarantined with their shard and sequence number.
 
 mod common;
 
@@ -136,4 +137,99 @@ async fn an_interrupt_ends_a_run_whose_source_is_blocked_on_a_full_channel() {
         .unwrap();
     assert!(summary.source.events > 0, "{summary:?}");
     assert_eq!(summary.source.events, summary.aggregated, "{summary:?}");
+}
+
+/// Changes the engine refuses on the fast path (reduced on the decoding threads) are quarantined
+/// one by one, each with its shard and sequence number and its own reason: one late past its
+/// window's lateness, one with an amount that is not a number. The rest is aggregated exactly.
+#[tokio::test]
+async fn late_and_bad_changes_read_from_an_archive_are_quarantined_with_their_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = streamlens_infra::sample::generate(streamlens_infra::sample::SampleSpec {
+        changes: 1500,
+        seed: 5,
+        ..Default::default()
+    });
+    let inserted = |seq: &str, t: i64, amount: &str| {
+        let mut event = events
+            .iter()
+            .find(|e| e.kind == streamlens_core::EventKind::Insert)
+            .unwrap()
+            .clone();
+        event.event_id = format!("extra-{seq}");
+        event.sequence_number = seq.to_owned();
+        event.event_time_ms = t;
+        let image = event.new_image.as_mut().unwrap();
+        image.insert(
+            "pk".into(),
+            streamlens_core::AttributeValue::S(format!("x{seq}")),
+        );
+        image.insert(
+            "amount".into(),
+            streamlens_core::AttributeValue::N(amount.into()),
+        );
+        event
+    };
+    let last = events.iter().map(|e| e.event_time_ms).max().unwrap();
+    let mut all = events.clone();
+    // Two days before the newest change: past the default lateness (1d), its windows are final.
+    all.push(inserted(
+        "900000000000000000001",
+        last - 2 * 86_400_000,
+        "1.00",
+    ));
+    all.push(inserted("900000000000000000002", last, "lots"));
+    let text: String = all
+        .iter()
+        .map(|e| serde_json::to_string(&streamlens_core::StreamRecord::from(e)).unwrap() + "\n")
+        .collect();
+    let archive = dir.path().join("orders.ndjson");
+    std::fs::write(&archive, &text).unwrap();
+    let summary = streamlens::app::run(
+        archive_to_embedded(&archive, dir.path()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.source.events, 1502);
+    assert_eq!(summary.aggregated, 1500);
+    assert_eq!(summary.quarantined, 2);
+    let quarantine = std::fs::read_to_string(dir.path().join("quarantine.ndjson")).unwrap();
+    let entries: Vec<serde_json::Value> = quarantine
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 2, "{quarantine}");
+    // Both copy the sample's first insert, shard included.
+    let shard = &events
+        .iter()
+        .find(|e| e.kind == streamlens_core::EventKind::Insert)
+        .unwrap()
+        .shard_id;
+    for (entry, seq, reason) in [
+        (&entries[0], "900000000000000000001", "late: event time"),
+        (&entries[1], "900000000000000000002", "metric `amount`"),
+    ] {
+        assert_eq!(
+            entry["origin"],
+            format!("shard {shard} seq {seq}"),
+            "{entry}"
+        );
+        assert!(
+            entry["reason"].as_str().unwrap().starts_with(reason),
+            "{entry}"
+        );
+    }
+    // The totals are those of the sample alone.
+    let (expected, _) = common::totals_of_archive_text(
+        &events
+            .iter()
+            .map(|e| serde_json::to_string(&streamlens_core::StreamRecord::from(e)).unwrap() + "\n")
+            .collect::<String>(),
+    );
+    let store =
+        streamlens_aggregator::store::embedded::EmbeddedStore::open(&dir.path().join("s.redb"))
+            .unwrap();
+    let docs = store.query(&AggQuery::default()).await.unwrap();
+    assert_eq!(common::totals_of_docs(&docs, "1m"), expected);
 }

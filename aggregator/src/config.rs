@@ -198,10 +198,22 @@ pub struct WindowSize {
     pub slide: i64,
 }
 
+/// The longest window, disorder or lateness: 100 years (with event times within years 0 to
+/// 9999, window arithmetic then never overflows).
+pub const LONGEST_MS: i64 = 100 * 366 * 86_400_000;
+
 fn duration_ms(key: &str, text: &str) -> Result<i64, Error> {
-    humantime::parse_duration(text)
-        .map(|d| d.as_millis() as i64)
-        .map_err(|e| Error::Spec(format!("{key}: `{text}` is not a duration: {e}")))
+    let d = humantime::parse_duration(text)
+        .map_err(|e| Error::Spec(format!("{key}: `{text}` is not a duration: {e}")))?;
+    bounded(key, text, d)
+}
+
+/// A duration in milliseconds, if it is at most [`LONGEST_MS`].
+fn bounded(key: &str, text: &str, d: Duration) -> Result<i64, Error> {
+    i64::try_from(d.as_millis())
+        .ok()
+        .filter(|ms| *ms <= LONGEST_MS)
+        .ok_or_else(|| Error::Spec(format!("{key}: `{text}` is longer than 100 years")))
 }
 
 impl PipelineSpec {
@@ -228,7 +240,7 @@ impl PipelineSpec {
                     "pipeline.windows: `{label}` must be whole seconds, at least 1s"
                 )));
             }
-            Ok(d.as_millis() as i64)
+            bounded("pipeline.windows", label, d)
         };
         let mut sizes = Vec::new();
         for label in &self.windows {
@@ -474,6 +486,13 @@ mod tests {
         let spec: PipelineSpec = toml::from_str("windows = [\"1h/7m\"]").unwrap();
         let err = spec.validate().unwrap_err().to_string();
         assert!(err.contains("multiple of the slide"), "{err}");
+        // Durations past 100 years are refused, not wrapped around.
+        let spec: PipelineSpec = toml::from_str("windows = [\"200years\"]").unwrap();
+        let err = spec.validate().unwrap_err().to_string();
+        assert!(err.contains("`200years` is longer than 100 years"), "{err}");
+        let spec: PipelineSpec = toml::from_str("allowed_disorder = \"400000000years\"").unwrap();
+        let err = spec.disorder_ms().unwrap_err().to_string();
+        assert!(err.contains("allowed_disorder"), "{err}");
     }
 
     #[test]

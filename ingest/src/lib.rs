@@ -152,7 +152,7 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
             && self.projected.is_empty()
-            && self.reduced.is_none()
+            && self.reduced.as_ref().is_none_or(|r| r.changes == 0)
             && self.quarantined.is_empty()
             && self.gaps.is_empty()
             && self.positions.is_empty()

@@ -28,9 +28,10 @@
 //!
 //! A batch becomes rows, column by column: per window slide the row's base, per dimension a code
 //! of the batch's own dictionary, the signed counts and metric values. Small batches are summed
-//! row by row; from [`Combiner::with_polars_threshold`] rows on, polars sums them with one lazy
-//! `group_by(bucket, window start, value)` per window, hop and dimension, unioned and run in
-//! parallel. Both give the same sums (tests run both).
+//! per *cell* (rows with the same bucket, window bases and dimension values), and each cell then
+//! into each of its groups; from [`Combiner::with_polars_threshold`] rows on, polars sums them with
+//! one lazy `group_by(bucket, window start, value)` per window, hop and dimension, unioned and run
+//! in parallel. Both give the same sums (tests run both).
 
 use std::sync::Arc;
 
@@ -48,6 +49,11 @@ use crate::{
     decimal::parse_scaled,
     Error,
 };
+
+/// The earliest event time taken: 0000-01-01T00:00:00Z, epoch milliseconds.
+pub const EARLIEST_MS: i64 = -62_167_219_200_000;
+/// The latest event time taken: 9999-12-31T23:59:59.999Z.
+pub const LATEST_MS: i64 = 253_402_300_799_999;
 
 /// Default of [`Combiner::with_polars_threshold`].
 pub const POLARS_FROM_ROWS: usize = 65_536;
@@ -245,7 +251,7 @@ impl Acc {
 /// ([`super::WindowEngine::combiner`]). Cheap to clone, and `Sync`: decoding threads share one.
 #[derive(Debug, Clone)]
 pub struct Combiner {
-    spec: Arc<PipelineSpec>,
+    pub(super) spec: Arc<PipelineSpec>,
     windows: Arc<[WindowSize]>,
     slots: Arc<Slots>,
     disorder_ms: i64,
@@ -293,11 +299,11 @@ impl Combiner {
         self
     }
 
-    /// The end of the earliest-ending window holding `time`.
+    /// The end of the earliest-ending window holding `time` (never below `time`).
     pub(super) fn earliest_end(windows: &[WindowSize], time: i64) -> i64 {
         windows
             .iter()
-            .map(|w| time.div_euclid(w.slide) * w.slide + w.slide)
+            .map(|w| (time.div_euclid(w.slide) * w.slide).saturating_add(w.slide))
             .min()
             .unwrap_or(i64::MAX)
     }
@@ -478,6 +484,11 @@ impl Combiner {
             EventKind::Unknown(_) => return Ok(()),
         };
         let t = self.event_time(change)?;
+        if !(EARLIEST_MS..=LATEST_MS).contains(&t) {
+            return Err(format!(
+                "event time {t} is out of range (years 0000 to 9999, in epoch milliseconds)"
+            ));
+        }
         let shard = match &scan.shard {
             Some((id, at)) if Arc::ptr_eq(id, &change.shard_id) => *at,
             _ => {

@@ -44,7 +44,7 @@
 //! given and tags its documents with the worker's name: they are partial aggregates, which stores
 //! add together with the other workers' at query time.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 pub mod combine;
 pub use combine::{Combined, Combiner, POLARS_FROM_ROWS};
@@ -165,7 +165,8 @@ impl Dict {
 /// A change the engine did not aggregate, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
-    /// Its position in the batch given to [`WindowEngine::apply`].
+    /// Its position in the batch given to [`WindowEngine::apply`] (or to the other `apply_*`
+    /// methods: in the concatenation of what they are given).
     pub index: usize,
     /// Why.
     pub reason: String,
@@ -376,20 +377,7 @@ impl WindowEngine {
             for held in &batch.late {
                 rejected.push(late(held, self));
             }
-            // The batch's dictionary codes, in the engine's dictionaries.
-            let dims: Vec<Vec<u32>> = batch
-                .dims
-                .iter()
-                .zip(&mut self.dims)
-                .map(|(values, dict)| values.iter().map(|v| dict.code(v)).collect())
-                .collect();
-            let distinct: Vec<Vec<u32>> = batch
-                .distinct
-                .iter()
-                .zip(&mut self.distinct_dicts)
-                .map(|(values, dict)| values.iter().map(|v| dict.code(v)).collect())
-                .collect();
-            let metrics = self.spec.metrics.clone();
+            let spec = Arc::clone(&self.combiner.spec);
             let late_buckets: Vec<bool> = batch
                 .buckets
                 .iter()
@@ -401,6 +389,40 @@ impl WindowEngine {
                 for held in &batch.held {
                     if late_buckets[held.bucket as usize] {
                         rejected.push(late(held, self));
+                    }
+                }
+            }
+            // The batch's dictionary codes in the engine's dictionaries: those the groups taken
+            // use (a value seen only in late changes is not kept).
+            let mut dims: Vec<Vec<u32>> =
+                batch.dims.iter().map(|v| vec![u32::MAX; v.len()]).collect();
+            let mut distinct: Vec<Vec<u32>> = batch
+                .distinct
+                .iter()
+                .map(|v| vec![u32::MAX; v.len()])
+                .collect();
+            for (bucket, _) in batch
+                .buckets
+                .iter()
+                .zip(&late_buckets)
+                .filter(|(_, l)| !**l)
+            {
+                for (key, part) in &bucket.groups {
+                    if key.dimension > 0 {
+                        let d = key.dimension as usize - 1;
+                        let code = &mut dims[d][key.value as usize];
+                        if *code == u32::MAX {
+                            *code = self.dims[d].code(&batch.dims[d][key.value as usize]);
+                        }
+                    }
+                    for (m, codes) in part.distinct.iter().enumerate() {
+                        for c in codes {
+                            let code = &mut distinct[m][*c as usize];
+                            if *code == u32::MAX {
+                                *code =
+                                    self.distinct_dicts[m].code(&batch.distinct[m][*c as usize]);
+                            }
+                        }
                     }
                 }
             }
@@ -430,7 +452,7 @@ impl WindowEngine {
                         },
                         ..*key
                     };
-                    self.touch(key).add(part, &metrics, Some(&distinct));
+                    self.touch(key).add(part, &spec.metrics, Some(&distinct));
                 }
             }
             self.stats.unknown_kind += batch.kinds[3];
@@ -1075,6 +1097,37 @@ mod tests {
         );
     }
 
+    /// An event time no calendar holds is refused with its reason, and nothing after it in the
+    /// batch is judged against it (the newest time is not pushed to the end of time).
+    #[test]
+    fn an_event_time_out_of_range_is_refused_alone() {
+        let mut spec = spec();
+        spec.windows = vec!["1m".into()];
+        spec.event_time_attribute = Some("at".into());
+        spec.event_time_format = crate::config::TimeFormat::EpochMillis;
+        let at = |id: u32, ms: &str| {
+            let mut image = item(id, "new", "5", 1);
+            image.insert("at".into(), AttributeValue::N(ms.into()));
+            event(id.into(), 0, EventKind::Insert, None, Some(image))
+        };
+        for first in [None, Some("1767225600000")] {
+            let mut engine = WindowEngine::new(spec.clone(), 0).unwrap();
+            let mut batch: Vec<ChangeEvent> = first.map(|ms| at(1, ms)).into_iter().collect();
+            batch.extend([at(2, "9223372036854775807"), at(3, "1767225601000")]);
+            let rejected = engine.apply(&batch).unwrap();
+            assert_eq!(rejected.len(), 1, "{rejected:?}");
+            assert_eq!(rejected[0].index, batch.len() - 2);
+            assert!(!rejected[0].late);
+            assert!(
+                rejected[0].reason.contains("out of range"),
+                "{}",
+                rejected[0].reason
+            );
+            assert_eq!(engine.max_event_time(), 1_767_225_601_000);
+            assert_eq!(engine.stats().aggregated, batch.len() as u64 - 1);
+        }
+    }
+
     #[test]
     fn prev_holds_the_values_of_the_previous_emission() {
         let events = history(600, 7);
@@ -1255,10 +1308,12 @@ mod tests {
 
         /// What an engine with 5 s disorder and 10 s lateness aggregates of `events` cut into
         /// batches at `cuts`, and what it rejects: (index in `events`, late), and the reasons.
+        /// `at_once`: the batches are combined apart and applied in one call.
         fn run_rejecting(
             events: &[ChangeEvent],
             cuts: &[usize],
             polars_from: usize,
+            at_once: bool,
         ) -> (Expected, Vec<(usize, bool)>, Vec<String>) {
             let mut spec = spec();
             spec.allowed_disorder = "5s".into();
@@ -1271,7 +1326,17 @@ mod tests {
             let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (events.len() + 1)).collect();
             bounds.push(events.len());
             bounds.sort();
+            let mut combined = Vec::new();
             for end in bounds {
+                if at_once {
+                    let projected: Vec<ProjectedChange> = events[at..end]
+                        .iter()
+                        .map(|e| ProjectedChange::from_event(e, engine.projection()))
+                        .collect();
+                    combined.push(engine.combiner().combine(&[&projected]).unwrap());
+                    at = end;
+                    continue;
+                }
                 for r in engine.apply(&events[at..end]).unwrap() {
                     rejected.push((at + r.index, r.late));
                     reasons.push(format!("{} {}", r.origin, r.reason));
@@ -1280,6 +1345,13 @@ mod tests {
                 for doc in engine.take_changed() {
                     docs.insert(doc.id(), doc);
                 }
+            }
+            for r in engine.apply_combined(combined) {
+                rejected.push((r.index, r.late));
+                reasons.push(format!("{} {}", r.origin, r.reason));
+            }
+            for doc in engine.take_changed() {
+                docs.insert(doc.id(), doc);
             }
             let stats = engine.stats();
             assert_eq!(stats.rejected, rejected.len() as u64);
@@ -1295,6 +1367,7 @@ mod tests {
                 times in prop::collection::vec((0i64..600, any::<u64>()), 1..120),
                 cuts in prop::collection::vec(any::<usize>(), 0..12),
                 polars in any::<bool>(),
+                at_once in any::<bool>(),
             ) {
                 let events = disordered(&times);
                 // The plain rule, one change at a time: late when the end of its minute plus
@@ -1319,12 +1392,13 @@ mod tests {
                     accepted.push(e.clone());
                 }
                 let polars_from = if polars { 0 } else { usize::MAX };
-                let (cells, rejected, reasons) = run_rejecting(&events, &cuts, polars_from);
+                let (cells, rejected, reasons) =
+                    run_rejecting(&events, &cuts, polars_from, at_once);
                 prop_assert_eq!(&rejected, &expected);
                 prop_assert_eq!(cells, reference(&accepted));
                 // The same reasons (watermarks included) as one change per batch.
                 let each: Vec<usize> = (0..events.len()).collect();
-                let (_, _, one_by_one) = run_rejecting(&events, &each, usize::MAX);
+                let (_, _, one_by_one) = run_rejecting(&events, &each, usize::MAX, false);
                 prop_assert_eq!(reasons, one_by_one);
             }
 

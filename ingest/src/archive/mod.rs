@@ -186,8 +186,9 @@ impl ArchiveSource {
     }
 
     /// Reads on the fast path: lines are decoded (on every core) straight into changes reduced
-    /// to these attributes ([`Batch::projected`]) instead of whole events. Live replays keep
-    /// whole events (they rewrite times).
+    /// to these attributes ([`Batch::projected`], or [`Batch::reduced`] with
+    /// [`Self::with_reducer`]) instead of whole events. Live replays keep whole events (they
+    /// rewrite times).
     pub fn with_projection(mut self, projection: Option<streamlens_core::Projection>) -> Self {
         self.projection = projection;
         self

@@ -3,8 +3,9 @@
 //! The input (plain, gzip or zstd, through [`open`](super::open)) is cut into chunks of whole
 //! lines. Each worker thread takes the next chunk from the shared reader (reading is serialised:
 //! for compressed input the decompression runs there), decodes it with
-//! [`decode_projected`](super::fast::decode_projected) (and, with [`read_projected_map`], applies
-//! the caller's function to it) and hands the result back; the calling thread puts the chunks back
+//! [`decode_projected`](super::fast::decode_projected) (and, with [`read_projected_map`] or
+//! [`read_projected_reduced`], applies the caller's function to the chunk or to each of its
+//! batches) and hands the result back; the calling thread puts the chunks back
 //! in input order and calls the callback. A fixed number of chunks is in flight at any time (read,
 //! being decoded, or decoded and waiting for an earlier chunk), so memory stays bounded whatever
 //! the size of the input and however slowly the callback consumes.
@@ -43,7 +44,7 @@ impl ProjectedBatch {
     }
 }
 
-/// How [`read_projected_with`] and [`read_projected_map`] read.
+/// How [`read_projected_with`], [`read_projected_reduced`] and [`read_projected_map`] read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadOptions {
     /// Changes per batch (the last one may have fewer); not used by [`read_projected_map`],
@@ -62,7 +63,8 @@ pub struct ReadOptions {
     /// the lines a checkpoint covers). Input shorter than this is an error.
     pub skip_lines: u64,
     /// Batches of at most `batch_size` changes that never span two chunks, each with its
-    /// [`ProjectedBatch::lines`]: what a reader that checkpoints needs.
+    /// [`ProjectedBatch::lines`]: what a reader that checkpoints needs ([`read_projected_reduced`]
+    /// always reads so).
     pub positions: bool,
 }
 
@@ -200,21 +202,25 @@ pub fn read_projected_reduced<T: Send>(
             ..options
         },
         &|chunk: Chunk| {
-            let counts = (
-                chunk.lines,
-                chunk.bytes,
-                chunk.batch.changes.len() as u64,
-                chunk.batch.quarantined.len() as u64,
-            );
-            let reduced: Vec<T> = split(chunk, batch_size).into_iter().map(&reduce).collect();
-            (counts, reduced)
+            let read = (chunk.lines, chunk.bytes);
+            let reduced: Vec<(u64, u64, T)> = split(chunk, batch_size)
+                .into_iter()
+                .map(|batch| {
+                    let (changes, bad) = (batch.changes.len(), batch.quarantined.len());
+                    (changes as u64, bad as u64, reduce(batch))
+                })
+                .collect();
+            (read, reduced)
         },
-        |((lines, bytes, changes, quarantined), reduced)| {
+        |((lines, bytes), reduced)| {
             summary.lines += lines;
             summary.bytes += bytes;
-            summary.changes += changes;
-            summary.quarantined += quarantined;
-            reduced.into_iter().all(&mut callback)
+            // Only what is delivered counts as delivered.
+            reduced.into_iter().all(|(changes, quarantined, value)| {
+                summary.changes += changes;
+                summary.quarantined += quarantined;
+                callback(value)
+            })
         },
     )?;
     summary.completed = go_on;
