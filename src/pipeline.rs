@@ -2,7 +2,8 @@
 //!
 //! The source runs in its own task and sends batches through a bounded channel. The engine task
 //! takes what is waiting (up to a cap) and aggregates it in one pass (summed directly, or with
-//! polars for large batches). The pass's changed windows and checkpoint are then written to the
+//! polars for large batches; an archive source sends its batches already reduced by the engine's
+//! combiner on its decoding threads, and the pass only adds their sums to the state). The pass's changed windows and checkpoint are then written to the
 //! store, and only after that announced to live subscribers; that write runs while the next pass
 //! computes, and is finished before the next write starts (so writes stay in order) and before
 //! the engine waits for input (so a change is never held back for want of later ones). When the
