@@ -6,8 +6,11 @@
 //! combiner on its decoding threads, and the pass only adds their sums to the state). The pass's changed windows and checkpoint are then written to the
 //! store, and only after that announced to live subscribers; that write runs while the next pass
 //! computes, and is finished before the next write starts (so writes stay in order) and before
-//! the engine waits for input (so a change is never held back for want of later ones). When the
-//! channel is full the source waits: memory stays bounded however fast the input is.
+//! the engine waits for input (so a change is never held back for want of later ones). Writes are
+//! group-committed: durable at least once a second (`DURABLE_EVERY`), and deferred between (seen
+//! by readers at once, lost together with their checkpoint in a crash, so the changes they cover
+//! are read again). When the channel is full the source waits: memory stays bounded however fast
+//! the input is.
 
 use std::{
     sync::{
@@ -42,6 +45,13 @@ const MAX_EVENTS_PER_PASS: usize = 20_000;
 /// (whole images, two index entries each) cost far more per change than aggregating it: passes
 /// stay short, so a window's new value is still written within the emit bound.
 const MAX_EVENTS_PER_INDEXED_PASS: usize = 4_000;
+
+/// Writes are made durable at least this often (group commit): between, a pass's documents and
+/// checkpoint are committed without waiting for the disk (see `Store::write_deferred`), so a
+/// backfill that runs hundreds of passes a second does not wait for as many fsyncs. A crash loses
+/// at most this much work, and the changes it covered are read again on resume; a store that is
+/// idle this long with deferred writes is flushed.
+const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often old changes are dropped from the change index.
 const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -190,6 +200,9 @@ pub async fn run(
     };
     // The last pass's writes, still running while this pass computes.
     let mut writing: Option<tokio::task::JoinHandle<Result<PassWritten, PipelineError>>> = None;
+    // The last durable write, and whether the store holds deferred ones since.
+    let mut durable_at = Instant::now();
+    let mut deferred = false;
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -200,10 +213,18 @@ pub async fn run(
             Err(mpsc::error::TryRecvError::Empty) => {
                 // Nothing is waiting: the last pass's writes are finished before this waits, so
                 // a change is never kept from readers by the absence of later ones.
-                finish(&mut writing, &mut summary, &mut quarantine).await?;
-                tokio::select! {
-                    batch = rx.recv() => batch,
-                    _ = shutdown.cancelled() => None,
+                deferred |= finish(&mut writing, &mut summary, &mut quarantine).await?;
+                loop {
+                    let flush_at = tokio::time::Instant::from_std(durable_at + DURABLE_EVERY);
+                    tokio::select! {
+                        batch = rx.recv() => break batch,
+                        _ = shutdown.cancelled() => break None,
+                        _ = tokio::time::sleep_until(flush_at), if deferred => {
+                            store.flush().await?;
+                            durable_at = Instant::now();
+                            deferred = false;
+                        }
+                    }
                 }
             }
         };
@@ -344,7 +365,9 @@ pub async fn run(
         let (back, applied, all, projected) =
             pass.map_err(|e| std::io::Error::other(format!("engine task failed: {e}")))?;
         engine = back;
-        for refused in indexed?.rejected {
+        let indexed = indexed?;
+        deferred |= indexed.deferred;
+        for refused in indexed.rejected {
             quarantine.put(&Quarantined {
                 origin: format!("change {}", refused.id),
                 reason: format!("the change index refused the change: {}", refused.reason),
@@ -400,7 +423,7 @@ pub async fn run(
         });
         // The writes of this pass run while the next one computes; the previous pass's are done
         // first, so documents and checkpoints reach the store in order.
-        finish(&mut writing, &mut summary, &mut quarantine).await?;
+        deferred |= finish(&mut writing, &mut summary, &mut quarantine).await?;
         let commit = committer
             .clone()
             .filter(|_| moved || !docs.is_empty())
@@ -414,11 +437,17 @@ pub async fn run(
                     },
                 )
             });
+        // Positions committed to a lease table must be covered by durable documents.
+        let durable = commit.is_some() || durable_at.elapsed() >= DURABLE_EVERY;
+        if durable {
+            durable_at = Instant::now();
+        }
         writing = Some(tokio::spawn(write_pass(
             store.clone(),
             docs,
             checkpoint,
             commit,
+            durable,
             updates.clone(),
         )));
         let took = started.elapsed();
@@ -453,6 +482,8 @@ pub async fn run(
 #[derive(Debug, Default)]
 struct PassWritten {
     docs: u64,
+    /// The store deferred the write (see `Store::write_deferred`).
+    deferred: bool,
     refused: Vec<streamlens_aggregator::store::RejectedDoc>,
 }
 
@@ -463,12 +494,18 @@ async fn write_pass(
     docs: Vec<AggregateDoc>,
     checkpoint: Option<StoredCheckpoint>,
     commit: Option<(Arc<dyn Committer>, Commit)>,
+    durable: bool,
     updates: Updates,
 ) -> Result<PassWritten, PipelineError> {
     let mut out = PassWritten::default();
     if !docs.is_empty() || checkpoint.is_some() {
-        let written = store.write(&docs, checkpoint.as_ref()).await?;
+        let written = if durable {
+            store.write(&docs, checkpoint.as_ref()).await?
+        } else {
+            store.write_deferred(&docs, checkpoint.as_ref()).await?
+        };
         out.refused = written.rejected;
+        out.deferred = written.deferred;
         out.docs = docs.len() as u64;
         metrics::counter!("streamlens_docs_written_total").increment(docs.len() as u64);
     }
@@ -491,14 +528,15 @@ async fn write_pass(
     Ok(out)
 }
 
-/// Waits for the last pass's writes, counts them and quarantines what the store refused.
+/// Waits for the last pass's writes, counts them and quarantines what the store refused; whether
+/// the store deferred them.
 async fn finish(
     writing: &mut Option<tokio::task::JoinHandle<Result<PassWritten, PipelineError>>>,
     summary: &mut RunSummary,
     quarantine: &mut Quarantine,
-) -> Result<(), PipelineError> {
+) -> Result<bool, PipelineError> {
     let Some(task) = writing.take() else {
-        return Ok(());
+        return Ok(false);
     };
     let written = task
         .await
@@ -513,7 +551,7 @@ async fn finish(
         })?;
         metrics::counter!("streamlens_docs_refused_total").increment(1);
     }
-    Ok(())
+    Ok(written.deferred)
 }
 
 /// The merged (all workers) documents of the windows and groups in `partial`.

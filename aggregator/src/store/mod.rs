@@ -95,6 +95,8 @@ pub struct Written {
     pub rejected: Vec<RejectedDoc>,
     /// Writes refused because the store holds the same or a newer version.
     pub stale: u64,
+    /// The write is not durable yet (see [`Store::write_deferred`]).
+    pub deferred: bool,
 }
 
 /// A document a store refused.
@@ -123,6 +125,20 @@ pub trait Store: AggregateReader + ChangeReader {
         docs: &[AggregateDoc],
         checkpoint: Option<&StoredCheckpoint>,
     ) -> Result<Written, Error>;
+
+    /// [`Self::write`], except that the store may return before the write is durable (group
+    /// commit): it becomes durable with the next [`Self::write`] or [`Self::flush`], together with
+    /// everything written before it. A crash before then loses the documents and the checkpoint
+    /// together, never one without the other, so a resumed run reads their changes again. Readers
+    /// see the write at once. [`Written::deferred`] says whether the store deferred it (the
+    /// embedded store does; OpenSearch writes as [`Self::write`] does).
+    async fn write_deferred(
+        &self,
+        docs: &[AggregateDoc],
+        checkpoint: Option<&StoredCheckpoint>,
+    ) -> Result<Written, Error> {
+        self.write(docs, checkpoint).await
+    }
 
     /// The last checkpoint written for a single-process pipeline (worker `""`).
     async fn checkpoint(&self, pipeline: &str) -> Result<Option<StoredCheckpoint>, Error> {
@@ -158,7 +174,9 @@ pub trait Store: AggregateReader + ChangeReader {
     /// Adds changes to the change index (see [`streamlens_core::changes`]). A change written
     /// again (same table, shard and sequence number) replaces itself, so a replay or a restart
     /// that reads changes twice keeps one copy. Changes the store refuses for themselves are
-    /// returned in [`Written::rejected`], to be quarantined.
+    /// returned in [`Written::rejected`], to be quarantined. The embedded store defers making
+    /// them durable (see [`Self::write_deferred`]): the pipeline writes the aggregates and
+    /// checkpoint covering them after them, and the next durable commit covers all.
     async fn write_changes(&self, changes: &[ChangeDoc]) -> Result<Written, Error>;
 
     /// Drops changes older than `before_ms` (event time) from the change index; returns how
@@ -166,7 +184,7 @@ pub trait Store: AggregateReader + ChangeReader {
     /// counts indices).
     async fn expire_changes(&self, before_ms: i64) -> Result<u64, Error>;
 
-    /// Makes everything written visible to queries.
+    /// Makes everything written visible to queries, and durable.
     async fn flush(&self) -> Result<(), Error> {
         Ok(())
     }

@@ -44,8 +44,11 @@ fn bounds(search: &ChangeSearch, prefix: &str) -> (Bound<String>, Bound<String>)
 }
 
 impl EmbeddedStore {
+    /// Deferred (see [`crate::Store::write_deferred`]): the pipeline writes a pass's changes
+    /// before the aggregates and checkpoint that cover them, whose commit makes them durable (or,
+    /// deferred too, the next durable one).
     pub(super) fn write_changes_blocking(&self, changes: &[ChangeDoc]) -> Result<Written, Error> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let tx = self.begin(false)?;
         {
             let mut table = tx.open_table(CHANGES).map_err(|e| self.err(e))?;
             let mut keys = tx.open_table(CHANGE_KEYS).map_err(|e| self.err(e))?;
@@ -59,7 +62,10 @@ impl EmbeddedStore {
             }
         }
         tx.commit().map_err(|e| self.err(e))?;
-        Ok(Written::default())
+        Ok(Written {
+            deferred: true,
+            ..Written::default()
+        })
     }
 
     pub(super) fn expire_changes_blocking(&self, before_ms: i64) -> Result<u64, Error> {

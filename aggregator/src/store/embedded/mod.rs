@@ -1,7 +1,10 @@
 //! The embedded store: a single redb file, no server.
 //!
 //! redb is an ACID, copy-on-write B-tree store: a commit is durable and a kill at any moment
-//! leaves the last committed state readable. Documents are kept as JSON under their id, which
+//! leaves the last committed state readable. A deferred write ([`Store::write_deferred`], and the
+//! change index's writes) commits without an fsync (`Durability::None`): readers see it at once,
+//! and it becomes durable with the next durable commit or [`Store::flush`]; a kill before then
+//! leaves the store at that last durable commit. Documents are kept as JSON under their id, which
 //! starts with `pipeline|window|window start (13 digits)`, so a query for one pipeline and window
 //! is a key-range scan. Checkpoints are kept under [`super::checkpoint_id`], in the same
 //! transaction as the documents they cover. [Rollups](super::rollup) of every tumbling window
@@ -12,9 +15,17 @@
 
 mod changes;
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
 
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
+};
 use streamlens_core::{
     aggregate::{doc_id_prefix, id_matches},
     AggQuery, AggregateDoc, AggregateReader,
@@ -206,6 +217,8 @@ fn rebuild_bucket(
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: String,
+    /// Commits not yet durable (made with [`Durability::None`]).
+    deferred: Arc<AtomicBool>,
 }
 
 impl EmbeddedStore {
@@ -259,6 +272,7 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             db: Arc::new(db),
             path: name,
+            deferred: Arc::default(),
         })
     }
 
@@ -269,13 +283,31 @@ impl EmbeddedStore {
         }
     }
 
+    /// A write transaction: durable at commit, or deferred (see [`Store::write_deferred`]). A
+    /// durable commit makes the deferred ones before it durable too.
+    fn begin(&self, durable: bool) -> Result<WriteTransaction, Error> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        if durable {
+            self.deferred.store(false, Ordering::SeqCst);
+        } else {
+            tx.set_durability(Durability::None)
+                .map_err(|e| self.err(e))?;
+            self.deferred.store(true, Ordering::SeqCst);
+        }
+        Ok(tx)
+    }
+
     fn write_blocking(
         &self,
         docs: &[AggregateDoc],
         checkpoint: Option<&StoredCheckpoint>,
+        durable: bool,
     ) -> Result<Written, Error> {
-        let mut written = Written::default();
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut written = Written {
+            deferred: !durable,
+            ..Written::default()
+        };
+        let tx = self.begin(durable)?;
         if let Some(checkpoint) = checkpoint {
             let mut table = tx.open_table(CHECKPOINTS).map_err(|e| self.err(e))?;
             let json = serde_json::to_vec(checkpoint).map_err(|e| self.err(e))?;
@@ -533,9 +565,35 @@ impl Store for EmbeddedStore {
         let store = self.clone();
         let docs = docs.to_vec();
         let checkpoint = checkpoint.cloned();
-        tokio::task::spawn_blocking(move || store.write_blocking(&docs, checkpoint.as_ref()))
+        tokio::task::spawn_blocking(move || store.write_blocking(&docs, checkpoint.as_ref(), true))
             .await
             .map_err(|e| self.err(e))?
+    }
+
+    async fn write_deferred(
+        &self,
+        docs: &[AggregateDoc],
+        checkpoint: Option<&StoredCheckpoint>,
+    ) -> Result<Written, Error> {
+        let store = self.clone();
+        let docs = docs.to_vec();
+        let checkpoint = checkpoint.cloned();
+        tokio::task::spawn_blocking(move || store.write_blocking(&docs, checkpoint.as_ref(), false))
+            .await
+            .map_err(|e| self.err(e))?
+    }
+
+    async fn flush(&self) -> Result<(), Error> {
+        if !self.deferred.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            // An empty durable commit makes the deferred ones before it durable.
+            store.begin(true)?.commit().map_err(|e| store.err(e))
+        })
+        .await
+        .map_err(|e| self.err(e))?
     }
 
     async fn checkpoint_of(
@@ -659,6 +717,79 @@ mod tests {
         assert_eq!(all.len(), 3);
         assert_eq!(store.checkpoint("p").await.unwrap(), Some(checkpoint));
         assert_eq!(store.checkpoint("other").await.unwrap(), None);
+    }
+
+    fn at(position: u64) -> StoredCheckpoint {
+        StoredCheckpoint {
+            pipeline: "p".into(),
+            positions: [("shard-1".to_owned(), position.to_string())].into(),
+            version: position,
+            ..StoredCheckpoint::default()
+        }
+    }
+
+    /// The child half of [`a_crash_keeps_deferred_writes_whole_or_not_at_all`]: writes one
+    /// durable pass and three deferred ones, flushing after `STREAMLENS_TEST_FLUSH_AFTER` of
+    /// them, then dies without closing the store.
+    #[tokio::test]
+    async fn crashing_writer() {
+        let Some(path) = std::env::var_os("STREAMLENS_TEST_CRASH_STORE") else {
+            return;
+        };
+        let flush_after: u64 = std::env::var("STREAMLENS_TEST_FLUSH_AFTER")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let store = EmbeddedStore::open(Path::new(&path)).unwrap();
+        store
+            .write(&[doc("1m", 0, "a", 1)], Some(&at(1)))
+            .await
+            .unwrap();
+        for version in 2..=4 {
+            let written = store
+                .write_deferred(&[doc("1m", 0, "a", version)], Some(&at(version)))
+                .await
+                .unwrap();
+            assert!(written.deferred);
+            // Readers see a deferred write at once.
+            assert_eq!(store.checkpoint("p").await.unwrap(), Some(at(version)));
+            if version == flush_after {
+                store.flush().await.unwrap();
+            }
+        }
+        std::process::abort();
+    }
+
+    /// Group commit: a process that dies after deferred writes leaves the store at its last
+    /// durable write (its flush), documents and checkpoint together; a resumed run reads the
+    /// changes of the writes lost again.
+    #[test]
+    fn a_crash_keeps_deferred_writes_whole_or_not_at_all() {
+        for flush_after in [0, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.redb");
+            let status = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "store::embedded::tests::crashing_writer",
+                    "--nocapture",
+                ])
+                .env("STREAMLENS_TEST_CRASH_STORE", &path)
+                .env("STREAMLENS_TEST_FLUSH_AFTER", flush_after.to_string())
+                .status()
+                .unwrap();
+            assert!(!status.success(), "the writer was to die");
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let store = EmbeddedStore::open(&path).unwrap();
+            let checkpoint = runtime.block_on(store.checkpoint("p")).unwrap().unwrap();
+            let docs = runtime.block_on(store.query(&AggQuery::default())).unwrap();
+            assert_eq!(docs.len(), 1);
+            // The document and the checkpoint are of the same write.
+            assert_eq!(docs[0].version, checkpoint.version);
+            assert_eq!(checkpoint, at(checkpoint.version));
+            // redb keeps a deferred commit only once a durable one follows it.
+            assert_eq!(checkpoint.version, flush_after.max(1));
+        }
     }
 
     /// Rollups follow rewrites by deltas, and a roll back (which can shrink a minimum or a
