@@ -288,7 +288,11 @@ fn fit(
                     Role::Sequence => sequence = Some(s.compact().ok()?),
                     Role::Shard => {
                         shard_id = Some(match &shape.shard {
-                            Some(known) if !s.escaped && **known == *s.raw => known.clone(),
+                            Some(known)
+                                if !s.escaped && super::same(known.as_bytes(), s.bytes()) =>
+                            {
+                                known.clone()
+                            }
                             _ => shards.intern(&s.text().ok()?),
                         })
                     }
