@@ -177,7 +177,7 @@ enabled = false
         summary.aggregated, summary.quarantined, summary.docs_written
     );
     println!(
-        "  {} engine passes, the longest {} ms (a pass's windows are written while the next one runs: a change is stored within two passes)",
+        "  {} engine passes (at least 50 ms apart while input keeps coming), the longest {} ms; a pass's windows are written while the next one runs",
         summary.passes, summary.max_pass_ms
     );
     let store_bytes = std::fs::metadata(scratch.path().join("bench.redb"))

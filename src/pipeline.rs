@@ -1,16 +1,18 @@
 //! Source → window engine → store, with backpressure.
 //!
 //! The source runs in its own task and sends batches through a bounded channel. The engine task
-//! takes what is waiting (up to a cap) and aggregates it in one pass (summed directly, or with
+//! takes what is waiting, up to a cap, and aggregates it in one pass: summed directly, or with
 //! polars for large batches; an archive source sends its batches already reduced by the engine's
-//! combiner on its decoding threads, and the pass only adds their sums to the state). The pass's changed windows and checkpoint are then written to the
-//! store, and only after that announced to live subscribers; that write runs while the next pass
-//! computes, and is finished before the next write starts (so writes stay in order) and before
-//! the engine waits for input (so a change is never held back for want of later ones). Writes are
-//! group-committed: durable at least once a second (`DURABLE_EVERY`), and deferred between (seen
-//! by readers at once, lost together with their checkpoint in a crash, so the changes they cover
-//! are read again). When the channel is full the source waits: memory stays bounded however fast
-//! the input is.
+//! combiner on its decoding threads, and the pass only adds their sums to the state. Passes start
+//! at least `PASS_GAP` (50 ms) apart while input keeps coming, so a backfill runs a few large
+//! passes a second rather than hundreds of small ones, and a change waits at most that long for
+//! its pass. The pass's changed windows and checkpoint are then written to the store, and only
+//! after that announced to live subscribers; that write runs while the next pass computes, and is
+//! finished before the next write starts (so writes stay in order). Writes are group-committed:
+//! durable at least once a second (`DURABLE_EVERY`), and deferred between (seen by readers at
+//! once, lost together with their checkpoint in a crash, so the changes they cover are read
+//! again). When the channel is full the source waits: memory stays bounded however fast the input
+//! is.
 
 use std::{
     sync::{
@@ -52,6 +54,10 @@ const MAX_EVENTS_PER_INDEXED_PASS: usize = 4_000;
 /// at most this much work, and the changes it covered are read again on resume; a store that is
 /// idle this long with deferred writes is flushed.
 const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Passes start at least this far apart when input keeps coming: a change waits at most this
+/// long for the pass that aggregates it, well within the 250 ms emit bound.
+const PASS_GAP: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How often old changes are dropped from the change index.
 const EXPIRE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -202,6 +208,9 @@ pub async fn run(
     let mut writing: Option<tokio::task::JoinHandle<Result<PassWritten, PipelineError>>> = None;
     // The last durable write, and whether the store holds deferred ones since.
     let mut durable_at = Instant::now();
+    let mut last_pass = Instant::now()
+        .checked_sub(PASS_GAP)
+        .unwrap_or_else(Instant::now);
     let mut deferred = false;
     loop {
         if shutdown.is_cancelled() {
@@ -234,16 +243,26 @@ pub async fn run(
             b.events.len() + b.projected.len() + b.reduced.as_ref().map_or(0, |r| r.changes)
         };
         let mut events = size(&pending[0]);
+        // A pass takes what is waiting; within `PASS_GAP` of the last one it waits for more, up
+        // to the cap (a backfill then runs a few large passes a second, not hundreds of small
+        // ones, each with its store write).
+        let due = tokio::time::Instant::from_std(last_pass + PASS_GAP);
         while events < pass_cap {
-            match rx.try_recv() {
-                Ok(batch) => {
-                    events += size(&batch);
-                    pending.push(batch);
+            let batch = match rx.try_recv() {
+                Ok(batch) => batch,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(due, rx.recv()).await {
+                        Ok(Some(batch)) => batch,
+                        Ok(None) | Err(_) => break,
+                    }
                 }
-                Err(_) => break,
-            }
+            };
+            events += size(&batch);
+            pending.push(batch);
         }
         let started = Instant::now();
+        last_pass = started;
         let mut all = Vec::with_capacity(pending.iter().map(|b| b.events.len()).sum());
         // Projected changes stay in the batches they came in (not copied into one vector).
         let mut projected: Vec<Vec<ProjectedChange>> = Vec::with_capacity(pending.len());
