@@ -123,3 +123,94 @@ async fn every_start_position_starts_where_it_says() {
     assert_eq!(latest.len(), 7, "{latest:?}");
     assert!(latest.iter().all(|s| !all.contains(s)));
 }
+
+/// Group commit: between durable commits a pipeline's writes are deferred, and an idle pipeline
+/// makes them durable within a second. A process killed (SIGKILL, no shutdown) once it is idle has
+/// lost nothing: its store holds the effect of every change it read, with the checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_killed_while_idle_has_made_its_writes_durable() {
+    common::require("moto", &common::moto_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (client, table) = common::table_with_stream("idlekill").await;
+    let mut writer = common::Writer::new(7);
+    writer.write(&client, &table, 80).await;
+    let store = dir.path().join("s.redb");
+    let config = format!(
+        r#"data_dir = "{data}"
+[source]
+kind = "dynamodb"
+table = "{table}"
+endpoint_url = "{moto}"
+region = "us-east-1"
+poll_interval = "100ms"
+
+[store]
+kind = "embedded"
+path = "{store}"
+
+[pipeline]
+name = "orders"
+dimensions = ["status"]
+windows = ["1m", "5m"]
+[[pipeline.metrics]]
+name = "amount"
+attribute = "amount"
+scale = 2
+
+[dashboard]
+enabled = false
+"#,
+        data = dir.path().display(),
+        moto = common::moto_url(),
+        store = store.display(),
+    );
+    let path = dir.path().join("idle.toml");
+    std::fs::write(&path, config).unwrap();
+    let log = dir.path().join("idle.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamlens"))
+        .args(["run", "--no-dashboard", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Started, then time to read the 80 changes (polled every 100 ms) and go idle, and more than
+    // a second idle.
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("pipeline started")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60) && child.try_wait().unwrap().is_none(),
+            "the pipeline did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let embedded = streamlens_aggregator::store::embedded::EmbeddedStore::open(&store).unwrap();
+    let docs = embedded.query(&AggQuery::default()).await.unwrap();
+    for window in ["1m", "5m"] {
+        assert_eq!(
+            common::totals_of_docs(&docs, window),
+            writer.totals(),
+            "window {window}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let checkpoint = streamlens_aggregator::Store::checkpoint(&embedded, "orders")
+        .await
+        .unwrap();
+    assert!(
+        checkpoint.is_some_and(|c| !c.positions.is_empty()),
+        "the checkpoint was made durable with the documents"
+    );
+}
