@@ -135,34 +135,15 @@ async fn a_pipeline_killed_while_idle_has_made_its_writes_durable() {
     let mut writer = common::Writer::new(7);
     writer.write(&client, &table, 80).await;
     let store = dir.path().join("s.redb");
-    let config = format!(
-        r#"data_dir = "{data}"
-[source]
-kind = "dynamodb"
-table = "{table}"
-endpoint_url = "{moto}"
-region = "us-east-1"
-poll_interval = "100ms"
-
-[store]
-kind = "embedded"
-path = "{store}"
-
-[pipeline]
-name = "orders"
-dimensions = ["status"]
-windows = ["1m", "5m"]
-[[pipeline.metrics]]
-name = "amount"
-attribute = "amount"
-scale = 2
-
-[dashboard]
-enabled = false
-"#,
-        data = dir.path().display(),
-        moto = common::moto_url(),
-        store = store.display(),
+    // A source that does not stop when idle.
+    let config = common::config_text(
+        &format!(
+            "kind = \"dynamodb\"\ntable = \"{table}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\npoll_interval = \"100ms\"",
+            common::moto_url()
+        ),
+        &format!("kind = \"embedded\"\npath = \"{}\"", store.display()),
+        dir.path(),
+        "",
     );
     let path = dir.path().join("idle.toml");
     std::fs::write(&path, config).unwrap();

@@ -193,7 +193,13 @@ pub fn config(
     data_dir: &Path,
     extra: &str,
 ) -> streamlens::config::Config {
-    let text = format!(
+    let text = config_text(source, store, data_dir, extra);
+    streamlens::config::Config::parse(&text, "test.toml").unwrap()
+}
+
+/// The text of [`config`] (for a `streamlens` process).
+pub fn config_text(source: &str, store: &str, data_dir: &Path, extra: &str) -> String {
+    format!(
         r#"data_dir = "{data}"
 {extra}
 [source]
@@ -215,8 +221,7 @@ scale = 2
 enabled = false
 "#,
         data = data_dir.display()
-    );
-    streamlens::config::Config::parse(&text, "test.toml").unwrap()
+    )
 }
 
 const STATUSES: [&str; 4] = ["new", "paid", "shipped", "returned"];

@@ -297,6 +297,23 @@ impl EmbeddedStore {
         Ok(tx)
     }
 
+    /// [`Self::write_blocking`] on a blocking thread.
+    async fn write_off_thread(
+        &self,
+        docs: &[AggregateDoc],
+        checkpoint: Option<&StoredCheckpoint>,
+        durable: bool,
+    ) -> Result<Written, Error> {
+        let store = self.clone();
+        let docs = docs.to_vec();
+        let checkpoint = checkpoint.cloned();
+        tokio::task::spawn_blocking(move || {
+            store.write_blocking(&docs, checkpoint.as_ref(), durable)
+        })
+        .await
+        .map_err(|e| self.err(e))?
+    }
+
     fn write_blocking(
         &self,
         docs: &[AggregateDoc],
@@ -562,12 +579,7 @@ impl Store for EmbeddedStore {
         docs: &[AggregateDoc],
         checkpoint: Option<&StoredCheckpoint>,
     ) -> Result<Written, Error> {
-        let store = self.clone();
-        let docs = docs.to_vec();
-        let checkpoint = checkpoint.cloned();
-        tokio::task::spawn_blocking(move || store.write_blocking(&docs, checkpoint.as_ref(), true))
-            .await
-            .map_err(|e| self.err(e))?
+        self.write_off_thread(docs, checkpoint, true).await
     }
 
     async fn write_deferred(
@@ -575,12 +587,7 @@ impl Store for EmbeddedStore {
         docs: &[AggregateDoc],
         checkpoint: Option<&StoredCheckpoint>,
     ) -> Result<Written, Error> {
-        let store = self.clone();
-        let docs = docs.to_vec();
-        let checkpoint = checkpoint.cloned();
-        tokio::task::spawn_blocking(move || store.write_blocking(&docs, checkpoint.as_ref(), false))
-            .await
-            .map_err(|e| self.err(e))?
+        self.write_off_thread(docs, checkpoint, false).await
     }
 
     async fn flush(&self) -> Result<(), Error> {
