@@ -213,6 +213,11 @@ pub async fn run_with(
         }),
         updates,
         progress,
+        match &config.store {
+            streamlens_aggregator::StoreConfig::Embedded(c) => c.durable_every,
+            // Its writes are durable when they return.
+            streamlens_aggregator::StoreConfig::Opensearch(_) => std::time::Duration::ZERO,
+        },
         shutdown.clone(),
     )
     .await

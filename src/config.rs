@@ -397,6 +397,7 @@ impl Config {
             }),
             store: StoreConfig::Embedded(EmbeddedStoreConfig {
                 path: data_dir.join("demo.redb"),
+                ..EmbeddedStoreConfig::default()
             }),
             pipeline: PipelineSpec {
                 name: "orders".to_owned(),
@@ -484,6 +485,23 @@ mod tests {
             Config::parse(archive_source, "a.toml").unwrap().archive,
             None
         );
+    }
+
+    #[test]
+    fn the_embedded_stores_group_commit_interval_is_read_and_a_bad_one_named() {
+        let base = "[source]\nkind = \"archive\"\npath = \"a\"\n[pipeline]\n[store]\nkind = \"embedded\"\n";
+        let durable = |config: Config| match config.store {
+            StoreConfig::Embedded(c) => c.durable_every,
+            other => panic!("{other:?}"),
+        };
+        let default = Config::parse(base, "s.toml").unwrap();
+        assert_eq!(durable(default), std::time::Duration::from_secs(1));
+        let every = Config::parse(&format!("{base}durable_every = \"0s\"\n"), "s.toml").unwrap();
+        assert_eq!(durable(every), std::time::Duration::ZERO);
+        let err = Config::parse(&format!("{base}durable_every = \"soon\"\n"), "s.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid duration `soon`"), "{err}");
     }
 
     #[test]

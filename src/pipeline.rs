@@ -9,10 +9,11 @@
 //! its pass. The pass's changed windows and checkpoint are then written to the store, and only
 //! after that announced to live subscribers; that write runs while the next pass computes, and is
 //! finished before the next write starts (so writes stay in order). Writes are group-committed:
-//! durable at least once a second (`DURABLE_EVERY`), and deferred between (seen by readers at
-//! once, lost together with their checkpoint in a crash, so the changes they cover are read
-//! again). When the channel is full the source waits: memory stays bounded however fast the input
-//! is.
+//! durable at least every `durable_every` (the embedded store's setting, 1 s by default), and
+//! deferred between: seen by readers at once, lost together with their checkpoint in a crash (so
+//! the changes they cover are read again on resume), and made durable by an idle pipeline
+//! `durable_every` after the last. When the channel is full the source waits: memory stays
+//! bounded however fast the input is.
 
 use std::{
     sync::{
@@ -47,13 +48,6 @@ const MAX_EVENTS_PER_PASS: usize = 20_000;
 /// (whole images, two index entries each) cost far more per change than aggregating it: passes
 /// stay short, so a window's new value is still written within the emit bound.
 const MAX_EVENTS_PER_INDEXED_PASS: usize = 4_000;
-
-/// Writes are made durable at least this often (group commit): between, a pass's documents and
-/// checkpoint are committed without waiting for the disk (see `Store::write_deferred`), so a
-/// backfill that runs hundreds of passes a second does not wait for as many fsyncs. A crash loses
-/// at most this much work, and the changes it covered are read again on resume; a store that is
-/// idle this long with deferred writes is flushed.
-const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Passes start at least this far apart when input keeps coming: a change waits at most this
 /// long for the pass that aggregates it, well within the 250 ms emit bound.
@@ -169,6 +163,8 @@ pub struct Resumed {
 /// cover are committed (to the store's checkpoint, or to the lease table), so a checkpoint never
 /// runs ahead of the stored aggregates. With several workers (the engine's documents are one
 /// worker's partial sums), live subscribers get the merged documents of the changed windows.
+/// Writes are durable at least every `durable_every` (zero: every write; a pass whose positions
+/// go to a lease table is always written durably first).
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     source: Box<dyn Source>,
@@ -180,6 +176,7 @@ pub async fn run(
     changes: Option<ChangeIndex>,
     updates: Updates,
     progress: Arc<Progress>,
+    durable_every: std::time::Duration,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, PipelineError> {
     let Resumed {
@@ -224,7 +221,7 @@ pub async fn run(
                 // a change is never kept from readers by the absence of later ones.
                 deferred |= finish(&mut writing, &mut summary, &mut quarantine).await?;
                 loop {
-                    let flush_at = tokio::time::Instant::from_std(durable_at + DURABLE_EVERY);
+                    let flush_at = tokio::time::Instant::from_std(durable_at + durable_every);
                     tokio::select! {
                         batch = rx.recv() => break batch,
                         _ = shutdown.cancelled() => break None,
@@ -457,7 +454,7 @@ pub async fn run(
                 )
             });
         // Positions committed to a lease table must be covered by durable documents.
-        let durable = commit.is_some() || durable_at.elapsed() >= DURABLE_EVERY;
+        let durable = commit.is_some() || durable_at.elapsed() >= durable_every;
         if durable {
             durable_at = Instant::now();
         }

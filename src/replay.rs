@@ -161,8 +161,9 @@ pub fn namespace_dir(config: &Config, namespace: &str) -> PathBuf {
 /// The store of a namespace: beside the live one, never the live one.
 pub fn namespace_store(config: &Config, namespace: &str) -> StoreConfig {
     match &config.store {
-        StoreConfig::Embedded(_) => StoreConfig::Embedded(EmbeddedStoreConfig {
+        StoreConfig::Embedded(c) => StoreConfig::Embedded(EmbeddedStoreConfig {
             path: namespace_dir(config, namespace).join("store.redb"),
+            ..c.clone()
         }),
         StoreConfig::Opensearch(c) => StoreConfig::Opensearch(OpenSearchStoreConfig {
             index_prefix: format!("{}-replay-{namespace}", c.index_prefix),

@@ -365,6 +365,20 @@ pub struct EmbeddedStoreConfig {
     /// The database file; created when missing. Default `data/streamlens.redb`.
     #[serde(default = "default_embedded_path")]
     pub path: PathBuf,
+    /// Group commit: the pipeline's writes are made durable (fsynced) at least this often, and
+    /// committed without waiting for the disk in between. A crash loses at most this much work,
+    /// whose changes are read again on resume (documents and checkpoint are lost together); an
+    /// idle pipeline makes its writes durable this long after the last. `"0s"` makes every
+    /// write durable. Default `"1s"`.
+    #[serde(
+        default = "default_durable_every",
+        with = "streamlens_ingest::config::humantime_serde_compat"
+    )]
+    pub durable_every: Duration,
+}
+
+fn default_durable_every() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_embedded_path() -> PathBuf {
@@ -375,6 +389,7 @@ impl Default for EmbeddedStoreConfig {
     fn default() -> Self {
         EmbeddedStoreConfig {
             path: default_embedded_path(),
+            durable_every: default_durable_every(),
         }
     }
 }
