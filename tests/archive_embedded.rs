@@ -263,41 +263,20 @@ async fn a_backfill_killed_midway_resumes_to_exact_aggregates() {
         "kind = \"embedded\"\npath = \"{}\"\ndurable_every = \"100ms\"",
         store_path.display()
     );
-    let config = dir.path().join("backfill.toml");
-    std::fs::write(
-        &config,
-        common::config_text(&source, &store, dir.path(), NO_INDEX),
+    let mut run = common::RunProcess::started(
+        dir.path(),
+        "backfill",
+        &common::config_text(&source, &store, dir.path(), NO_INDEX),
     )
-    .unwrap();
-    let log = dir.path().join("backfill.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamlens"))
-        .args(["run", "--no-dashboard", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
-    let started = std::time::Instant::now();
-    while !logs().contains("pipeline started") {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "the pipeline did not start: {}",
-            logs()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    .await;
     // Past a few durable commits, before the end.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert!(
-        child.try_wait().unwrap().is_none(),
+        run.running(),
         "the backfill ended before it could be killed: {}",
-        logs()
+        run.logs()
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    run.kill();
 
     let resumed = streamlens::app::run(
         streamlens::config::Config::parse(

@@ -145,37 +145,11 @@ async fn a_pipeline_killed_while_idle_has_made_its_writes_durable() {
         dir.path(),
         "",
     );
-    let path = dir.path().join("idle.toml");
-    std::fs::write(&path, config).unwrap();
-    let log = dir.path().join("idle.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_streamlens"))
-        .args(["run", "--no-dashboard", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
     // Started, then time to read the 80 changes (polled every 100 ms) and go idle, and more than
     // a second idle.
-    let started = std::time::Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("pipeline started")
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60) && child.try_wait().unwrap().is_none(),
-            "the pipeline did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut run = common::RunProcess::started(dir.path(), "idle", &config).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    run.kill();
 
     let embedded = streamlens_aggregator::store::embedded::EmbeddedStore::open(&store).unwrap();
     let docs = embedded.query(&AggQuery::default()).await.unwrap();
@@ -184,7 +158,7 @@ async fn a_pipeline_killed_while_idle_has_made_its_writes_durable() {
             common::totals_of_docs(&docs, window),
             writer.totals(),
             "window {window}: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            run.logs()
         );
     }
     let checkpoint = streamlens_aggregator::Store::checkpoint(&embedded, "orders")

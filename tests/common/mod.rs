@@ -490,3 +490,61 @@ impl GoldenAcc {
         self.customers.extend(other.customers.iter().cloned());
     }
 }
+
+/// A `streamlens run --no-dashboard` process, killed when dropped.
+pub struct RunProcess {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl RunProcess {
+    /// Starts one on the config `text` (written to `dir/<name>.toml`; its log, stderr at
+    /// `RUST_LOG=info`, to `dir/<name>.log`) and waits until its pipeline has started.
+    pub async fn started(dir: &Path, name: &str, text: &str) -> Self {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, text).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_streamlens"))
+            .args(["run", "--no-dashboard", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut run = RunProcess { child, log };
+        let since = std::time::Instant::now();
+        while !run.logs().contains("pipeline started") {
+            assert!(
+                since.elapsed() < std::time::Duration::from_secs(60) && run.running(),
+                "the pipeline did not start: {}",
+                run.logs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        run
+    }
+
+    /// What it logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// True while it runs.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Kills it (SIGKILL: no shutdown of any kind) and waits for it to die.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RunProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
