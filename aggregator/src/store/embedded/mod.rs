@@ -739,6 +739,7 @@ mod tests {
     /// durable pass and three deferred ones, flushing after `STREAMLENS_TEST_FLUSH_AFTER` of
     /// them, then dies without closing the store.
     #[tokio::test]
+    #[ignore = "the child process of a_crash_keeps_deferred_writes_whole_or_not_at_all, run by it"]
     async fn crashing_writer() {
         let Some(path) = std::env::var_os("STREAMLENS_TEST_CRASH_STORE") else {
             return;
@@ -777,6 +778,7 @@ mod tests {
             let path = dir.path().join("s.redb");
             let status = std::process::Command::new(std::env::current_exe().unwrap())
                 .args([
+                    "--ignored",
                     "--exact",
                     "store::embedded::tests::crashing_writer",
                     "--nocapture",
