@@ -98,6 +98,20 @@ pub struct ReadSummary {
     pub quarantined: u64,
 }
 
+impl ReadSummary {
+    /// Counts a chunk read.
+    fn read(&mut self, lines: u64, bytes: u64) {
+        self.lines += lines;
+        self.bytes += bytes;
+    }
+
+    /// Counts changes and quarantined lines delivered.
+    fn delivered(&mut self, changes: u64, quarantined: u64) {
+        self.changes += changes;
+        self.quarantined += quarantined;
+    }
+}
+
 /// Reads an archive into projected changes with the default options (one decoding thread per
 /// core), calling `callback` with up to `batch_size` changes at a time, in input order. Stops
 /// early (with `completed: false`) when `callback` returns false.
@@ -169,10 +183,8 @@ pub fn read_projected_map<T: Send>(
             (counts, map(chunk.batch))
         },
         |((lines, bytes, changes, quarantined), value)| {
-            summary.lines += lines;
-            summary.bytes += bytes;
-            summary.changes += changes;
-            summary.quarantined += quarantined;
+            summary.read(lines, bytes);
+            summary.delivered(changes, quarantined);
             callback(value)
         },
     )?;
@@ -213,12 +225,10 @@ pub fn read_projected_reduced<T: Send>(
             (read, reduced)
         },
         |((lines, bytes), reduced)| {
-            summary.lines += lines;
-            summary.bytes += bytes;
+            summary.read(lines, bytes);
             // Only what is delivered counts as delivered.
             reduced.into_iter().all(|(changes, quarantined, value)| {
-                summary.changes += changes;
-                summary.quarantined += quarantined;
+                summary.delivered(changes, quarantined);
                 callback(value)
             })
         },
@@ -435,9 +445,9 @@ impl<F: FnMut(ProjectedBatch) -> bool> Collector<F> {
     /// Takes the next chunk; false when the callback asked to stop.
     fn accept(&mut self, chunk: Chunk) -> bool {
         let n = chunk.batch.changes.len();
-        self.summary.lines += chunk.lines;
-        self.summary.bytes += chunk.bytes;
-        self.summary.quarantined += chunk.batch.quarantined.len() as u64;
+        self.summary.read(chunk.lines, chunk.bytes);
+        self.summary
+            .delivered(0, chunk.batch.quarantined.len() as u64);
         if self.positions {
             return self.split(chunk);
         }
