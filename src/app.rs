@@ -94,9 +94,8 @@ pub async fn run_with(
             // The engine's state-free half runs where the changes are decoded.
             reduce: reduced.then(|| {
                 let combiner = engine.combiner();
-                streamlens_ingest::Reducer(Arc::new(move |changes| streamlens_ingest::Reduced {
-                    changes: changes.len(),
-                    value: Box::new(combiner.combine(&[&changes])),
+                streamlens_ingest::Reducer(Arc::new(move |changes| {
+                    Box::new(CombineFold(combiner.start(changes)))
                 }))
             }),
         },
@@ -260,6 +259,23 @@ pub async fn run_with(
 
 /// `POST /api/query`: the pipeline's queries answered from its store, or from a replay
 /// namespace's when the query names one (an OpenSearch namespace is connected once, then kept).
+/// The window engine's combiner as an archive source's [`streamlens_ingest::Fold`]: a batch's
+/// changes combined on the decoding thread as they are decoded.
+struct CombineFold(streamlens_aggregator::window::Combining);
+
+impl streamlens_ingest::Fold for CombineFold {
+    fn push(&mut self, change: &streamlens_core::ChangeView<'_>) {
+        self.0.push(change);
+    }
+
+    fn finish(self: Box<Self>) -> streamlens_ingest::Reduced {
+        streamlens_ingest::Reduced {
+            changes: self.0.len(),
+            value: Box::new(self.0.finish()),
+        }
+    }
+}
+
 fn query_engine(
     store: Arc<dyn streamlens_aggregator::Store>,
     config: Config,

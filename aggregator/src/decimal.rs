@@ -30,6 +30,17 @@ pub fn parse_scaled(text: &str, scale: u32) -> Result<i128, String> {
         .ok_or_else(|| format!("`{text}` is too large for scale {scale}"))
 }
 
+/// `10^n` for every `n` a `u64` holds.
+const POW10: [u64; 20] = {
+    let mut table = [1u64; 20];
+    let mut n = 1;
+    while n < 20 {
+        table[n] = table[n - 1] * 10;
+        n += 1;
+    }
+    table
+};
+
 /// The common case without allocating: `[-]digits[.digits]` with at most `scale` significant
 /// decimals and at most 36 digits. `None` sends anything else down the exact general path.
 fn parse_plain_fast(text: &[u8], scale: u32) -> Option<i128> {
@@ -68,6 +79,16 @@ fn parse_plain_fast(text: &[u8], scale: u32) -> Option<i128> {
         return None;
     }
     if !wide {
+        // In 64 bits when the result fits (no 128-bit multiply or divide).
+        let drop = trailing_zeros.min(decimals);
+        if decimals - drop > scale {
+            return None;
+        }
+        let up = POW10.get((scale - (decimals - drop)) as usize);
+        if let Some(units) = up.and_then(|up| (small / POW10[drop as usize]).checked_mul(*up)) {
+            let units = i128::from(units);
+            return Some(if negative { -units } else { units });
+        }
         units = i128::from(small);
     }
     // Trailing zeros after the point do not count against the scale.

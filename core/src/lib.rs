@@ -31,7 +31,10 @@ pub use attr::{AttributeValue, Item};
 pub use changes::{ChangeDoc, ChangePage, ChangeQuery, ChangeReader, ChangeSearch};
 pub use event::{ChangeEvent, EventKind, StreamRecord};
 pub use health::{PipelineHealth, ShardStatus};
-pub use projection::{ProjectedChange, ProjectedImage, Projection, Scalar, ScalarKind};
+pub use projection::{
+    ChangeView, ImageView, LineScalar, ProjectedChange, ProjectedImage, Projection, Scalar,
+    ScalarKind, ScalarRef,
+};
 pub use query::{MetricQuery, QueryError, QueryResult};
 pub use replay::{ReplayRequest, ReplayState, ReplayStatus};
 

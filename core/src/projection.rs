@@ -8,7 +8,7 @@
 //! [`ProjectedChange::from_event`]. Both must agree exactly: the fast archive decoder is tested
 //! against `from_event` over the same lines.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use compact_str::CompactString;
 
@@ -153,6 +153,123 @@ impl ProjectedChange {
     }
 }
 
+impl ProjectedChange {
+    /// The change as the window engine reads it.
+    pub fn view(&self) -> ChangeView<'_> {
+        ChangeView {
+            kind: &self.kind,
+            event_time_ms: self.event_time_ms,
+            sequence_number: &self.sequence_number,
+            shard_id: &self.shard_id,
+            old: self.old.as_deref().map(ImageView::Owned),
+            new: self.new.as_deref().map(ImageView::Owned),
+            ttl_delete: self.ttl_delete,
+        }
+    }
+}
+
+/// A projected value read from a line and still borrowing it (owned only when it had to be
+/// unescaped): what a decoder fills in place of a [`Scalar`] when the change is consumed at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineScalar<'a> {
+    /// The DynamoDB type.
+    pub kind: ScalarKind,
+    /// The label, as [`Scalar::text`].
+    pub text: Cow<'a, str>,
+}
+
+/// One projected value as the engine reads it, whichever image holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScalarRef<'a> {
+    /// The DynamoDB type.
+    pub kind: ScalarKind,
+    /// The label, as [`Scalar::text`].
+    pub text: &'a str,
+}
+
+impl<'a> ScalarRef<'a> {
+    /// The number text of an `N` value.
+    pub fn as_number(&self) -> Option<&'a str> {
+        (self.kind == ScalarKind::N).then_some(self.text)
+    }
+}
+
+/// One image's projected values, owned (a [`ProjectedImage`]) or borrowed from a decoded line.
+#[derive(Debug, Clone, Copy)]
+pub enum ImageView<'a> {
+    /// A [`ProjectedChange`]'s image.
+    Owned(&'a [Option<Scalar>]),
+    /// Values borrowed from a line.
+    Line(&'a [Option<LineScalar<'a>>]),
+}
+
+impl<'a> ImageView<'a> {
+    /// The value of a slot (`None`: absent).
+    #[inline]
+    pub fn get(&self, slot: usize) -> Option<ScalarRef<'a>> {
+        match self {
+            ImageView::Owned(image) => image[slot].as_ref().map(|s| ScalarRef {
+                kind: s.kind,
+                text: &s.text,
+            }),
+            ImageView::Line(image) => image[slot].as_ref().map(|s| ScalarRef {
+                kind: s.kind,
+                text: &s.text,
+            }),
+        }
+    }
+}
+
+/// A [`ProjectedChange`] borrowed: from one ([`ProjectedChange::view`]), or straight from the
+/// decoded line with no image allocated, when the change is consumed as soon as it is decoded
+/// (the archive reader's folds).
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeView<'a> {
+    /// As [`ProjectedChange::kind`].
+    pub kind: &'a EventKind,
+    /// As [`ProjectedChange::event_time_ms`].
+    pub event_time_ms: i64,
+    /// As [`ProjectedChange::sequence_number`].
+    pub sequence_number: &'a str,
+    /// As [`ProjectedChange::shard_id`].
+    pub shard_id: &'a str,
+    /// As [`ProjectedChange::old`].
+    pub old: Option<ImageView<'a>>,
+    /// As [`ProjectedChange::new`].
+    pub new: Option<ImageView<'a>>,
+    /// As [`ProjectedChange::ttl_delete`].
+    pub ttl_delete: bool,
+}
+
+impl ChangeView<'_> {
+    /// The change as an owned [`ProjectedChange`] (`ProjectedChange::view` back).
+    pub fn to_change(&self) -> ProjectedChange {
+        let image = |image: &ImageView<'_>| -> ProjectedImage {
+            let slots = match image {
+                ImageView::Owned(image) => image.len(),
+                ImageView::Line(image) => image.len(),
+            };
+            (0..slots)
+                .map(|slot| {
+                    image.get(slot).map(|v| Scalar {
+                        kind: v.kind,
+                        text: v.text.into(),
+                    })
+                })
+                .collect()
+        };
+        ProjectedChange {
+            kind: self.kind.clone(),
+            event_time_ms: self.event_time_ms,
+            sequence_number: self.sequence_number.into(),
+            shard_id: self.shard_id.into(),
+            old: self.old.as_ref().map(image),
+            new: self.new.as_ref().map(image),
+            ttl_delete: self.ttl_delete,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +282,7 @@ mod tests {
         let projection = Projection::new(["n", "m.r", "f", "l", "n", "missing"]);
         assert_eq!(projection.paths.len(), 5);
         let p = ProjectedChange::from_event(&event, &projection);
+        assert_eq!(p.view().to_change(), p);
         assert_eq!(&*p.shard_id, "s-1");
         assert_eq!(&*p.sequence_number, "42");
         let old = p.old.unwrap();

@@ -110,13 +110,20 @@ impl std::fmt::Debug for Reduced {
     }
 }
 
-/// The consumer's per-batch work, done by an archive source on the thread that decoded the batch
-/// (the pipeline passes the window engine's combiner): the changes are reduced while still in
-/// cache, and freed by the thread that allocated them.
+/// A batch being reduced by a [`Reducer`], one change at a time.
+pub trait Fold {
+    /// Takes the batch's next change.
+    fn push(&mut self, change: &streamlens_core::ChangeView<'_>);
+    /// What the batch reduced to.
+    fn finish(self: Box<Self>) -> Reduced;
+}
+
+/// The consumer's per-batch work, done by an archive source on the thread that decodes the
+/// batch (the pipeline passes the window engine's combiner): each change is folded in as soon as
+/// it is decoded, as a view of its line, so that most changes are never allocated at all. It
+/// makes a batch's [`Fold`], given about how many changes the batch will have.
 #[derive(Clone)]
-pub struct Reducer(
-    pub std::sync::Arc<dyn Fn(Vec<streamlens_core::ProjectedChange>) -> Reduced + Send + Sync>,
-);
+pub struct Reducer(pub std::sync::Arc<dyn Fn(usize) -> Box<dyn Fold> + Send + Sync>);
 
 impl std::fmt::Debug for Reducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

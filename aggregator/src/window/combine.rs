@@ -39,7 +39,7 @@ use compact_str::CompactString;
 use polars::prelude::*;
 use streamlens_core::{
     event::parse_iso8601_ms,
-    projection::{ProjectedChange, ProjectedImage},
+    projection::{ChangeView, ImageView, ProjectedChange},
     EventKind, ScalarKind,
 };
 
@@ -274,6 +274,69 @@ struct Scan {
     scratch: Vec<(Option<i128>, bool)>,
 }
 
+/// A batch being reduced one change at a time ([`Combiner::start`]).
+pub struct Combining {
+    combiner: Combiner,
+    out: Combined,
+    rows: Rows,
+    scan: Scan,
+}
+
+impl Combining {
+    /// Takes the batch's next change.
+    pub fn push(&mut self, change: &ChangeView<'_>) {
+        let out = &mut self.out;
+        let index = out.changes;
+        out.changes += 1;
+        out.kinds[match change.kind {
+            EventKind::Insert => 0,
+            EventKind::Modify => 1,
+            EventKind::Remove => 2,
+            EventKind::Unknown(_) => 3,
+        }] += 1;
+        if let Err(reason) =
+            self.combiner
+                .rows_of(index as u32, change, &mut self.scan, out, &mut self.rows)
+        {
+            out.rejected.push(Rejected {
+                index,
+                reason,
+                late: false,
+                origin: origin(change.shard_id, change.sequence_number),
+            });
+        }
+    }
+
+    /// Changes taken so far.
+    pub fn len(&self) -> usize {
+        self.out.changes
+    }
+
+    /// True before the first change.
+    pub fn is_empty(&self) -> bool {
+        self.out.changes == 0
+    }
+
+    /// The batch's sums.
+    pub fn finish(self) -> Result<Combined, Error> {
+        let Combining {
+            combiner,
+            mut out,
+            rows,
+            scan,
+        } = self;
+        if rows.len() >= combiner.polars_from_rows {
+            combiner.sum_polars(&rows, &mut out)?;
+            combiner.sum_distinct(&rows, &mut out);
+        } else {
+            combiner.sum_directly(&rows, &mut out);
+        }
+        out.dims = scan.dims.into_iter().map(|d| d.values).collect();
+        out.distinct = scan.distinct.into_iter().map(|d| d.values).collect();
+        Ok(out)
+    }
+}
+
 impl Combiner {
     pub(super) fn new(
         spec: PipelineSpec,
@@ -310,64 +373,50 @@ impl Combiner {
 
     /// Reduces a batch, given in parts (the same as their concatenation), to its sums.
     pub fn combine(&self, parts: &[&[ProjectedChange]]) -> Result<Combined, Error> {
+        let mut combining = self.start(parts.iter().map(|p| p.len()).sum());
+        for change in parts.iter().flat_map(|p| p.iter()) {
+            combining.push(&change.view());
+        }
+        combining.finish()
+    }
+
+    /// Starts reducing a batch fed one change at a time ([`Combining::push`]), for about
+    /// `changes` changes (room is made for them; more may come): [`Self::combine`] without the
+    /// batch of owned changes, for a decoder that hands each change over as a view of its line.
+    pub fn start(&self, changes: usize) -> Combining {
         let metrics = self.spec.metrics.len();
-        let changes: usize = parts.iter().map(|p| p.len()).sum();
-        let mut out = Combined {
-            changes,
-            held: Vec::with_capacity(changes),
-            ..Combined::default()
-        };
-        // Two rows per change at most (a MODIFY's).
-        let mut rows = Rows::new(
-            self.windows.len(),
-            self.spec.dimensions.len(),
-            &self.spec.metrics,
-            2 * changes,
-        );
-        let mut scan = Scan {
-            dims: self
-                .spec
-                .dimensions
-                .iter()
-                .map(|_| Dict::default())
-                .collect(),
-            distinct: self.spec.metrics.iter().map(|_| Dict::default()).collect(),
-            buckets: HashMap::default(),
-            last: None,
-            shard: None,
-            newest: i64::MIN,
-            scratch: Vec::with_capacity(2 * metrics),
-        };
-        for (index, change) in parts.iter().flat_map(|p| p.iter()).enumerate() {
-            out.kinds[match change.kind {
-                EventKind::Insert => 0,
-                EventKind::Modify => 1,
-                EventKind::Remove => 2,
-                EventKind::Unknown(_) => 3,
-            }] += 1;
-            if let Err(reason) = self.rows_of(index as u32, change, &mut scan, &mut out, &mut rows)
-            {
-                out.rejected.push(Rejected {
-                    index,
-                    reason,
-                    late: false,
-                    origin: origin(&change.shard_id, &change.sequence_number),
-                });
-            }
+        Combining {
+            out: Combined {
+                held: Vec::with_capacity(changes),
+                ..Combined::default()
+            },
+            // Two rows per change at most (a MODIFY's).
+            rows: Rows::new(
+                self.windows.len(),
+                self.spec.dimensions.len(),
+                &self.spec.metrics,
+                2 * changes,
+            ),
+            scan: Scan {
+                dims: self
+                    .spec
+                    .dimensions
+                    .iter()
+                    .map(|_| Dict::default())
+                    .collect(),
+                distinct: self.spec.metrics.iter().map(|_| Dict::default()).collect(),
+                buckets: HashMap::default(),
+                last: None,
+                shard: None,
+                newest: i64::MIN,
+                scratch: Vec::with_capacity(2 * metrics),
+            },
+            combiner: self.clone(),
         }
-        if rows.len() >= self.polars_from_rows {
-            self.sum_polars(&rows, &mut out)?;
-            self.sum_distinct(&rows, &mut out);
-        } else {
-            self.sum_directly(&rows, &mut out);
-        }
-        out.dims = scan.dims.into_iter().map(|d| d.values).collect();
-        out.distinct = scan.distinct.into_iter().map(|d| d.values).collect();
-        Ok(out)
     }
 
     /// The event time of a change.
-    fn event_time(&self, change: &ProjectedChange) -> Result<i64, String> {
+    fn event_time(&self, change: &ChangeView<'_>) -> Result<i64, String> {
         let Some(slot) = self.slots.time else {
             return Ok(change.event_time_ms);
         };
@@ -376,9 +425,9 @@ impl Combiner {
             .event_time_attribute
             .as_deref()
             .unwrap_or_default();
-        let image = change.new.as_ref().or(change.old.as_ref());
+        let image = change.new.or(change.old);
         let value = image
-            .and_then(|i| i[slot].as_ref())
+            .and_then(|i| i.get(slot))
             .ok_or_else(|| format!("event time attribute `{path}` is missing"))?;
         let parsed = match self.spec.event_time_format {
             TimeFormat::EpochSeconds => value
@@ -389,7 +438,7 @@ impl Combiner {
                 .as_number()
                 .and_then(|n| parse_scaled(n, 0).ok())
                 .and_then(|ms| i64::try_from(ms).ok()),
-            TimeFormat::Iso8601 => parse_iso8601_ms(&value.text),
+            TimeFormat::Iso8601 => parse_iso8601_ms(value.text),
         };
         parsed.ok_or_else(|| {
             format!(
@@ -399,24 +448,24 @@ impl Combiner {
         })
     }
 
-    fn passes(&self, image: &ProjectedImage) -> bool {
+    fn passes(&self, image: &ImageView<'_>) -> bool {
         self.spec
             .filters
             .iter()
             .zip(&self.slots.filters)
-            .all(|(f, slot)| filter_passes(f, image[*slot].as_ref()))
+            .all(|(f, slot)| filter_passes(f, image.get(*slot)))
     }
 
     /// One metric's value in an image: its units (numeric kinds) and whether the attribute is
     /// there (not NULL).
     fn metric_value(
         &self,
-        image: &ProjectedImage,
+        image: &ImageView<'_>,
         m: usize,
     ) -> Result<(Option<i128>, bool), String> {
         let spec = &self.spec.metrics[m];
-        let Some(value) = image[self.slots.metrics[m]]
-            .as_ref()
+        let Some(value) = image
+            .get(self.slots.metrics[m])
             .filter(|v| v.kind != ScalarKind::Null)
         else {
             return Ok((None, false));
@@ -441,16 +490,16 @@ impl Combiner {
     fn rows_of(
         &self,
         index: u32,
-        change: &ProjectedChange,
+        change: &ChangeView<'_>,
         scan: &mut Scan,
         out: &mut Combined,
         rows: &mut Rows,
     ) -> Result<(), String> {
         fn need<'a>(
-            change: &ProjectedChange,
-            image: Option<&'a ProjectedImage>,
+            change: &ChangeView<'_>,
+            image: Option<ImageView<'a>>,
             which: &str,
-        ) -> Result<&'a ProjectedImage, String> {
+        ) -> Result<ImageView<'a>, String> {
             image.ok_or_else(|| {
                 format!(
                     "{} event without {which}: the stream must use the NEW_AND_OLD_IMAGES view",
@@ -459,27 +508,19 @@ impl Combiner {
             })
         }
         // (image, sign, [insert, modify, remove]); at most two.
-        type Part<'a> = (&'a ProjectedImage, i64, [i64; 3]);
+        type Part<'a> = (ImageView<'a>, i64, [i64; 3]);
         let parts: [Option<Part<'_>>; 2] = match change.kind {
             EventKind::Insert => [
-                Some((need(change, change.new.as_ref(), "NewImage")?, 1, [1, 0, 0])),
+                Some((need(change, change.new, "NewImage")?, 1, [1, 0, 0])),
                 None,
             ],
             EventKind::Remove => [
-                Some((
-                    need(change, change.old.as_ref(), "OldImage")?,
-                    -1,
-                    [0, 0, 1],
-                )),
+                Some((need(change, change.old, "OldImage")?, -1, [0, 0, 1])),
                 None,
             ],
             EventKind::Modify => [
-                Some((
-                    need(change, change.old.as_ref(), "OldImage")?,
-                    -1,
-                    [0, 0, 0],
-                )),
-                Some((need(change, change.new.as_ref(), "NewImage")?, 1, [0, 1, 0])),
+                Some((need(change, change.old, "OldImage")?, -1, [0, 0, 0])),
+                Some((need(change, change.new, "NewImage")?, 1, [0, 1, 0])),
             ],
             EventKind::Unknown(_) => return Ok(()),
         };
@@ -490,16 +531,16 @@ impl Combiner {
             ));
         }
         let shard = match &scan.shard {
-            Some((id, at)) if Arc::ptr_eq(id, &change.shard_id) => *at,
+            Some((id, at)) if **id == *change.shard_id => *at,
             _ => {
-                let at = match out.shards.iter().position(|s| *s == change.shard_id) {
+                let at = match out.shards.iter().position(|s| **s == *change.shard_id) {
                     Some(at) => at as u32,
                     None => {
-                        out.shards.push(change.shard_id.clone());
+                        out.shards.push(change.shard_id.into());
                         out.shards.len() as u32 - 1
                     }
                 };
-                scan.shard = Some((change.shard_id.clone(), at));
+                scan.shard = Some((out.shards[at as usize].clone(), at));
                 at
             }
         };
@@ -509,7 +550,7 @@ impl Combiner {
             bucket: u32::MAX,
             time: t,
             newest_before: scan.newest,
-            sequence: change.sequence_number.clone(),
+            sequence: change.sequence_number.into(),
         };
         let deadline = Self::earliest_end(&self.windows, t).saturating_add(self.lateness_ms);
         if scan.newest != i64::MIN && deadline <= scan.newest.saturating_sub(self.disorder_ms) {
@@ -567,7 +608,7 @@ impl Combiner {
                 column.push(t.div_euclid(w.slide) * w.slide);
             }
             for (d, slot) in self.slots.dimensions.iter().enumerate() {
-                let code = scan.dims[d].code(image[*slot].as_ref().map_or(MISSING, |v| &v.text));
+                let code = scan.dims[d].code(image.get(*slot).map_or(MISSING, |v| v.text));
                 rows.dims[d].push(code);
             }
             rows.inserts.push(*insert);
@@ -589,9 +630,9 @@ impl Combiner {
                     MetricKind::Distinct => {
                         // Only values written (+1 rows) count: retractions add no codes.
                         let code = (sign > 0 && present)
-                            .then(|| image[self.slots.metrics[m]].as_ref())
+                            .then(|| image.get(self.slots.metrics[m]))
                             .flatten()
-                            .map(|v| scan.distinct[m].code(&v.text));
+                            .map(|v| scan.distinct[m].code(v.text));
                         rows.distinct[m].push(code);
                     }
                 }

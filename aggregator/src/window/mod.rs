@@ -47,7 +47,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 pub mod combine;
-pub use combine::{Combined, Combiner, POLARS_FROM_ROWS};
+pub use combine::{Combined, Combiner, Combining, POLARS_FROM_ROWS};
 
 /// Hash maps keyed by the engine's own codes and by dimension values: foldhash (randomly seeded
 /// per map) instead of SipHash, which was a measurable part of a pass.
@@ -56,7 +56,7 @@ type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 use streamlens_core::{
     aggregate::ALL_DIMENSION,
-    projection::{ProjectedChange, Projection, Scalar},
+    projection::{ProjectedChange, Projection, ScalarRef},
     AggregateDoc, ChangeEvent, PrevValues,
 };
 
@@ -663,8 +663,8 @@ impl WindowEngine {
     }
 }
 
-fn filter_passes(filter: &FilterSpec, value: Option<&Scalar>) -> bool {
-    let text = value.map(|v| &*v.text);
+fn filter_passes(filter: &FilterSpec, value: Option<ScalarRef<'_>>) -> bool {
+    let text = value.map(|v| v.text);
     if let Some(want) = &filter.equals {
         return text == Some(want.as_str());
     }

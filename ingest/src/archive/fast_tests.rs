@@ -56,6 +56,21 @@ fn check_with(
         (Err(_), Err(_)) => {}
         _ => panic!("serde says {expected:?}, decode_projected says {got:?}: {line}"),
     }
+    // As a view of the line, with the same shapes learned (a copy of the cache: the counts
+    // the tests check stay those of `decode_projected`).
+    let mut images = LineImages::default();
+    let viewed = decode_view(
+        line.as_bytes(),
+        projection,
+        &mut cache.clone(),
+        &mut images,
+        |view| view.to_change(),
+    );
+    match (expected, &viewed) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "view: {line}"),
+        (Err(_), Err(_)) => {}
+        _ => panic!("serde says {expected:?}, decode_view says {viewed:?}: {line}"),
+    }
     let fast = decode_projected_fast(line.as_bytes(), projection, cache);
     if let Some(fast) = &fast {
         assert_eq!(Ok(fast), expected.as_ref(), "fast path: {line}");

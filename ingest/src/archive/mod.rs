@@ -26,10 +26,10 @@ use streamlens_core::{ChangeEvent, StreamRecord};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use fast::{decode_projected, CompiledProjection, DecodeCache};
+pub use fast::{decode_projected, decode_view, CompiledProjection, DecodeCache, LineImages};
 pub use parallel::{
-    read_projected, read_projected_map, read_projected_reduced, read_projected_with,
-    ProjectedBatch, ReadOptions, ReadSummary,
+    read_projected, read_projected_folded, read_projected_map, read_projected_reduced,
+    read_projected_with, ProjectedBatch, ReadOptions, ReadSummary,
 };
 pub use writer::ArchiveWriter;
 
@@ -376,42 +376,53 @@ impl Source for ArchiveSource {
             return tokio::task::spawn_blocking(move || {
                 let mut summary = SourceSummary::default();
                 let mut closed = false;
-                read_projected_reduced(
-                    &config.path,
-                    &CompiledProjection::new(&projection),
-                    ReadOptions {
-                        batch_size: config.batch_size.max(1),
-                        time_range: config.segment_range,
-                        skip_lines,
-                        ..ReadOptions::default()
-                    },
-                    // On the decoding thread.
-                    |batch| match &reducer {
-                        Some(reduce) => Batch {
-                            quarantined: batch.quarantined,
-                            positions: position(batch.lines),
-                            reduced: Some((reduce.0)(batch.changes)),
+                let mut deliver = |batch: Batch| {
+                    if shutdown.is_cancelled() {
+                        return false;
+                    }
+                    summary.events += (batch.projected.len()
+                        + batch.reduced.as_ref().map_or(0, |r| r.changes))
+                        as u64;
+                    summary.quarantined += batch.quarantined.len() as u64;
+                    closed = out.blocking_send(batch).is_err();
+                    !closed
+                };
+                let projection = CompiledProjection::new(&projection);
+                let options = ReadOptions {
+                    batch_size: config.batch_size.max(1),
+                    time_range: config.segment_range,
+                    skip_lines,
+                    ..ReadOptions::default()
+                };
+                match &reducer {
+                    // On the decoding thread, each change folded in as it is decoded.
+                    Some(reduce) => read_projected_folded(
+                        &config.path,
+                        &projection,
+                        options,
+                        |changes| (reduce.0)(changes),
+                        |fold, change| fold.push(change),
+                        |fold, quarantined, lines| Batch {
+                            quarantined,
+                            positions: position(lines),
+                            reduced: Some(fold.finish()),
                             ..Batch::default()
                         },
-                        None => Batch {
+                        &mut deliver,
+                    )?,
+                    None => read_projected_reduced(
+                        &config.path,
+                        &projection,
+                        options,
+                        |batch| Batch {
                             projected: batch.changes,
                             quarantined: batch.quarantined,
                             positions: position(batch.lines),
                             ..Batch::default()
                         },
-                    },
-                    |batch| {
-                        if shutdown.is_cancelled() {
-                            return false;
-                        }
-                        summary.events += (batch.projected.len()
-                            + batch.reduced.as_ref().map_or(0, |r| r.changes))
-                            as u64;
-                        summary.quarantined += batch.quarantined.len() as u64;
-                        closed = out.blocking_send(batch).is_err();
-                        !closed
-                    },
-                )?;
+                        &mut deliver,
+                    )?,
+                };
                 if closed {
                     return Err(Error::DownstreamClosed);
                 }

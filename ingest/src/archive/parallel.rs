@@ -20,9 +20,9 @@ use std::{
     },
 };
 
-use streamlens_core::projection::{ProjectedChange, Projection};
+use streamlens_core::projection::{ChangeView, ProjectedChange, Projection};
 
-use super::fast::{decode_projected, CompiledProjection, DecodeCache};
+use super::fast::{decode_projected, decode_view, CompiledProjection, DecodeCache, LineImages};
 use crate::{Error, Quarantined};
 
 /// Changes decoded from an archive, and the lines that could not be.
@@ -149,9 +149,13 @@ pub fn read_projected_with(
         current: ProjectedBatch::default(),
         summary: ReadSummary::default(),
     };
-    let go_on = pipeline(path, projection, options, &|chunk| chunk, |chunk| {
-        out.accept(chunk)
-    })?;
+    let go_on = pipeline(
+        path,
+        projection,
+        options,
+        &|raw: RawChunk<'_>| raw.decode(),
+        |chunk| out.accept(chunk),
+    )?;
     Ok(if go_on { out.finish() } else { out.summary })
 }
 
@@ -173,7 +177,8 @@ pub fn read_projected_map<T: Send>(
         path,
         projection,
         options,
-        &|chunk: Chunk| {
+        &|raw: RawChunk<'_>| {
+            let chunk = raw.decode();
             let counts = (
                 chunk.lines,
                 chunk.bytes,
@@ -213,7 +218,8 @@ pub fn read_projected_reduced<T: Send>(
             positions: true,
             ..options
         },
-        &|chunk: Chunk| {
+        &|raw: RawChunk<'_>| {
+            let chunk = raw.decode();
             let read = (chunk.lines, chunk.bytes);
             let reduced: Vec<(u64, u64, T)> = split(chunk, batch_size)
                 .into_iter()
@@ -229,6 +235,50 @@ pub fn read_projected_reduced<T: Send>(
             // Only what is delivered counts as delivered.
             reduced.into_iter().all(|(changes, quarantined, value)| {
                 summary.delivered(changes, quarantined);
+                callback(value)
+            })
+        },
+    )?;
+    summary.completed = go_on;
+    Ok(summary)
+}
+
+/// [`read_projected_reduced`] without the batches of owned changes: each batch is folded as it
+/// is decoded. `start` makes a batch's accumulator (given about how many changes it will take),
+/// `push` gives it each change of the batch as a view of its line (through a learned line shape
+/// nothing is allocated for a change: see [`decode_view`]), and `finish` makes the batch's value
+/// from the accumulator, the batch's quarantined lines and its position
+/// ([`ProjectedBatch::lines`]). All three run on the decoding thread; the values reach `callback`
+/// on the calling thread in input order, cut into the same batches as [`read_projected_reduced`]
+/// cuts. Stops early (with `completed: false`) when `callback` returns false.
+pub fn read_projected_folded<A, T: Send>(
+    path: &Path,
+    projection: &CompiledProjection,
+    options: ReadOptions,
+    start: impl Fn(usize) -> A + Sync,
+    push: impl Fn(&mut A, &ChangeView<'_>) + Sync,
+    finish: impl Fn(A, Vec<Quarantined>, u64) -> T + Sync,
+    mut callback: impl FnMut(T) -> bool,
+) -> Result<ReadSummary, Error> {
+    let batch_size = options.batch_size.max(1);
+    let folder = Folder {
+        start: &start,
+        push: &push,
+        finish: &finish,
+    };
+    let mut summary = ReadSummary::default();
+    let go_on = pipeline(
+        path,
+        projection,
+        ReadOptions {
+            positions: true,
+            ..options
+        },
+        &|raw: RawChunk<'_>| raw.fold(batch_size, &folder),
+        |folded| {
+            summary.read(folded.lines, folded.bytes);
+            folded.batches.into_iter().all(|(value, changes)| {
+                summary.delivered(changes as u64, 0);
                 callback(value)
             })
         },
@@ -369,27 +419,22 @@ fn blank(line: &[u8]) -> bool {
 }
 
 /// Decodes a chunk whose first line is line `first` (from 1) of the file `name`.
-fn decode_chunk(
-    data: &[u8],
+/// A chunk of whole lines read, before decoding, with what its decoding thread decodes it with.
+struct RawChunk<'a> {
+    data: &'a [u8],
+    /// The number of its first line in the input.
     first: u64,
-    name: &str,
-    projection: &CompiledProjection,
-    cache: &mut DecodeCache,
-    track: bool,
-) -> Chunk {
-    let mut out = Chunk {
-        batch: ProjectedBatch {
-            changes: Vec::with_capacity(data.len() / 256),
-            quarantined: Vec::new(),
-            lines: 0,
-        },
-        bad_at: Vec::new(),
-        lines: 0,
-        end: 0,
-        change_lines: Vec::new(),
-        bytes: data.len() as u64,
-    };
-    let mut start = 0;
+    name: &'a str,
+    projection: &'a CompiledProjection,
+    cache: &'a mut DecodeCache,
+    /// Whether to note each change's line ([`ReadOptions::positions`]).
+    positions: bool,
+}
+
+/// Calls `each` with every line of `data` and its number in `data` (from 1), blank ones
+/// excepted; the number of lines.
+fn lines<'d>(data: &'d [u8], mut each: impl FnMut(u64, &'d [u8])) -> u64 {
+    let (mut start, mut n) = (0, 0);
     while start < data.len() {
         // Like `BufRead::lines`: a `\r` goes with the `\n` after it only.
         let line = match memchr::memchr(b'\n', &data[start..]) {
@@ -404,32 +449,127 @@ fn decode_chunk(
                 line
             }
         };
-        out.lines += 1;
-        if blank(line) {
-            continue;
-        }
-        match decode_projected(line, projection, cache) {
-            Ok(change) => {
-                out.batch.changes.push(change);
-                if track {
-                    out.change_lines.push(out.lines as u32);
-                }
-            }
-            Err(reason) => {
-                out.bad_at.push(out.batch.changes.len());
-                out.batch.quarantined.push(Quarantined {
-                    origin: format!("{name} line {}", first + out.lines - 1),
-                    reason,
-                    raw: String::from_utf8_lossy(line)
-                        .chars()
-                        .take(64 * 1024)
-                        .collect(),
-                });
-            }
+        n += 1;
+        if !blank(line) {
+            each(n, line);
         }
     }
-    out.end = first - 1 + out.lines;
-    out
+    n
+}
+
+impl RawChunk<'_> {
+    /// Decodes the chunk into projected changes.
+    fn decode(self) -> Chunk {
+        let mut out = Chunk {
+            batch: ProjectedBatch {
+                changes: Vec::with_capacity(self.data.len() / 256),
+                quarantined: Vec::new(),
+                lines: 0,
+            },
+            bad_at: Vec::new(),
+            lines: 0,
+            end: 0,
+            change_lines: Vec::new(),
+            bytes: self.data.len() as u64,
+        };
+        out.lines = lines(self.data, |n, line| {
+            match decode_projected(line, self.projection, self.cache) {
+                Ok(change) => {
+                    out.batch.changes.push(change);
+                    if self.positions {
+                        out.change_lines.push(n as u32);
+                    }
+                }
+                Err(reason) => {
+                    out.bad_at.push(out.batch.changes.len());
+                    out.batch.quarantined.push(quarantine(
+                        self.name,
+                        self.first + n - 1,
+                        line,
+                        reason,
+                    ));
+                }
+            }
+        });
+        out.end = self.first - 1 + out.lines;
+        out
+    }
+
+    /// Decodes the chunk straight into `fold`'s accumulators, a batch of up to `batch_size`
+    /// changes at a time, each change a view of its line ([`decode_view`]): the batches
+    /// [`split`] cuts, with the same quarantined lines and positions, folded instead of kept.
+    fn fold<A, T>(self, batch_size: usize, fold: &Folder<'_, A, T>) -> Folded<T> {
+        let RawChunk {
+            data,
+            first,
+            name,
+            projection,
+            cache,
+            ..
+        } = self;
+        let mut images = LineImages::default();
+        let mut batches = Vec::new();
+        // The batch being folded: its accumulator, changes, quarantined lines and the line of its
+        // last change; and the lines quarantined since it filled up, which go with the next
+        // change's batch (or with it, when no change follows in the chunk).
+        let hint = batch_size.min(data.len() / 128 + 16);
+        let mut acc = (fold.start)(hint);
+        let (mut changes, mut bad, mut last, mut later) = (0usize, Vec::new(), 0u64, Vec::new());
+        let lines = lines(data, |n, line| {
+            let decoded = decode_view(line, projection, cache, &mut images, |view| {
+                if changes == batch_size {
+                    let full = std::mem::replace(&mut acc, (fold.start)(hint));
+                    let quarantined = std::mem::replace(&mut bad, std::mem::take(&mut later));
+                    batches.push(((fold.finish)(full, quarantined, first - 1 + last), changes));
+                    changes = 0;
+                }
+                (fold.push)(&mut acc, view);
+                changes += 1;
+                last = n;
+            });
+            if let Err(reason) = decoded {
+                let line = quarantine(name, first + n - 1, line, reason);
+                if changes == batch_size {
+                    later.push(line);
+                } else {
+                    bad.push(line);
+                }
+            }
+        });
+        bad.append(&mut later);
+        batches.push(((fold.finish)(acc, bad, first - 1 + lines), changes));
+        Folded {
+            lines,
+            bytes: data.len() as u64,
+            batches,
+        }
+    }
+}
+
+/// A line that could not be decoded, with its `<file> line N` origin.
+fn quarantine(name: &str, number: u64, line: &[u8], reason: String) -> Quarantined {
+    Quarantined {
+        origin: format!("{name} line {number}"),
+        reason,
+        raw: String::from_utf8_lossy(line)
+            .chars()
+            .take(64 * 1024)
+            .collect(),
+    }
+}
+
+/// How [`read_projected_folded`] folds each batch.
+struct Folder<'f, A, T> {
+    start: &'f (dyn Fn(usize) -> A + Sync),
+    push: &'f (dyn Fn(&mut A, &ChangeView<'_>) + Sync),
+    finish: &'f (dyn Fn(A, Vec<Quarantined>, u64) -> T + Sync),
+}
+
+/// A chunk folded: its lines and bytes, and each batch's value and number of changes.
+struct Folded<T> {
+    lines: u64,
+    bytes: u64,
+    batches: Vec<(T, usize)>,
 }
 
 /// Delivers decoded chunks, in order, as batches of `batch_size` changes.
@@ -610,7 +750,7 @@ fn pipeline<T: Send>(
     path: &Path,
     projection: &CompiledProjection,
     options: ReadOptions,
-    map: &(dyn Fn(Chunk) -> T + Sync),
+    map: &(dyn Fn(RawChunk<'_>) -> T + Sync),
     mut sink: impl FnMut(T) -> bool,
 ) -> Result<bool, Error> {
     let name = path
@@ -637,14 +777,14 @@ fn pipeline<T: Send>(
             if buf.is_empty() {
                 continue;
             }
-            let chunk = decode_chunk(
-                &buf,
-                before + 1,
-                &name,
+            let chunk = RawChunk {
+                data: &buf,
+                first: before + 1,
+                name: &name,
                 projection,
-                &mut cache,
-                options.positions,
-            );
+                cache: &mut cache,
+                positions: options.positions,
+            };
             if !sink(map(chunk)) {
                 return Ok(false);
             }
@@ -681,14 +821,14 @@ fn pipeline<T: Send>(
                     };
                     let result = read.and_then(|before| {
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            map(decode_chunk(
-                                &buf,
-                                before + 1,
+                            map(RawChunk {
+                                data: &buf,
+                                first: before + 1,
                                 name,
                                 projection,
-                                &mut cache,
-                                options.positions,
-                            ))
+                                cache: &mut cache,
+                                positions: options.positions,
+                            })
                         }))
                         .map_err(|panic| {
                             let what = panic
@@ -1002,10 +1142,10 @@ mod tests {
 
     /// What a read from a position gives: the ids of its changes, the origins of its bad lines,
     /// and each batch's position with the changes delivered up to it.
-    fn read_from(
-        path: &Path,
-        options: ReadOptions,
-    ) -> (Vec<String>, Vec<String>, Vec<(u64, usize)>) {
+    type Read = (Vec<String>, Vec<String>, Vec<(u64, usize)>);
+
+    /// What a read from a position gives ([`Read`]).
+    fn read_from(path: &Path, options: ReadOptions) -> Read {
         let (mut ids, mut bad, mut positions) = (Vec::new(), Vec::new(), Vec::new());
         read_projected_with(path, &projection(), options, |b| {
             assert!(b.changes.len() <= options.batch_size);
@@ -1020,10 +1160,7 @@ mod tests {
 
     /// [`read_from`] through [`read_projected_reduced`], each batch reduced on its decoding
     /// thread to what `read_from` keeps of it.
-    fn read_reduced(
-        path: &Path,
-        options: ReadOptions,
-    ) -> (Vec<String>, Vec<String>, Vec<(u64, usize)>) {
+    fn read_reduced(path: &Path, options: ReadOptions) -> Read {
         let (mut ids, mut bad, mut positions) = (Vec::new(), Vec::new(), Vec::new());
         let on_caller = std::thread::current().id();
         let summary = read_projected_reduced(
@@ -1056,6 +1193,44 @@ mod tests {
         (ids, bad, positions)
     }
 
+    /// [`read_from`] through [`read_projected_folded`], each change folded in as a view of its
+    /// line on its decoding thread; also the changes themselves, made owned again.
+    fn read_folded(path: &Path, options: ReadOptions) -> (Read, Vec<ProjectedChange>) {
+        let (mut changes, mut bad, mut positions) = (Vec::new(), Vec::new(), Vec::new());
+        let on_caller = std::thread::current().id();
+        let summary = read_projected_folded(
+            path,
+            &projection(),
+            options,
+            |_| Vec::new(),
+            |batch: &mut Vec<ProjectedChange>, view| {
+                if options.threads > 0 {
+                    assert_ne!(std::thread::current().id(), on_caller);
+                }
+                batch.push(view.to_change());
+            },
+            |batch, quarantined, lines| {
+                assert!(batch.len() <= options.batch_size);
+                let bad: Vec<String> = quarantined.into_iter().map(|q| q.origin).collect();
+                (batch, bad, lines)
+            },
+            |(batch, batch_bad, lines)| {
+                changes.extend(batch);
+                bad.extend(batch_bad);
+                positions.push((lines, changes.len()));
+                true
+            },
+        )
+        .unwrap();
+        assert!(summary.completed);
+        assert_eq!(summary.changes as usize, changes.len());
+        let ids = changes
+            .iter()
+            .map(|c| c.sequence_number.to_string())
+            .collect();
+        ((ids, bad, positions), changes)
+    }
+
     /// Every batch's position, resumed from, gives exactly the rest of the read: no change and
     /// no bad line twice or never, on both read paths, plain and gzip. Batches reduced on the
     /// decoding threads are the same batches.
@@ -1085,6 +1260,15 @@ mod tests {
                     read_reduced(file, options),
                     (ids.clone(), bad.clone(), positions.clone())
                 );
+                let (folded, changes) = read_folded(file, options);
+                assert_eq!(folded, (ids.clone(), bad.clone(), positions.clone()));
+                let mut whole = Vec::new();
+                read_projected_with(file, &projection(), options, |b| {
+                    whole.extend(b.changes);
+                    true
+                })
+                .unwrap();
+                assert_eq!(changes, whole);
                 assert_eq!(ids.len() + bad.len(), 3001 - 2 * 31, "{file:?}");
                 assert_eq!(positions.last().map(|p| p.0), Some(3001));
                 assert!(positions.windows(2).all(|w| w[0].0 <= w[1].0));
@@ -1103,6 +1287,7 @@ mod tests {
                         ..options
                     };
                     assert_eq!(read_reduced(file, resumed).0, rest_ids);
+                    assert_eq!(read_folded(file, resumed).0 .0, rest_ids);
                     assert!(bad.ends_with(&rest_bad), "resumed at line {at}");
                     // The whole-record path cuts its own batches; the same lines are its rest.
                     let mut whole = Vec::new();

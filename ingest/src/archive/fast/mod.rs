@@ -33,6 +33,7 @@
 mod shape;
 
 use std::{
+    borrow::Cow,
     collections::HashSet,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -42,10 +43,11 @@ use std::{
 
 use compact_str::CompactString;
 
-pub use shape::DecodeCache;
+use shape::OwnedImages;
+pub use shape::{DecodeCache, LineImages};
 use streamlens_core::{
     event::parse_iso8601_ms,
-    projection::{ProjectedChange, Projection, Scalar, ScalarKind},
+    projection::{ChangeView, ImageView, ProjectedChange, Projection, Scalar, ScalarKind},
     AttributeValue, EventKind,
 };
 
@@ -230,7 +232,7 @@ fields!(
 );
 
 /// Shares one `Arc<str>` between the changes of a shard.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct ShardInterner {
     recent: Vec<Arc<str>>,
     all: HashSet<Arc<str>>,
@@ -308,10 +310,42 @@ pub fn decode_projected_fast(
     cache: &mut DecodeCache,
 ) -> Option<ProjectedChange> {
     let text = simdutf8::basic::from_utf8(line).ok()?;
-    let (fitted, trace) = cache.fit(text, projection);
-    if fitted.is_some() {
-        return fitted;
+    let mut images = OwnedImages {
+        projection,
+        new: None,
+        old: None,
+    };
+    let (fitted, trace) = cache.fit(text, projection, &mut images);
+    if let Some(fitted) = fitted {
+        let (kind, ttl_delete) = cache.fitted_kind();
+        return Some(ProjectedChange {
+            kind: kind.clone(),
+            event_time_ms: fitted.time,
+            sequence_number: match fitted.sequence {
+                Cow::Borrowed(text) => CompactString::new(text),
+                Cow::Owned(text) => CompactString::from(text),
+            },
+            shard_id: cache.fitted_shard(&fitted.shard),
+            old: images
+                .old
+                .or_else(|| fitted.old.then(|| projection.empty_image())),
+            new: images
+                .new
+                .or_else(|| fitted.new.then(|| projection.empty_image())),
+            ttl_delete,
+        });
     }
+    scan_and_learn(line, text, projection, cache, trace)
+}
+
+/// The full scan of a line, learning its shape when `trace` is given.
+fn scan_and_learn(
+    line: &[u8],
+    text: &str,
+    projection: &CompiledProjection,
+    cache: &mut DecodeCache,
+    trace: Option<shape::Trace>,
+) -> Option<ProjectedChange> {
     let mut scanner = Scanner {
         s: text,
         b: line,
@@ -324,6 +358,45 @@ pub fn decode_projected_fast(
         cache.learn(line, trace, &change);
     }
     Some(change)
+}
+
+/// Decodes one line for a consumer that takes the change at once, as a view: `consume` gets
+/// the [`decode_projected`] change of the line, or its error. A line that fits a learned shape
+/// is not made into a [`ProjectedChange`] at all: the view borrows its values from the line
+/// (through `images`, reused from line to line), and nothing is allocated.
+pub fn decode_view<'a, T>(
+    line: &'a [u8],
+    projection: &CompiledProjection,
+    cache: &mut DecodeCache,
+    images: &mut LineImages<'a>,
+    consume: impl FnOnce(&ChangeView<'_>) -> T,
+) -> Result<T, String> {
+    let text = simdutf8::basic::from_utf8(line).ok();
+    let (fitted, trace) = match text {
+        Some(text) => {
+            images.prepare(projection.slots());
+            cache.fit(text, projection, images)
+        }
+        None => (None, None),
+    };
+    if let Some(fitted) = fitted {
+        let (kind, ttl_delete) = cache.fitted_kind();
+        let (new, old) = images.images();
+        return Ok(consume(&ChangeView {
+            kind,
+            event_time_ms: fitted.time,
+            sequence_number: &fitted.sequence,
+            shard_id: &fitted.shard,
+            old: fitted.old.then_some(ImageView::Line(old)),
+            new: fitted.new.then_some(ImageView::Line(new)),
+            ttl_delete,
+        }));
+    }
+    let change = match text.and_then(|text| scan_and_learn(line, text, projection, cache, trace)) {
+        Some(change) => change,
+        None => decode_projected_exact(line, projection, cache)?,
+    };
+    Ok(consume(&change.view()))
 }
 
 /// [`decode_projected_fast`] without shapes: every line scanned in full (for tests and

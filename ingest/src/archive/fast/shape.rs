@@ -20,11 +20,12 @@
 //! A line is not learned when a projected value is compound (its label comes from serde) or
 //! when a repeated attribute name clears a projected value: a shape only ever writes slots.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
+use compact_str::CompactString;
 use streamlens_core::{
     event::parse_iso8601_ms,
-    projection::{ProjectedChange, Scalar, ScalarKind},
+    projection::{LineScalar, ProjectedChange, ProjectedImage, Scalar, ScalarKind},
     EventKind,
 };
 
@@ -116,7 +117,7 @@ impl Trace {
 }
 
 /// A learned line shape.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Shape {
     /// The fixed text, all stretches back to back.
     text: Box<[u8]>,
@@ -132,7 +133,7 @@ struct Shape {
 
 /// What one decoding thread remembers between lines: the shard ids it has shared and the shapes
 /// of recent lines.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct DecodeCache {
     pub(super) shards: ShardInterner,
     shapes: Vec<Shape>,
@@ -161,13 +162,15 @@ impl DecodeCache {
         self.shards.intern(id)
     }
 
-    /// The line decoded through a learned shape, or `None` when it fits none (or shapes are
-    /// resting). Either way, whether to trace the full scan to learn its shape.
-    pub(super) fn fit(
+    /// The line decoded through a learned shape (its projected values written to `images`), or
+    /// `None` when it fits none (or shapes are resting). Either way, whether to trace the full
+    /// scan to learn its shape.
+    pub(super) fn fit<'a>(
         &mut self,
-        line: &str,
+        line: &'a str,
         projection: &CompiledProjection,
-    ) -> (Option<ProjectedChange>, Option<Trace>) {
+        images: &mut impl Images<'a>,
+    ) -> (Option<Fitted<'a>>, Option<Trace>) {
         if self.projection != projection.id {
             self.shapes.clear();
             self.projection = projection.id;
@@ -177,13 +180,14 @@ impl DecodeCache {
             return (None, None);
         }
         for at in 0..self.shapes.len() {
-            if let Some(change) = fit(&self.shapes[at], line, projection, &mut self.shards) {
+            images.reset();
+            if let Some(fitted) = fit(&self.shapes[at], line, images) {
                 if at > 0 {
                     self.shapes[..=at].rotate_right(1);
                 }
                 self.misses = 0;
                 self.fitted += 1;
-                return (Some(change), None);
+                return (Some(fitted), None);
             }
         }
         self.misses += 1;
@@ -193,6 +197,20 @@ impl DecodeCache {
             return (None, None);
         }
         (None, Some(Trace::new()))
+    }
+
+    /// The kind and TTL flag of the line [`Self::fit`] just fitted (its shape's).
+    pub(super) fn fitted_kind(&self) -> (&EventKind, bool) {
+        let shape = &self.shapes[0];
+        (&shape.kind, shape.ttl_delete)
+    }
+
+    /// The shared id of the shard of the line [`Self::fit`] just fitted.
+    pub(super) fn fitted_shard(&mut self, id: &str) -> Arc<str> {
+        match &self.shapes[0].shard {
+            Some(known) if super::same(known.as_bytes(), id.as_bytes()) => known.clone(),
+            _ => self.shards.intern(id),
+        }
     }
 
     /// Keeps the shape of a line the full scan decoded with `trace`.
@@ -244,14 +262,100 @@ impl DecodeCache {
     }
 }
 
+/// Where a shape writes a line's projected values: owned images ([`OwnedImages`]) or values
+/// borrowed from the line ([`LineImages`]).
+pub(super) trait Images<'a> {
+    /// Forgets what an attempt that did not fit wrote.
+    fn reset(&mut self);
+    /// Writes a slot of the new (`new`) or old image.
+    fn set(&mut self, new: bool, slot: usize, kind: ScalarKind, text: Cow<'a, str>);
+}
+
+/// Images allocated when a value is written to them (or at the end): a line that turns out not
+/// to fit, as most do for all but one of the shapes tried, allocates nothing.
+pub(super) struct OwnedImages<'p> {
+    pub(super) projection: &'p CompiledProjection,
+    pub(super) new: Option<ProjectedImage>,
+    pub(super) old: Option<ProjectedImage>,
+}
+
+impl<'a> Images<'a> for OwnedImages<'_> {
+    fn reset(&mut self) {
+        (self.new, self.old) = (None, None);
+    }
+
+    #[inline(always)]
+    fn set(&mut self, new: bool, slot: usize, kind: ScalarKind, text: Cow<'a, str>) {
+        let image = if new { &mut self.new } else { &mut self.old };
+        image.get_or_insert_with(|| self.projection.empty_image())[slot] = Some(Scalar {
+            kind,
+            text: match text {
+                Cow::Borrowed(text) => CompactString::new(text),
+                Cow::Owned(text) => CompactString::from(text),
+            },
+        });
+    }
+}
+
+/// Both images' values borrowed from the line, in one reused buffer: the new image's slots,
+/// then the old image's.
+#[derive(Debug, Default)]
+pub struct LineImages<'a> {
+    values: Vec<Option<LineScalar<'a>>>,
+    slots: usize,
+    /// Whether a value was written since the last reset.
+    written: bool,
+}
+
+impl<'a> LineImages<'a> {
+    /// Makes room for `slots` slots per image.
+    pub(super) fn prepare(&mut self, slots: usize) {
+        if self.slots != slots || self.values.len() != 2 * slots {
+            self.slots = slots;
+            self.values.clear();
+            self.values.resize(2 * slots, None);
+            self.written = false;
+        }
+    }
+
+    /// The new image's values and the old image's.
+    pub(super) fn images(&self) -> (&[Option<LineScalar<'a>>], &[Option<LineScalar<'a>>]) {
+        self.values.split_at(self.slots)
+    }
+}
+
+impl<'a> Images<'a> for LineImages<'a> {
+    #[inline(always)]
+    fn reset(&mut self) {
+        if self.written {
+            self.values.iter_mut().for_each(|v| *v = None);
+            self.written = false;
+        }
+    }
+
+    #[inline(always)]
+    fn set(&mut self, new: bool, slot: usize, kind: ScalarKind, text: Cow<'a, str>) {
+        let at = if new { slot } else { self.slots + slot };
+        self.values[at] = Some(LineScalar { kind, text });
+        self.written = true;
+    }
+}
+
+/// What a line that fit a shape holds besides its projected values (which went to its
+/// [`Images`]; its kind and TTL flag are the shape's).
+pub(super) struct Fitted<'a> {
+    pub(super) time: i64,
+    pub(super) sequence: Cow<'a, str>,
+    /// Empty when the line has no shard id.
+    pub(super) shard: Cow<'a, str>,
+    /// Whether the line has a new (old) image.
+    pub(super) new: bool,
+    pub(super) old: bool,
+}
+
 /// Decodes `line` through `shape`, or `None` when it does not fit (or a value needs the full
 /// scan's rules).
-fn fit(
-    shape: &Shape,
-    line: &str,
-    projection: &CompiledProjection,
-    shards: &mut ShardInterner,
-) -> Option<ProjectedChange> {
+fn fit<'a>(shape: &Shape, line: &'a str, images: &mut impl Images<'a>) -> Option<Fitted<'a>> {
     let mut sc = Scanner {
         s: line,
         b: line.as_bytes(),
@@ -260,10 +364,8 @@ fn fit(
         trace: None,
     };
     let text = &shape.text[..];
-    // The images are allocated when a value is written to them (or at the end): a line that turns
-    // out not to fit, as most do for all but one of the shapes tried, allocates nothing.
-    let (mut new, mut old) = (None, None);
-    let (mut time, mut sequence, mut shard_id) = (None, None, None);
+    let (mut new, mut old) = (shape.new, shape.old);
+    let (mut time, mut sequence, mut shard) = (None, None, None);
     let mut from = 0;
     for (to, hole) in &shape.holes[..] {
         sc.stretch(&text[from..*to])?;
@@ -285,29 +387,16 @@ fn fit(
                         }
                         time = Some(parse_iso8601_ms(&text)?);
                     }
-                    Role::Sequence => sequence = Some(s.compact().ok()?),
-                    Role::Shard => {
-                        shard_id = Some(match &shape.shard {
-                            Some(known)
-                                if !s.escaped && super::same(known.as_bytes(), s.bytes()) =>
-                            {
-                                known.clone()
-                            }
-                            _ => shards.intern(&s.text().ok()?),
-                        })
-                    }
+                    Role::Sequence => sequence = Some(s.text().ok()?),
+                    Role::Shard => shard = Some(s.text().ok()?),
                     Role::Base64 => {
                         if !valid_base64(s.text().ok()?.as_bytes()) {
                             return None;
                         }
                     }
                     Role::Slot { new: n, slot, kind } => {
-                        let image = if *n { &mut new } else { &mut old };
-                        image.get_or_insert_with(|| projection.empty_image())[*slot] =
-                            Some(Scalar {
-                                kind: *kind,
-                                text: s.compact().ok()?,
-                            });
+                        images.set(*n, *slot, *kind, s.text().ok()?);
+                        (new, old) = (new || *n, old || !*n);
                     }
                     Role::SizeBytes => return None,
                 }
@@ -333,8 +422,14 @@ fn fit(
                 slot,
                 scalar,
             } => {
-                let image = if *n { &mut new } else { &mut old };
-                image.get_or_insert_with(|| projection.empty_image())[*slot] = Some(scalar.clone());
+                let label = match scalar.text.as_str() {
+                    "true" => Cow::Borrowed("true"),
+                    "false" => Cow::Borrowed("false"),
+                    "null" => Cow::Borrowed("null"),
+                    other => Cow::Owned(other.to_owned()),
+                };
+                images.set(*n, *slot, scalar.kind, label);
+                (new, old) = (new || *n, old || !*n);
             }
         }
     }
@@ -342,18 +437,16 @@ fn fit(
     if sc.i != sc.b.len() {
         return None;
     }
-    Some(ProjectedChange {
-        kind: shape.kind.clone(),
-        event_time_ms: time?,
-        sequence_number: sequence?,
-        shard_id: match shard_id {
+    Some(Fitted {
+        time: time?,
+        sequence: sequence?,
+        shard: match shard {
             Some(id) => id,
-            None if shape.shard.is_none() => shards.intern(""),
+            None if shape.shard.is_none() => Cow::Borrowed(""),
             None => return None,
         },
-        old: old.or_else(|| shape.old.then(|| projection.empty_image())),
-        new: new.or_else(|| shape.new.then(|| projection.empty_image())),
-        ttl_delete: shape.ttl_delete,
+        new,
+        old,
     })
 }
 
