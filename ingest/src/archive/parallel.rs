@@ -170,31 +170,23 @@ pub fn read_projected_map<T: Send>(
     projection: &CompiledProjection,
     options: ReadOptions,
     map: impl Fn(ProjectedBatch) -> T + Sync,
-    mut callback: impl FnMut(T) -> bool,
+    callback: impl FnMut(T) -> bool,
 ) -> Result<ReadSummary, Error> {
-    let mut summary = ReadSummary::default();
-    let go_on = pipeline(
+    read_in_batches(
         path,
         projection,
         options,
         &|raw: RawChunk<'_>| {
             let chunk = raw.decode();
-            let counts = (
-                chunk.lines,
-                chunk.bytes,
-                chunk.batch.changes.len() as u64,
-                chunk.batch.quarantined.len() as u64,
-            );
-            (counts, map(chunk.batch))
+            let (changes, quarantined) = (chunk.batch.changes.len(), chunk.batch.quarantined.len());
+            let value = map(chunk.batch);
+            (
+                (chunk.lines, chunk.bytes),
+                vec![(changes as u64, quarantined as u64, value)],
+            )
         },
-        |((lines, bytes, changes, quarantined), value)| {
-            summary.read(lines, bytes);
-            summary.delivered(changes, quarantined);
-            callback(value)
-        },
-    )?;
-    summary.completed = go_on;
-    Ok(summary)
+        callback,
+    )
 }
 
 /// [`read_projected_with`] with [`ReadOptions::positions`], each batch passed through `reduce` on
@@ -207,11 +199,10 @@ pub fn read_projected_reduced<T: Send>(
     projection: &CompiledProjection,
     options: ReadOptions,
     reduce: impl Fn(ProjectedBatch) -> T + Sync,
-    mut callback: impl FnMut(T) -> bool,
+    callback: impl FnMut(T) -> bool,
 ) -> Result<ReadSummary, Error> {
     let batch_size = options.batch_size.max(1);
-    let mut summary = ReadSummary::default();
-    let go_on = pipeline(
+    read_in_batches(
         path,
         projection,
         ReadOptions {
@@ -221,7 +212,7 @@ pub fn read_projected_reduced<T: Send>(
         &|raw: RawChunk<'_>| {
             let chunk = raw.decode();
             let read = (chunk.lines, chunk.bytes);
-            let reduced: Vec<(u64, u64, T)> = split(chunk, batch_size)
+            let reduced = split(chunk, batch_size)
                 .into_iter()
                 .map(|batch| {
                     let (changes, bad) = (batch.changes.len(), batch.quarantined.len());
@@ -230,10 +221,33 @@ pub fn read_projected_reduced<T: Send>(
                 .collect();
             (read, reduced)
         },
-        |((lines, bytes), reduced)| {
+        callback,
+    )
+}
+
+/// A chunk's lines and bytes, and each of its batches' changes, quarantined lines and value.
+type Batched<T> = ((u64, u64), Vec<(u64, u64, T)>);
+
+/// The common part of [`read_projected_map`], [`read_projected_reduced`] and
+/// [`read_projected_folded`]: a read whose chunks `map` makes into batches' values, handed to
+/// `callback` in order.
+fn read_in_batches<T: Send>(
+    path: &Path,
+    projection: &CompiledProjection,
+    options: ReadOptions,
+    map: &(dyn Fn(RawChunk<'_>) -> Batched<T> + Sync),
+    mut callback: impl FnMut(T) -> bool,
+) -> Result<ReadSummary, Error> {
+    let mut summary = ReadSummary::default();
+    let go_on = pipeline(
+        path,
+        projection,
+        options,
+        map,
+        |((lines, bytes), batches)| {
             summary.read(lines, bytes);
             // Only what is delivered counts as delivered.
-            reduced.into_iter().all(|(changes, quarantined, value)| {
+            batches.into_iter().all(|(changes, quarantined, value)| {
                 summary.delivered(changes, quarantined);
                 callback(value)
             })
@@ -258,7 +272,7 @@ pub fn read_projected_folded<A, T: Send>(
     start: impl Fn(usize) -> A + Sync,
     push: impl Fn(&mut A, &ChangeView<'_>) + Sync,
     finish: impl Fn(A, Vec<Quarantined>, u64) -> T + Sync,
-    mut callback: impl FnMut(T) -> bool,
+    callback: impl FnMut(T) -> bool,
 ) -> Result<ReadSummary, Error> {
     let batch_size = options.batch_size.max(1);
     let folder = Folder {
@@ -266,8 +280,7 @@ pub fn read_projected_folded<A, T: Send>(
         push: &push,
         finish: &finish,
     };
-    let mut summary = ReadSummary::default();
-    let go_on = pipeline(
+    read_in_batches(
         path,
         projection,
         ReadOptions {
@@ -275,16 +288,8 @@ pub fn read_projected_folded<A, T: Send>(
             ..options
         },
         &|raw: RawChunk<'_>| raw.fold(batch_size, &folder),
-        |folded| {
-            summary.read(folded.lines, folded.bytes);
-            folded.batches.into_iter().all(|(value, changes)| {
-                summary.delivered(changes as u64, 0);
-                callback(value)
-            })
-        },
-    )?;
-    summary.completed = go_on;
-    Ok(summary)
+        callback,
+    )
 }
 
 /// The shared input: a reader, the start of the line the previous chunk cut, and the number of
@@ -498,7 +503,7 @@ impl RawChunk<'_> {
     /// Decodes the chunk straight into `fold`'s accumulators, a batch of up to `batch_size`
     /// changes at a time, each change a view of its line ([`decode_view`]): the batches
     /// [`split`] cuts, with the same quarantined lines and positions, folded instead of kept.
-    fn fold<A, T>(self, batch_size: usize, fold: &Folder<'_, A, T>) -> Folded<T> {
+    fn fold<A, T>(self, batch_size: usize, fold: &Folder<'_, A, T>) -> Batched<T> {
         let RawChunk {
             data,
             first,
@@ -520,7 +525,9 @@ impl RawChunk<'_> {
                 if changes == batch_size {
                     let full = std::mem::replace(&mut acc, (fold.start)(hint));
                     let quarantined = std::mem::replace(&mut bad, std::mem::take(&mut later));
-                    batches.push(((fold.finish)(full, quarantined, first - 1 + last), changes));
+                    let n = quarantined.len() as u64;
+                    let value = (fold.finish)(full, quarantined, first - 1 + last);
+                    batches.push((changes as u64, n, value));
                     changes = 0;
                 }
                 (fold.push)(&mut acc, view);
@@ -537,12 +544,13 @@ impl RawChunk<'_> {
             }
         });
         bad.append(&mut later);
-        batches.push(((fold.finish)(acc, bad, first - 1 + lines), changes));
-        Folded {
-            lines,
-            bytes: data.len() as u64,
-            batches,
-        }
+        let n = bad.len() as u64;
+        batches.push((
+            changes as u64,
+            n,
+            (fold.finish)(acc, bad, first - 1 + lines),
+        ));
+        ((lines, data.len() as u64), batches)
     }
 }
 
@@ -563,13 +571,6 @@ struct Folder<'f, A, T> {
     start: &'f (dyn Fn(usize) -> A + Sync),
     push: &'f (dyn Fn(&mut A, &ChangeView<'_>) + Sync),
     finish: &'f (dyn Fn(A, Vec<Quarantined>, u64) -> T + Sync),
-}
-
-/// A chunk folded: its lines and bytes, and each batch's value and number of changes.
-struct Folded<T> {
-    lines: u64,
-    bytes: u64,
-    batches: Vec<(T, usize)>,
 }
 
 /// Delivers decoded chunks, in order, as batches of `batch_size` changes.
@@ -1158,55 +1159,79 @@ mod tests {
         (ids, bad, positions)
     }
 
+    /// What the callback of [`read_reduced`] or [`read_folded`] collects, batch by batch.
+    #[derive(Default)]
+    struct Collected {
+        changes: Vec<ProjectedChange>,
+        bad: Vec<String>,
+        positions: Vec<(u64, usize)>,
+    }
+
+    /// A batch's changes, the origins of its bad lines, and its position.
+    type Collect = (Vec<ProjectedChange>, Vec<String>, u64);
+
+    impl Collected {
+        fn batch(&mut self, (changes, bad, lines): Collect) -> bool {
+            self.changes.extend(changes);
+            self.bad.extend(bad);
+            self.positions.push((lines, self.changes.len()));
+            true
+        }
+
+        /// What [`read_from`] gives, and the changes.
+        fn read(self, summary: ReadSummary) -> (Read, Vec<ProjectedChange>) {
+            assert!(summary.completed);
+            assert_eq!(summary.changes as usize, self.changes.len());
+            assert_eq!(summary.quarantined as usize, self.bad.len());
+            let ids = self
+                .changes
+                .iter()
+                .map(|c| c.sequence_number.to_string())
+                .collect();
+            ((ids, self.bad, self.positions), self.changes)
+        }
+    }
+
+    /// Panics unless on a decoding thread (when there are any).
+    fn on_decoding_thread(options: ReadOptions, caller: std::thread::ThreadId) {
+        if options.threads > 0 {
+            assert_ne!(std::thread::current().id(), caller);
+        }
+    }
+
     /// [`read_from`] through [`read_projected_reduced`], each batch reduced on its decoding
     /// thread to what `read_from` keeps of it.
     fn read_reduced(path: &Path, options: ReadOptions) -> Read {
-        let (mut ids, mut bad, mut positions) = (Vec::new(), Vec::new(), Vec::new());
-        let on_caller = std::thread::current().id();
+        let mut out = Collected::default();
+        let caller = std::thread::current().id();
         let summary = read_projected_reduced(
             path,
             &projection(),
             options,
             |b| {
                 assert!(b.changes.len() <= options.batch_size);
-                if options.threads > 0 {
-                    assert_ne!(std::thread::current().id(), on_caller);
-                }
-                let ids: Vec<String> = b
-                    .changes
-                    .iter()
-                    .map(|c| c.sequence_number.to_string())
-                    .collect();
+                on_decoding_thread(options, caller);
                 let bad: Vec<String> = b.quarantined.into_iter().map(|q| q.origin).collect();
-                (ids, bad, b.lines)
+                (b.changes, bad, b.lines)
             },
-            |(batch_ids, batch_bad, lines)| {
-                ids.extend(batch_ids);
-                bad.extend(batch_bad);
-                positions.push((lines, ids.len()));
-                true
-            },
+            |batch| out.batch(batch),
         )
         .unwrap();
-        assert!(summary.completed);
-        assert_eq!(summary.changes as usize, ids.len());
-        (ids, bad, positions)
+        out.read(summary).0
     }
 
     /// [`read_from`] through [`read_projected_folded`], each change folded in as a view of its
     /// line on its decoding thread; also the changes themselves, made owned again.
     fn read_folded(path: &Path, options: ReadOptions) -> (Read, Vec<ProjectedChange>) {
-        let (mut changes, mut bad, mut positions) = (Vec::new(), Vec::new(), Vec::new());
-        let on_caller = std::thread::current().id();
+        let mut out = Collected::default();
+        let caller = std::thread::current().id();
         let summary = read_projected_folded(
             path,
             &projection(),
             options,
             |_| Vec::new(),
             |batch: &mut Vec<ProjectedChange>, view| {
-                if options.threads > 0 {
-                    assert_ne!(std::thread::current().id(), on_caller);
-                }
+                on_decoding_thread(options, caller);
                 batch.push(view.to_change());
             },
             |batch, quarantined, lines| {
@@ -1214,21 +1239,10 @@ mod tests {
                 let bad: Vec<String> = quarantined.into_iter().map(|q| q.origin).collect();
                 (batch, bad, lines)
             },
-            |(batch, batch_bad, lines)| {
-                changes.extend(batch);
-                bad.extend(batch_bad);
-                positions.push((lines, changes.len()));
-                true
-            },
+            |batch| out.batch(batch),
         )
         .unwrap();
-        assert!(summary.completed);
-        assert_eq!(summary.changes as usize, changes.len());
-        let ids = changes
-            .iter()
-            .map(|c| c.sequence_number.to_string())
-            .collect();
-        ((ids, bad, positions), changes)
+        out.read(summary)
     }
 
     /// Every batch's position, resumed from, gives exactly the rest of the read: no change and
