@@ -4,9 +4,10 @@
 //! its images, read its event time, check the filters, parse the metric values, find its groups
 //! and add it to them. A [`Combiner`] does all of that, and produces a [`Combined`]: the batch's
 //! sums per group, and the changes it had to refuse. It holds no state, so it runs wherever the
-//! changes are: the archive source runs it on its decoding threads, where a change is still in
-//! cache and is freed by the thread that allocated it, and the engine's own thread is left with a
-//! few groups per batch to add to its state ([`super::WindowEngine::apply_combined`]).
+//! changes are: the archive source runs it on its decoding threads, each change handed over
+//! ([`Combining::push`]) as soon as it is decoded, as a [`ChangeView`] of its line that nothing
+//! was allocated for, and the engine's own thread is left with a few groups per batch to add to
+//! its state ([`super::WindowEngine::apply_combined`]).
 //!
 //! # Lateness, split in two
 //!

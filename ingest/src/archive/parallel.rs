@@ -5,7 +5,9 @@
 //! for compressed input the decompression runs there), decodes it with
 //! [`decode_projected`](super::fast::decode_projected) (and, with [`read_projected_map`] or
 //! [`read_projected_reduced`], applies the caller's function to the chunk or to each of its
-//! batches) and hands the result back; the calling thread puts the chunks back
+//! batches; [`read_projected_folded`] instead decodes each line with
+//! [`decode_view`](super::fast::decode_view) and folds it into its batch at once) and hands the
+//! result back; the calling thread puts the chunks back
 //! in input order and calls the callback. A fixed number of chunks is in flight at any time (read,
 //! being decoded, or decoded and waiting for an earlier chunk), so memory stays bounded whatever
 //! the size of the input and however slowly the callback consumes.
