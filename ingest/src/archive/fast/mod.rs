@@ -439,6 +439,7 @@ impl<'a> Str<'a> {
     }
 
     /// The unescaped text (the scanner has checked the escapes).
+    #[inline(always)]
     fn text(self) -> R<std::borrow::Cow<'a, str>> {
         if !self.escaped {
             return Ok(std::borrow::Cow::Borrowed(self.raw));
@@ -704,6 +705,16 @@ impl<'a> Scanner<'a> {
     fn number_text(&mut self) -> R<&'a [u8]> {
         self.ws();
         let start = self.i;
+        // The common case first: a whole number without a sign, exponent or leading zero.
+        let rest = &self.b[start..];
+        let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits > 0
+            && (digits == 1 || rest[0] != b'0')
+            && !matches!(rest.get(digits), Some(b'.' | b'e' | b'E'))
+        {
+            self.i += digits;
+            return Ok(&rest[..digits]);
+        }
         if self.peek() == b'-' {
             self.i += 1;
         }
