@@ -13,6 +13,13 @@ pub fn parse_scaled(text: &str, scale: u32) -> Result<i128, String> {
     if let Some(units) = parse_plain_fast(text.as_bytes(), scale) {
         return Ok(units);
     }
+    // rust_decimal keeps 28 significant digits and rounds what is beyond (`from_str` and
+    // `from_scientific` do so silently): a sum would no longer be exact.
+    if significant_digits(text) > 28 {
+        return Err(format!(
+            "`{text}` has more significant digits than streamlens can sum exactly (28)"
+        ));
+    }
     let value = Decimal::from_str_exact(text)
         .or_else(|_| Decimal::from_scientific(text))
         .or_else(|_| Decimal::from_str(text))
@@ -28,6 +35,18 @@ pub fn parse_scaled(text: &str, scale: u32) -> Result<i128, String> {
         .mantissa()
         .checked_mul(10i128.pow(scale - value.scale()))
         .ok_or_else(|| format!("`{text}` is too large for scale {scale}"))
+}
+
+/// The digits of a number's mantissa from its first to its last non-zero digit.
+fn significant_digits(text: &str) -> usize {
+    let mantissa = text.split(['e', 'E']).next().unwrap_or(text);
+    let digits = mantissa.as_bytes().iter().filter(|b| b.is_ascii_digit());
+    let first = digits.clone().position(|&d| d != b'0');
+    let last = digits.clone().rev().position(|&d| d != b'0');
+    match (first, last) {
+        (Some(first), Some(last)) => digits.count() - first - last,
+        _ => 0,
+    }
 }
 
 /// `10^n` for every `n` a `u64` holds.
@@ -51,56 +70,37 @@ fn parse_plain_fast(text: &[u8], scale: u32) -> Option<i128> {
     if digits.is_empty() || digits.len() > 36 {
         return None;
     }
-    // Up to 18 digits fit a u64: the common case is summed there, without 128-bit arithmetic.
-    let mut small: u64 = 0;
-    let mut units: i128 = 0;
-    let wide = digits.len() > 18;
-    let mut decimals: Option<u32> = None;
-    let mut trailing_zeros = 0u32;
-    for &b in digits {
-        match b {
-            b'0'..=b'9' => {
-                if wide {
-                    units = units * 10 + i128::from(b - b'0');
-                } else {
-                    small = small * 10 + u64::from(b - b'0');
-                }
-                if let Some(d) = decimals.as_mut() {
-                    *d += 1;
-                    trailing_zeros = if b == b'0' { trailing_zeros + 1 } else { 0 };
-                }
-            }
-            b'.' if decimals.is_none() => decimals = Some(0),
-            _ => return None,
-        }
-    }
-    let mut decimals = decimals.unwrap_or(0);
-    if decimals == 0 && digits.last() == Some(&b'.') {
+    let (int, frac) = match digits.iter().position(|&b| b == b'.') {
+        // A point needs a digit after it.
+        Some(at) if at + 1 == digits.len() => return None,
+        Some(at) => (&digits[..at], &digits[at + 1..]),
+        None => (digits, &digits[digits.len()..]),
+    };
+    if !int.iter().chain(frac).all(u8::is_ascii_digit) {
         return None;
-    }
-    if !wide {
-        // In 64 bits when the result fits (no 128-bit multiply or divide).
-        let drop = trailing_zeros.min(decimals);
-        if decimals - drop > scale {
-            return None;
-        }
-        let up = POW10.get((scale - (decimals - drop)) as usize);
-        if let Some(units) = up.and_then(|up| (small / POW10[drop as usize]).checked_mul(*up)) {
-            let units = i128::from(units);
-            return Some(if negative { -units } else { units });
-        }
-        units = i128::from(small);
     }
     // Trailing zeros after the point do not count against the scale.
-    let drop = trailing_zeros.min(decimals);
-    if decimals - drop > scale {
+    let frac = &frac[..frac.len() - frac.iter().rev().take_while(|&&b| b == b'0').count()];
+    let decimals = frac.len() as u32;
+    if decimals > scale {
         return None;
     }
-    if drop > 0 {
-        units /= 10i128.pow(drop);
-        decimals -= drop;
-    }
-    let units = units.checked_mul(10i128.pow(scale - decimals))?;
+    let digits = int.iter().chain(frac);
+    let units = if int.len() + frac.len() <= 18 {
+        // Up to 18 digits fit a u64: the common case is summed there, without 128-bit arithmetic.
+        let small = digits.fold(0u64, |n, &b| n * 10 + u64::from(b - b'0'));
+        match POW10
+            .get((scale - decimals) as usize)
+            .and_then(|up| small.checked_mul(*up))
+        {
+            Some(units) => i128::from(units),
+            None => i128::from(small).checked_mul(10i128.checked_pow(scale - decimals)?)?,
+        }
+    } else {
+        digits
+            .fold(0i128, |n, &b| n * 10 + i128::from(b - b'0'))
+            .checked_mul(10i128.checked_pow(scale - decimals)?)?
+    };
     Some(if negative { -units } else { units })
 }
 
@@ -138,6 +138,29 @@ mod tests {
             .unwrap_err()
             .contains("3 decimal places"));
         assert!(parse_scaled("abc", 2).is_err());
+        assert_eq!(parse_scaled(".5", 2), Ok(50));
+        assert_eq!(parse_scaled("007.10", 2), Ok(710));
+        for bad in ["-", ".", "1.2.3", "1-", "--1", "1 ", ""] {
+            assert!(parse_scaled(bad, 2).is_err(), "{bad}");
+        }
+        assert_eq!(parse_scaled("1", 30), Ok(10i128.pow(30)));
+        assert_eq!(
+            parse_scaled("123456789012345678901234567", 2),
+            Ok(12345678901234567890123456700)
+        );
+        // Beyond what rust_decimal holds exactly: refused, not rounded.
+        for long in [
+            "1.2345678901234567890123456789012e3",
+            "9300604667634000000000077.800110",
+            "12345678901234567890123456789012345678",
+        ] {
+            let err = parse_scaled(long, 2).unwrap_err();
+            assert!(err.contains("significant digits"), "{long}: {err}");
+        }
+        assert_eq!(
+            parse_scaled("1.50000000000000000000000000000000e2", 0),
+            Ok(150)
+        );
         assert!(parse_scaled("1.", 2).is_err() || parse_scaled("1.", 2) == Ok(100));
         assert_eq!(parse_scaled("-0", 2), Ok(0));
         assert_eq!(parse_scaled("0.50", 1), Ok(5));
@@ -161,6 +184,37 @@ mod tests {
             } else {
                 format!("{sign}{int}.{frac:0width$}", width = frac_digits as usize)
             };
+            let long = format!("{}{:0>12}", (state >> 3) % 10_000_000_000_000, state % 1000);
+            let odd = [
+                format!("{text}000"),
+                format!("00{text}"),
+                format!("{long}.{frac}0"),
+                format!("-{long}"),
+            ];
+            // Longer than rust_decimal reads, and with zeros around: checked against the text
+            // itself, normalized by hand.
+            for text in odd.iter().filter(|t| t.rfind('-').is_none_or(|at| at == 0)) {
+                let (sign, digits) = match text.strip_prefix('-') {
+                    Some(digits) => ("-", digits),
+                    None => ("", text.as_str()),
+                };
+                let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+                let (int, frac) = (int.trim_start_matches('0'), frac.trim_end_matches('0'));
+                let int = if int.is_empty() { "0" } else { int };
+                let normal = match (int, frac) {
+                    ("0", "") => "0".to_owned(),
+                    (int, "") => format!("{sign}{int}"),
+                    (int, frac) => format!("{sign}{int}.{frac}"),
+                };
+                for scale in [0, 2, 9] {
+                    let got = parse_scaled(text, scale).map(|units| format_scaled(units, scale));
+                    if frac.len() as u32 <= scale {
+                        assert_eq!(got, Ok(normal.clone()), "{text} at scale {scale}");
+                    } else {
+                        assert!(got.is_err(), "{text} at scale {scale}");
+                    }
+                }
+            }
             for scale in [0, 2, 4, 6] {
                 let slow = Decimal::from_str_exact(&text).unwrap().normalize();
                 let want = if slow.scale() > scale {
