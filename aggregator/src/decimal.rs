@@ -76,19 +76,25 @@ fn parse_plain_fast(text: &[u8], scale: u32) -> Option<i128> {
         Some(at) => (&digits[..at], &digits[at + 1..]),
         None => (digits, &digits[digits.len()..]),
     };
-    if !int.iter().chain(frac).all(u8::is_ascii_digit) {
-        return None;
-    }
-    // Trailing zeros after the point do not count against the scale.
-    let frac = &frac[..frac.len() - frac.iter().rev().take_while(|&&b| b == b'0').count()];
+    // Trailing zeros after the point do not count against the scale (they are digits).
+    let zeros = frac.iter().rev().take_while(|&&b| b == b'0').count();
+    let frac = &frac[..frac.len() - zeros];
     let decimals = frac.len() as u32;
-    if decimals > scale {
-        return None;
-    }
-    let digits = int.iter().chain(frac);
     let units = if int.len() + frac.len() <= 18 {
         // Up to 18 digits fit a u64: the common case is summed there, without 128-bit arithmetic.
-        let small = digits.fold(0u64, |n, &b| n * 10 + u64::from(b - b'0'));
+        let mut small = 0u64;
+        for part in [int, frac] {
+            for &b in part {
+                let digit = b.wrapping_sub(b'0');
+                if digit > 9 {
+                    return None;
+                }
+                small = small * 10 + u64::from(digit);
+            }
+        }
+        if decimals > scale {
+            return None;
+        }
         match POW10
             .get((scale - decimals) as usize)
             .and_then(|up| small.checked_mul(*up))
@@ -97,9 +103,20 @@ fn parse_plain_fast(text: &[u8], scale: u32) -> Option<i128> {
             None => i128::from(small).checked_mul(10i128.checked_pow(scale - decimals)?)?,
         }
     } else {
-        digits
-            .fold(0i128, |n, &b| n * 10 + i128::from(b - b'0'))
-            .checked_mul(10i128.checked_pow(scale - decimals)?)?
+        let mut wide = 0i128;
+        for part in [int, frac] {
+            for &b in part {
+                let digit = b.wrapping_sub(b'0');
+                if digit > 9 {
+                    return None;
+                }
+                wide = wide * 10 + i128::from(digit);
+            }
+        }
+        if decimals > scale {
+            return None;
+        }
+        wide.checked_mul(10i128.checked_pow(scale - decimals)?)?
     };
     Some(if negative { -units } else { units })
 }
