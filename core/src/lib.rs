@@ -19,6 +19,7 @@
 
 pub mod aggregate;
 pub mod attr;
+pub mod bytes;
 pub mod changes;
 pub mod event;
 pub mod health;

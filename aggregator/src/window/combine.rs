@@ -39,6 +39,7 @@ use std::sync::Arc;
 use compact_str::CompactString;
 use polars::prelude::*;
 use streamlens_core::{
+    bytes::same,
     event::parse_iso8601_ms,
     projection::{ChangeView, ImageView, ProjectedChange},
     EventKind, ScalarKind,
@@ -532,7 +533,7 @@ impl Combiner {
             ));
         }
         let shard = match &scan.shard {
-            Some((id, at)) if **id == *change.shard_id => *at,
+            Some((id, at)) if same(id.as_bytes(), change.shard_id.as_bytes()) => *at,
             _ => {
                 let at = match out.shards.iter().position(|s| **s == *change.shard_id) {
                     Some(at) => at as u32,

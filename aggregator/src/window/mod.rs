@@ -56,6 +56,7 @@ type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 use streamlens_core::{
     aggregate::ALL_DIMENSION,
+    bytes::same,
     projection::{ProjectedChange, Projection, ScalarRef},
     AggregateDoc, ChangeEvent, PrevValues,
 };
@@ -148,7 +149,17 @@ struct Dict {
 
 impl Dict {
     fn code(&mut self, value: &str) -> u32 {
-        if let Some(code) = self.codes.get(value) {
+        // A batch's dictionary mostly holds a handful of values: looked through, they are found
+        // without hashing.
+        if self.values.len() <= 8 {
+            let found = self
+                .values
+                .iter()
+                .position(|v| same(v.as_bytes(), value.as_bytes()));
+            if let Some(code) = found {
+                return code as u32;
+            }
+        } else if let Some(code) = self.codes.get(value) {
             return *code;
         }
         let code = self.values.len() as u32;

@@ -42,6 +42,7 @@ use std::{
 };
 
 use compact_str::CompactString;
+pub(crate) use streamlens_core::bytes::same;
 
 use shape::OwnedImages;
 pub use shape::{DecodeCache, LineImages};
@@ -133,39 +134,6 @@ impl CompiledProjection {
     /// An image with no value in any slot: one allocation, each slot written once.
     fn empty_image(&self) -> Box<[Option<Scalar>]> {
         std::iter::repeat_with(|| None).take(self.slots()).collect()
-    }
-}
-
-/// `a == b` for names, shard ids and the fixed text of line shapes without a call to `memcmp`
-/// (which was a measurable part of decoding): overlapping word loads.
-#[inline(always)]
-fn same(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    fn word<const N: usize>(s: &[u8], at: usize) -> [u8; N] {
-        s[at..at + N].try_into().unwrap_or([0; N])
-    }
-    match n {
-        0 => true,
-        1..=3 => a.iter().zip(b).all(|(x, y)| x == y),
-        4..=8 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
-        9..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
-        17..=32 => {
-            word::<16>(a, 0) == word::<16>(b, 0) && word::<16>(a, n - 16) == word::<16>(b, n - 16)
-        }
-        // Longer (the fixed text of a line shape): 16 bytes at a time, the last word overlapping.
-        _ => {
-            let mut at = 0;
-            while at + 16 < n {
-                if word::<16>(a, at) != word::<16>(b, at) {
-                    return false;
-                }
-                at += 16;
-            }
-            word::<16>(a, n - 16) == word::<16>(b, n - 16)
-        }
     }
 }
 
