@@ -1,8 +1,9 @@
 //! Exact fixed-point numbers for metric sums.
 //!
-//! A metric keeps `scale` decimal places: each DynamoDB number is parsed exactly (with
-//! `rust_decimal`, which reads up to 28 significant digits and scientific notation) and turned into
-//! an `i128` count of `10^-scale` units. Sums of those are exact; nothing passes through `f64`.
+//! A metric keeps `scale` decimal places: each DynamoDB number is parsed exactly (plain numbers of
+//! up to 36 digits directly, the others with `rust_decimal`, which reads scientific notation and up
+//! to 28 significant digits: a number with more is refused, never rounded) and turned into an
+//! `i128` count of `10^-scale` units. Sums of those are exact; nothing passes through `f64`.
 
 use std::str::FromStr;
 
