@@ -36,7 +36,6 @@
 
 use std::sync::Arc;
 
-use compact_str::CompactString;
 use polars::prelude::*;
 use streamlens_core::{
     bytes::same,
@@ -73,7 +72,8 @@ pub(super) struct Held {
     pub(super) time: i64,
     /// The newest event time aggregated before it in the batch (`i64::MIN`: none).
     pub(super) newest_before: i64,
-    pub(super) sequence: CompactString,
+    /// Its sequence number: where it is in [`Combined::sequences`].
+    pub(super) sequence: (u32, u32),
 }
 
 /// The changes of a batch whose windows share one deadline, and their sums.
@@ -109,6 +109,8 @@ pub struct Combined {
     /// The changes summed, each with its bucket.
     pub(super) held: Vec<Held>,
     pub(super) buckets: Vec<Bucket>,
+    /// The sequence numbers of the held changes, back to back (one text, not one string each).
+    pub(super) sequences: String,
     /// The shards of the held changes.
     pub(super) shards: Vec<Arc<str>>,
     /// Per dimension: the value of each code.
@@ -135,7 +137,12 @@ impl Combined {
 
     /// Where a held change came from, for the quarantine.
     pub(super) fn origin(&self, held: &Held) -> String {
-        origin(&self.shards[held.shard as usize], &held.sequence)
+        let (from, to) = held.sequence;
+        let sequence = self.sequences.get(from as usize..to as usize);
+        origin(
+            &self.shards[held.shard as usize],
+            sequence.unwrap_or_default(),
+        )
     }
 }
 
@@ -390,6 +397,7 @@ impl Combiner {
         Combining {
             out: Combined {
                 held: Vec::with_capacity(changes),
+                sequences: String::with_capacity(24 * changes),
                 ..Combined::default()
             },
             // Two rows per change at most (a MODIFY's).
@@ -546,13 +554,15 @@ impl Combiner {
                 at
             }
         };
+        let from = out.sequences.len() as u32;
+        out.sequences.push_str(change.sequence_number);
         let mut held = Held {
             index,
             shard,
             bucket: u32::MAX,
             time: t,
             newest_before: scan.newest,
-            sequence: change.sequence_number.into(),
+            sequence: (from, out.sequences.len() as u32),
         };
         let deadline = Self::earliest_end(&self.windows, t).saturating_add(self.lateness_ms);
         if scan.newest != i64::MIN && deadline <= scan.newest.saturating_sub(self.disorder_ms) {
