@@ -83,16 +83,7 @@ fn parse_plain_fast(text: &[u8], scale: u32) -> Option<i128> {
     let decimals = frac.len() as u32;
     let units = if int.len() + frac.len() <= 18 {
         // Up to 18 digits fit a u64: the common case is summed there, without 128-bit arithmetic.
-        let mut small = 0u64;
-        for part in [int, frac] {
-            for &b in part {
-                let digit = b.wrapping_sub(b'0');
-                if digit > 9 {
-                    return None;
-                }
-                small = small * 10 + u64::from(digit);
-            }
-        }
+        let small: u64 = read_digits([int, frac])?;
         if decimals > scale {
             return None;
         }
@@ -104,22 +95,32 @@ fn parse_plain_fast(text: &[u8], scale: u32) -> Option<i128> {
             None => i128::from(small).checked_mul(10i128.checked_pow(scale - decimals)?)?,
         }
     } else {
-        let mut wide = 0i128;
-        for part in [int, frac] {
-            for &b in part {
-                let digit = b.wrapping_sub(b'0');
-                if digit > 9 {
-                    return None;
-                }
-                wide = wide * 10 + i128::from(digit);
-            }
-        }
+        let wide: i128 = read_digits([int, frac])?;
         if decimals > scale {
             return None;
         }
         wide.checked_mul(10i128.checked_pow(scale - decimals)?)?
     };
     Some(if negative { -units } else { units })
+}
+
+/// The digits of `parts`, one after the other, as one number (the caller makes sure it fits), or
+/// `None` at a byte that is not a digit.
+fn read_digits<T>(parts: [&[u8]; 2]) -> Option<T>
+where
+    T: From<u8> + std::ops::Mul<Output = T> + std::ops::Add<Output = T>,
+{
+    let mut n = T::from(0);
+    for part in parts {
+        for &b in part {
+            let digit = b.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            n = n * T::from(10) + T::from(digit);
+        }
+    }
+    Some(n)
 }
 
 /// Formats units of `10^-scale` as a plain decimal without trailing zeros (`12.5`, `-3`, `0`).
