@@ -106,6 +106,7 @@ fn parse_plain_fast(text: &[u8], scale: u32) -> Option<i128> {
 
 /// The digits of `parts`, one after the other, as one number (the caller makes sure it fits), or
 /// `None` at a byte that is not a digit.
+#[inline(always)]
 fn read_digits<T>(parts: [&[u8]; 2]) -> Option<T>
 where
     T: From<u8> + std::ops::Mul<Output = T> + std::ops::Add<Output = T>,
