@@ -85,6 +85,16 @@ impl Default for ReadOptions {
     }
 }
 
+impl ReadOptions {
+    /// The same options with [`Self::positions`].
+    fn with_positions(self) -> Self {
+        ReadOptions {
+            positions: true,
+            ..self
+        }
+    }
+}
+
 /// What a read did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReadSummary {
@@ -207,10 +217,7 @@ pub fn read_projected_reduced<T: Send>(
     read_in_batches(
         path,
         projection,
-        ReadOptions {
-            positions: true,
-            ..options
-        },
+        options.with_positions(),
         &|raw: RawChunk<'_>| {
             let chunk = raw.decode();
             let read = (chunk.lines, chunk.bytes);
@@ -285,10 +292,7 @@ pub fn read_projected_folded<A, T: Send>(
     read_in_batches(
         path,
         projection,
-        ReadOptions {
-            positions: true,
-            ..options
-        },
+        options.with_positions(),
         &|raw: RawChunk<'_>| raw.fold(batch_size, &folder),
         callback,
     )

@@ -33,7 +33,6 @@
 mod shape;
 
 use std::{
-    borrow::Cow,
     collections::HashSet,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -289,10 +288,7 @@ pub fn decode_projected_fast(
         return Some(ProjectedChange {
             kind: kind.clone(),
             event_time_ms: fitted.time,
-            sequence_number: match fitted.sequence {
-                Cow::Borrowed(text) => CompactString::new(text),
-                Cow::Owned(text) => CompactString::from(text),
-            },
+            sequence_number: shape::compact(fitted.sequence),
             shard_id: cache.fitted_shard(&fitted.shard),
             old: images
                 .old

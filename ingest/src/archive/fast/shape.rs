@@ -289,11 +289,16 @@ impl<'a> Images<'a> for OwnedImages<'_> {
         let image = if new { &mut self.new } else { &mut self.old };
         image.get_or_insert_with(|| self.projection.empty_image())[slot] = Some(Scalar {
             kind,
-            text: match text {
-                Cow::Borrowed(text) => CompactString::new(text),
-                Cow::Owned(text) => CompactString::from(text),
-            },
+            text: compact(text),
         });
+    }
+}
+
+/// A value's text kept inline (borrowed) or without copying it again (owned).
+pub(super) fn compact(text: Cow<'_, str>) -> CompactString {
+    match text {
+        Cow::Borrowed(text) => CompactString::new(text),
+        Cow::Owned(text) => CompactString::from(text),
     }
 }
 
