@@ -26,7 +26,9 @@ use streamlens_core::{ChangeEvent, StreamRecord};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use fast::{decode_projected, decode_view, CompiledProjection, DecodeCache, LineImages};
+pub use fast::{
+    decode_projected, decode_view, decode_view_text, CompiledProjection, DecodeCache, LineImages,
+};
 pub use parallel::{
     read_projected, read_projected_folded, read_projected_map, read_projected_reduced,
     read_projected_with, ProjectedBatch, ReadOptions, ReadSummary,

@@ -24,7 +24,9 @@ use std::{
 
 use streamlens_core::projection::{ChangeView, ProjectedChange, Projection};
 
-use super::fast::{decode_projected, decode_view, CompiledProjection, DecodeCache, LineImages};
+use super::fast::{
+    decode_projected, decode_view, decode_view_text, CompiledProjection, DecodeCache, LineImages,
+};
 use crate::{Error, Quarantined};
 
 /// Changes decoded from an archive, and the lines that could not be.
@@ -311,8 +313,9 @@ struct Input {
 
 impl Input {
     /// Fills `buf` with the next chunk of whole lines (the last chunk may lack its final line
-    /// end) and returns the number of lines before it; empty at the end of the input.
-    fn fill(&mut self, buf: &mut Vec<u8>) -> Result<u64, Error> {
+    /// end) and `ends` with where its line ends are, and returns the number of lines before it;
+    /// empty at the end of the input.
+    fn fill(&mut self, buf: &mut Vec<u8>, ends: &mut Vec<usize>) -> Result<u64, Error> {
         buf.clear();
         buf.append(&mut self.carry);
         let mut scanned = 0;
@@ -322,7 +325,7 @@ impl Input {
                     let end = scanned + at + 1;
                     self.carry.extend_from_slice(&buf[end..]);
                     buf.truncate(end);
-                    return Ok(self.count(buf));
+                    return Ok(self.count(buf, ends));
                 }
                 // One line longer than a chunk: read on.
                 scanned = buf.len();
@@ -347,7 +350,7 @@ impl Input {
             };
             if n == 0 {
                 self.done = true;
-                return Ok(self.count(buf));
+                return Ok(self.count(buf, ends));
             }
         }
     }
@@ -393,11 +396,13 @@ impl Input {
         Ok(())
     }
 
-    /// Counts the lines of a chunk; the number of lines before it.
-    fn count(&mut self, chunk: &[u8]) -> u64 {
+    /// Counts the lines of a chunk, noting where they end (the decoder splits them there
+    /// without looking for the ends again); the number of lines before it.
+    fn count(&mut self, chunk: &[u8], ends: &mut Vec<usize>) -> u64 {
         let before = self.lines;
-        let ends = memchr::memchr_iter(b'\n', chunk).count() as u64;
-        self.lines += ends + u64::from(chunk.last().is_some_and(|&b| b != b'\n'));
+        ends.clear();
+        ends.extend(memchr::memchr_iter(b'\n', chunk));
+        self.lines += ends.len() as u64 + u64::from(chunk.last().is_some_and(|&b| b != b'\n'));
         before
     }
 }
@@ -440,29 +445,29 @@ struct RawChunk<'a> {
     cache: &'a mut DecodeCache,
     /// Whether to note each change's line ([`ReadOptions::positions`]).
     positions: bool,
+    /// Where its `\n`s are.
+    ends: &'a [usize],
 }
 
 /// Calls `each` with every line of `data` and its number in `data` (from 1), blank ones
-/// excepted; the number of lines.
-fn lines<'d>(data: &'d [u8], mut each: impl FnMut(u64, &'d [u8])) -> u64 {
+/// excepted, given where its line ends are (`ends`: every `\n`, as [`Input::fill`] found them);
+/// the number of lines.
+fn lines<'d>(data: &'d [u8], ends: &[usize], mut each: impl FnMut(u64, &'d [u8])) -> u64 {
     let (mut start, mut n) = (0, 0);
-    while start < data.len() {
+    for &end in ends {
         // Like `BufRead::lines`: a `\r` goes with the `\n` after it only.
-        let line = match memchr::memchr(b'\n', &data[start..]) {
-            Some(at) => {
-                let line = &data[start..start + at];
-                start += at + 1;
-                line.strip_suffix(b"\r").unwrap_or(line)
-            }
-            None => {
-                let line = &data[start..];
-                start = data.len();
-                line
-            }
-        };
+        let line = &data[start..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        start = end + 1;
         n += 1;
         if !blank(line) {
             each(n, line);
+        }
+    }
+    if start < data.len() {
+        n += 1;
+        if !blank(&data[start..]) {
+            each(n, &data[start..]);
         }
     }
     n
@@ -483,7 +488,7 @@ impl RawChunk<'_> {
             change_lines: Vec::new(),
             bytes: self.data.len() as u64,
         };
-        out.lines = lines(self.data, |n, line| {
+        out.lines = lines(self.data, self.ends, |n, line| {
             match decode_projected(line, self.projection, self.cache) {
                 Ok(change) => {
                     out.batch.changes.push(change);
@@ -516,6 +521,7 @@ impl RawChunk<'_> {
             name,
             projection,
             cache,
+            ends,
             ..
         } = self;
         let mut images = LineImages::default();
@@ -526,8 +532,11 @@ impl RawChunk<'_> {
         let hint = batch_size.min(data.len() / 128 + 16);
         let mut acc = (fold.start)(hint);
         let (mut changes, mut bad, mut last, mut later) = (0usize, Vec::new(), 0u64, Vec::new());
-        let lines = lines(data, |n, line| {
-            let decoded = decode_view(line, projection, cache, &mut images, |view| {
+        // UTF-8 is checked once for the whole chunk (one call, not one per line); only a chunk
+        // that is not UTF-8 throughout has each line checked on its own.
+        let text = simdutf8::basic::from_utf8(data).ok();
+        let lines = lines(data, ends, |n, line| {
+            let consume = |view: &ChangeView<'_>| {
                 if changes == batch_size {
                     let full = std::mem::replace(&mut acc, (fold.start)(hint));
                     let quarantined = std::mem::replace(&mut bad, std::mem::take(&mut later));
@@ -539,7 +548,14 @@ impl RawChunk<'_> {
                 (fold.push)(&mut acc, view);
                 changes += 1;
                 last = n;
-            });
+            };
+            // The line's text within the chunk's (a line ends at a `\n` or `\r`: a character
+            // boundary).
+            let at = line.as_ptr() as usize - data.as_ptr() as usize;
+            let decoded = match text.and_then(|text| text.get(at..at + line.len())) {
+                Some(line) => decode_view_text(line, projection, cache, &mut images, consume),
+                None => decode_view(line, projection, cache, &mut images, consume),
+            };
             if let Err(reason) = decoded {
                 let line = quarantine(name, first + n - 1, line, reason);
                 if changes == batch_size {
@@ -778,9 +794,9 @@ fn pipeline<T: Send>(
     let threads = options.threads;
     if threads == 0 {
         let mut cache = DecodeCache::default();
-        let mut buf = Vec::new();
+        let (mut buf, mut ends) = (Vec::new(), Vec::new());
         while !input.done {
-            let before = input.fill(&mut buf)?;
+            let before = input.fill(&mut buf, &mut ends)?;
             if buf.is_empty() {
                 continue;
             }
@@ -791,6 +807,7 @@ fn pipeline<T: Send>(
                 projection,
                 cache: &mut cache,
                 positions: options.positions,
+                ends: &ends,
             };
             if !sink(map(chunk)) {
                 return Ok(false);
@@ -809,7 +826,7 @@ fn pipeline<T: Send>(
             let (permits, stop, input, path, name) = (&permits, &stop, &input, &path, &name);
             scope.spawn(move || {
                 let mut cache = DecodeCache::default();
-                let mut buf = Vec::new();
+                let (mut buf, mut ends) = (Vec::new(), Vec::new());
                 while permits.acquire() {
                     let (seq, read) = {
                         let mut guard = input.lock().unwrap_or_else(|e| e.into_inner());
@@ -818,7 +835,7 @@ fn pipeline<T: Send>(
                             permits.release();
                             break;
                         }
-                        let read = input.fill(&mut buf);
+                        let read = input.fill(&mut buf, &mut ends);
                         if read.is_ok() && buf.is_empty() {
                             permits.release();
                             break;
@@ -835,6 +852,7 @@ fn pipeline<T: Send>(
                                 projection,
                                 cache: &mut cache,
                                 positions: options.positions,
+                                ends: &ends,
                             })
                         }))
                         .map_err(|panic| {

@@ -335,14 +335,25 @@ pub fn decode_view<'a, T>(
     images: &mut LineImages<'a>,
     consume: impl FnOnce(&ChangeView<'_>) -> T,
 ) -> Result<T, String> {
-    let text = simdutf8::basic::from_utf8(line).ok();
-    let (fitted, trace) = match text {
-        Some(text) => {
-            images.prepare(projection.slots());
-            cache.fit(text, projection, images)
-        }
-        None => (None, None),
-    };
+    match simdutf8::basic::from_utf8(line) {
+        Ok(text) => decode_view_text(text, projection, cache, images, consume),
+        Err(_) => Ok(consume(
+            &decode_projected_exact(line, projection, cache)?.view(),
+        )),
+    }
+}
+
+/// [`decode_view`] of a line already known to be UTF-8 (a reader that checked a whole chunk at
+/// once need not check each line again).
+pub fn decode_view_text<'a, T>(
+    line: &'a str,
+    projection: &CompiledProjection,
+    cache: &mut DecodeCache,
+    images: &mut LineImages<'a>,
+    consume: impl FnOnce(&ChangeView<'_>) -> T,
+) -> Result<T, String> {
+    images.prepare(projection.slots());
+    let (fitted, trace) = cache.fit(line, projection, images);
     if let Some(fitted) = fitted {
         let (kind, ttl_delete) = cache.fitted_kind();
         let (new, old) = images.images();
@@ -356,9 +367,10 @@ pub fn decode_view<'a, T>(
             ttl_delete,
         }));
     }
-    let change = match text.and_then(|text| scan_and_learn(line, text, projection, cache, trace)) {
+    let bytes = line.as_bytes();
+    let change = match scan_and_learn(bytes, line, projection, cache, trace) {
         Some(change) => change,
-        None => decode_projected_exact(line, projection, cache)?,
+        None => decode_projected_exact(bytes, projection, cache)?,
     };
     Ok(consume(&change.view()))
 }
