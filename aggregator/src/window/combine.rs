@@ -27,12 +27,14 @@
 //!
 //! # Sums
 //!
-//! A batch becomes rows, column by column: per window slide the row's base, per dimension a code
-//! of the batch's own dictionary, the signed counts and metric values. Small batches are summed
-//! per *cell* (rows with the same bucket, window bases and dimension values), and each cell then
-//! into each of its groups; from [`Combiner::with_polars_threshold`] rows on, polars sums them with
-//! one lazy `group_by(bucket, window start, value)` per window, hop and dimension, unioned and run
-//! in parallel. Both give the same sums (tests run both).
+//! Each passing image of a change is a *row*: per window slide the row's base, per dimension a
+//! code of the batch's own dictionary, the signed counts and metric values. Rows with the same
+//! bucket, window bases and dimension values fall in the same groups: they make a *cell*. A batch
+//! of fewer rows than [`Combiner::with_polars_threshold`] adds each row to its cell as the change
+//! comes (the rows are never stored), and each cell then to each of its groups. A larger batch is
+//! kept as rows, column by column, and polars sums them with one lazy
+//! `group_by(bucket, window start, value)` per window, hop and dimension, unioned and run in
+//! parallel. Both give the same sums (tests run both).
 
 use std::sync::Arc;
 
@@ -283,11 +285,99 @@ struct Scan {
     scratch: Vec<(Option<i128>, bool)>,
 }
 
+/// A batch's sums per cell. A cell's key is the row's bucket, then the base of each window, then
+/// each dimension's code: a few words, hashed here word by word into a map keyed by the hash (a
+/// generic hasher would take the key for bytes, and compare it with `memcmp`).
+struct Cells {
+    /// Hash of the key → the cells with that hash (almost always one).
+    sums: std::collections::HashMap<u64, Vec<Cell>, Prehashed>,
+    /// The key of the next row (reused from row to row).
+    key: Vec<i64>,
+    metrics: usize,
+}
+
+impl Cells {
+    fn new(words: usize, metrics: usize) -> Self {
+        Cells {
+            sums: Default::default(),
+            key: vec![0; words],
+            metrics,
+        }
+    }
+
+    /// The cell of [`Self::key`], new if need be.
+    fn cell(&mut self) -> &mut Acc {
+        // foldhash's mixing step, one word at a time.
+        const K: u64 = 0x243f_6a88_85a3_08d3;
+        let hash = self.key.iter().fold(0x1319_8a2e_0370_7344u64, |h, &w| {
+            let product = u128::from(h ^ w as u64) * u128::from(K);
+            (product as u64) ^ ((product >> 64) as u64)
+        });
+        let cells = self.sums.entry(hash).or_default();
+        // Word by word: a few words, not worth a `memcmp` call.
+        let same = |key: &[i64]| {
+            key.len() == self.key.len() && key.iter().zip(&self.key).all(|(a, b)| a == b)
+        };
+        let at = match cells.iter().position(|(key, _)| same(key)) {
+            Some(at) => at,
+            None => {
+                cells.push((self.key.clone().into(), Acc::new(self.metrics)));
+                cells.len() - 1
+            }
+        };
+        &mut cells[at].1
+    }
+
+    fn into_cells(self) -> impl Iterator<Item = (Box<[i64]>, Acc)> {
+        self.sums.into_values().flatten()
+    }
+}
+
+/// A cell: its key and sums.
+type Cell = (Box<[i64]>, Acc);
+
+/// The hasher of a map keyed by hashes: the key as it is.
+#[derive(Default)]
+struct Prehashed;
+
+impl std::hash::BuildHasher for Prehashed {
+    type Hasher = PrehashedHasher;
+    fn build_hasher(&self) -> PrehashedHasher {
+        PrehashedHasher(0)
+    }
+}
+
+struct PrehashedHasher(u64);
+
+impl std::hash::Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64`s are hashed here; anything else still gets a (poor) hash.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Where [`Combiner::rows_of`] puts a change's rows.
+enum Sink<'a> {
+    Rows(&'a mut Rows),
+    Cells(&'a mut Cells),
+}
+
 /// A batch being reduced one change at a time ([`Combiner::start`]).
 pub struct Combining {
     combiner: Combiner,
     out: Combined,
+    /// A batch of fewer rows than polars is used for is summed per cell as it comes (`cells`);
+    /// a larger one is kept as rows for polars.
     rows: Rows,
+    cells: Option<Cells>,
     scan: Scan,
 }
 
@@ -303,9 +393,13 @@ impl Combining {
             EventKind::Remove => 2,
             EventKind::Unknown(_) => 3,
         }] += 1;
-        if let Err(reason) =
-            self.combiner
-                .rows_of(index as u32, change, &mut self.scan, out, &mut self.rows)
+        let sink = match &mut self.cells {
+            Some(cells) => Sink::Cells(cells),
+            None => Sink::Rows(&mut self.rows),
+        };
+        if let Err(reason) = self
+            .combiner
+            .rows_of(index as u32, change, &mut self.scan, out, sink)
         {
             out.rejected.push(Rejected {
                 index,
@@ -332,9 +426,12 @@ impl Combining {
             combiner,
             mut out,
             rows,
+            cells,
             scan,
         } = self;
-        if rows.len() >= combiner.polars_from_rows {
+        if let Some(cells) = cells {
+            combiner.spread(cells, &mut out);
+        } else if rows.len() >= combiner.polars_from_rows {
             combiner.sum_polars(&rows, &mut out)?;
             combiner.sum_distinct(&rows, &mut out);
         } else {
@@ -394,19 +491,23 @@ impl Combiner {
     /// batch of owned changes, for a decoder that hands each change over as a view of its line.
     pub fn start(&self, changes: usize) -> Combining {
         let metrics = self.spec.metrics.len();
+        // Two rows per change at most (a MODIFY's).
+        let direct = 2 * changes < self.polars_from_rows;
+        let rows = if direct { 0 } else { 2 * changes };
         Combining {
             out: Combined {
                 held: Vec::with_capacity(changes),
                 sequences: String::with_capacity(24 * changes),
                 ..Combined::default()
             },
-            // Two rows per change at most (a MODIFY's).
             rows: Rows::new(
                 self.windows.len(),
                 self.spec.dimensions.len(),
                 &self.spec.metrics,
-                2 * changes,
+                rows,
             ),
+            cells: direct
+                .then(|| Cells::new(1 + self.windows.len() + self.spec.dimensions.len(), metrics)),
             scan: Scan {
                 dims: self
                     .spec
@@ -503,7 +604,7 @@ impl Combiner {
         change: &ChangeView<'_>,
         scan: &mut Scan,
         out: &mut Combined,
-        rows: &mut Rows,
+        sink: Sink<'_>,
     ) -> Result<(), String> {
         fn need<'a>(
             change: &ChangeView<'_>,
@@ -613,6 +714,13 @@ impl Combiner {
         holder.newest = holder.newest.max(t);
         out.held.push(held);
         scan.newest = scan.newest.max(t);
+        let rows = match sink {
+            Sink::Rows(rows) => rows,
+            Sink::Cells(cells) => {
+                self.sum_into_cells(cells, &passing, bucket, t, scan);
+                return Ok(());
+            }
+        };
         for (n, (image, sign, [insert, modify, remove])) in passing.iter().flatten().enumerate() {
             let sign = *sign;
             rows.bucket.push(bucket);
@@ -685,23 +793,16 @@ impl Combiner {
     fn sum_directly(&self, rows: &Rows, out: &mut Combined) {
         let metrics = &self.spec.metrics;
         let (windows, dimensions) = (rows.bases.len(), rows.dims.len());
-        // A cell's key: bucket, then the base of each window, then each dimension's code.
-        let mut cells: HashMap<Box<[i64]>, Acc> = HashMap::default();
-        let mut key = vec![0i64; 1 + windows + dimensions];
+        let mut cells = Cells::new(1 + windows + dimensions, metrics.len());
         for row in 0..rows.len() {
-            key[0] = i64::from(rows.bucket[row]);
+            cells.key[0] = i64::from(rows.bucket[row]);
             for (w, bases) in rows.bases.iter().enumerate() {
-                key[1 + w] = bases[row];
+                cells.key[1 + w] = bases[row];
             }
             for (d, codes) in rows.dims.iter().enumerate() {
-                key[1 + windows + d] = i64::from(codes[row]);
+                cells.key[1 + windows + d] = i64::from(codes[row]);
             }
-            let cell = match cells.get_mut(&key[..]) {
-                Some(cell) => cell,
-                None => cells
-                    .entry(key.clone().into())
-                    .or_insert_with(|| Acc::new(metrics.len())),
-            };
+            let cell = cells.cell();
             cell.add_row(rows, row, metrics);
             for (m, codes) in rows.distinct.iter().enumerate() {
                 if let Some(code) = codes.get(row).copied().flatten() {
@@ -709,7 +810,68 @@ impl Combiner {
                 }
             }
         }
-        for (key, cell) in cells {
+        self.spread(cells, out);
+    }
+
+    /// A change's rows (one per passing image, `passing` as [`Self::rows_of`] has it) added to
+    /// their cells straight away.
+    fn sum_into_cells(
+        &self,
+        cells: &mut Cells,
+        passing: &[Option<(ImageView<'_>, i64, [i64; 3])>; 2],
+        bucket: u32,
+        t: i64,
+        scan: &mut Scan,
+    ) {
+        let metrics = &self.spec.metrics;
+        let windows = self.windows.len();
+        cells.key[0] = i64::from(bucket);
+        for (w, size) in self.windows.iter().enumerate() {
+            cells.key[1 + w] = t.div_euclid(size.slide) * size.slide;
+        }
+        for (n, (image, sign, [insert, modify, remove])) in passing.iter().flatten().enumerate() {
+            let sign = *sign;
+            for (d, slot) in self.slots.dimensions.iter().enumerate() {
+                let code = scan.dims[d].code(image.get(*slot).map_or(MISSING, |v| v.text));
+                cells.key[1 + windows + d] = i64::from(code);
+            }
+            let cell = cells.cell();
+            cell.inserts += insert;
+            cell.modifies += modify;
+            cell.removes += remove;
+            cell.net_count += sign;
+            for (m, spec) in metrics.iter().enumerate() {
+                let (units, present) = scan.scratch[n * metrics.len() + m];
+                let count = if present { sign } else { 0 };
+                match spec.kind {
+                    MetricKind::Sum => cell.sums[m] += units.unwrap_or(0) * i128::from(sign),
+                    MetricKind::Count => cell.counts[m] += count,
+                    MetricKind::Avg => {
+                        cell.sums[m] += units.unwrap_or(0) * i128::from(sign);
+                        cell.counts[m] += count;
+                    }
+                    MetricKind::Min | MetricKind::Max => {
+                        cell.extreme(m, spec.kind, units.filter(|_| sign > 0))
+                    }
+                    MetricKind::Distinct => {
+                        // Only values written (+1 rows) count: retractions add no codes.
+                        if let Some(value) = (sign > 0 && present)
+                            .then(|| image.get(self.slots.metrics[m]))
+                            .flatten()
+                        {
+                            cell.distinct[m].insert(scan.distinct[m].code(value.text));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds each cell (keyed as [`Cells`] keys them) to each of its groups.
+    fn spread(&self, cells: Cells, out: &mut Combined) {
+        let metrics = &self.spec.metrics;
+        let windows = self.windows.len();
+        for (key, cell) in cells.into_cells() {
             let groups = &mut out.buckets[key[0] as usize].groups;
             let keys = self.keys_of(|w| key[1 + w], |d| key[1 + windows + d] as u32);
             for group in keys {

@@ -935,10 +935,13 @@ mod tests {
         assert!(expected
             .values()
             .any(|c| c.min.is_some() && c.tags.len() > 2));
-        // Small batches are summed directly, large ones by polars: both must agree.
+        // Small batches are summed per cell as they come, large ones by polars: both must agree.
+        // A batch that could have been large (up to 500 rows) but is not (fewer than 400) is
+        // kept as rows and then summed per cell.
         for (batch, polars_from) in [
             (1, usize::MAX),
             (7, usize::MAX),
+            (250, 400),
             (250, 0),
             (250, usize::MAX),
             (events.len(), 0),
