@@ -11,7 +11,10 @@ use streamlens_core::{
 };
 
 use super::fast::*;
-use crate::archive::{decode_line, fast::valid_base64};
+use crate::archive::{
+    decode_line,
+    fast::{digit_run, valid_base64},
+};
 
 /// The serde decoder; a panic in it (`parse_creation_time` overflows on huge integer times, in
 /// debug builds) counts as a rejection.
@@ -665,6 +668,19 @@ use serde::Serialize;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The word-at-a-time count of leading digits agrees with a byte-by-byte one, whatever
+    /// follows the digits (every byte value, at every offset within a word).
+    #[test]
+    fn leading_digits_are_counted_like_byte_by_byte(
+        digits in "[0-9]{0,40}",
+        rest in prop::collection::vec(any::<u8>(), 0..12),
+    ) {
+        let mut text = digits.into_bytes();
+        text.extend(rest);
+        let expected = text.iter().take_while(|c| c.is_ascii_digit()).count();
+        prop_assert_eq!(digit_run(&text), expected);
+    }
 
     #[test]
     fn random_records_decode_the_same(record in stream_record()) {

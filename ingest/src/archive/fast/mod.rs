@@ -509,6 +509,25 @@ fn zero_bytes(word: u64) -> u64 {
     word.wrapping_sub(ONES) & !word & HIGHS
 }
 
+/// The number of ASCII digits `text` starts with, eight bytes at a time.
+#[inline(always)]
+pub(crate) fn digit_run(text: &[u8]) -> usize {
+    let mut n = 0;
+    while let Some(word) = text.get(n..n + 8) {
+        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        // Per byte, without carries between bytes: non-zero when its high nibble is not 3, or
+        // when its low nibble is above 9.
+        let other = ((word & 0xf0f0_f0f0_f0f0_f0f0) ^ 0x3030_3030_3030_3030)
+            | (((word & 0x0f0f_0f0f_0f0f_0f0f) + 0x0606_0606_0606_0606) & 0xf0f0_f0f0_f0f0_f0f0);
+        if other != 0 {
+            // The lowest non-zero byte is the first that is not a digit.
+            return n + (other.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + text[n..].iter().take_while(|c| c.is_ascii_digit()).count()
+}
+
 struct Scanner<'a> {
     /// The line, and the same as bytes.
     s: &'a str,
@@ -683,7 +702,7 @@ impl<'a> Scanner<'a> {
         let start = self.i;
         // The common case first: a whole number without a sign, exponent or leading zero.
         let rest = &self.b[start..];
-        let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        let digits = digit_run(rest);
         if digits > 0
             && (digits == 1 || rest[0] != b'0')
             && !matches!(rest.get(digits), Some(b'.' | b'e' | b'E'))

@@ -369,7 +369,8 @@ fn fit<'a>(shape: &Shape, line: &'a str, images: &mut impl Images<'a>) -> Option
         trace: None,
     };
     let text = &shape.text[..];
-    let (mut new, mut old) = (shape.new, shape.old);
+    // A shape writes a slot of an image only if its learned line had that image.
+    let (new, old) = (shape.new, shape.old);
     let (mut time, mut sequence, mut shard) = (None, None, None);
     let mut from = 0;
     for (to, hole) in &shape.holes[..] {
@@ -401,7 +402,6 @@ fn fit<'a>(shape: &Shape, line: &'a str, images: &mut impl Images<'a>) -> Option
                     }
                     Role::Slot { new: n, slot, kind } => {
                         images.set(*n, *slot, *kind, s.text().ok()?);
-                        (new, old) = (new || *n, old || !*n);
                     }
                     Role::SizeBytes => return None,
                 }
@@ -434,7 +434,6 @@ fn fit<'a>(shape: &Shape, line: &'a str, images: &mut impl Images<'a>) -> Option
                     other => Cow::Owned(other.to_owned()),
                 };
                 images.set(*n, *slot, scalar.kind, label);
-                (new, old) = (new || *n, old || !*n);
             }
         }
     }
