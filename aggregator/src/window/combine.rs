@@ -286,11 +286,16 @@ struct Scan {
 }
 
 /// A batch's sums per cell. A cell's key is the row's bucket, then the base of each window, then
-/// each dimension's code: a few words, hashed here word by word into a map keyed by the hash (a
-/// generic hasher would take the key for bytes, and compare it with `memcmp`).
+/// each dimension's code: a few words, hashed here word by word (a generic hasher would take the
+/// key for bytes, and compare it with `memcmp`). A batch has few cells, and a row mostly finds its
+/// cell in a small direct-mapped table of the cells found last, without a map lookup.
 struct Cells {
+    /// Every cell, in the order met.
+    cells: Vec<Cell>,
     /// Hash of the key → the cells with that hash (almost always one).
-    sums: std::collections::HashMap<u64, Vec<Cell>, Prehashed>,
+    index: std::collections::HashMap<u64, Vec<u32>, Prehashed>,
+    /// Per top 8 bits of a hash: the hash and cell last found there.
+    recent: Box<[(u64, u32); 256]>,
     /// The key of the next row (reused from row to row).
     key: Vec<i64>,
     metrics: usize,
@@ -299,7 +304,9 @@ struct Cells {
 impl Cells {
     fn new(words: usize, metrics: usize) -> Self {
         Cells {
-            sums: Default::default(),
+            cells: Vec::new(),
+            index: Default::default(),
+            recent: Box::new([(0, u32::MAX); 256]),
             key: vec![0; words],
             metrics,
         }
@@ -307,29 +314,42 @@ impl Cells {
 
     /// The cell of [`Self::key`], new if need be.
     fn cell(&mut self) -> &mut Acc {
+        // Word by word: a few words, not worth a `memcmp` call.
+        fn same(a: &[i64], b: &[i64]) -> bool {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+        }
         // foldhash's mixing step, one word at a time.
         const K: u64 = 0x243f_6a88_85a3_08d3;
         let hash = self.key.iter().fold(0x1319_8a2e_0370_7344u64, |h, &w| {
             let product = u128::from(h ^ w as u64) * u128::from(K);
             (product as u64) ^ ((product >> 64) as u64)
         });
-        let cells = self.sums.entry(hash).or_default();
-        // Word by word: a few words, not worth a `memcmp` call.
-        let same = |key: &[i64]| {
-            key.len() == self.key.len() && key.iter().zip(&self.key).all(|(a, b)| a == b)
-        };
-        let at = match cells.iter().position(|(key, _)| same(key)) {
+        let slot = (hash >> 56) as usize;
+        let (known, at) = self.recent[slot];
+        if known == hash && at != u32::MAX && same(&self.cells[at as usize].0, &self.key) {
+            return &mut self.cells[at as usize].1;
+        }
+        let list = self.index.entry(hash).or_default();
+        let at = match list
+            .iter()
+            .copied()
+            .find(|&at| same(&self.cells[at as usize].0, &self.key))
+        {
             Some(at) => at,
             None => {
-                cells.push((self.key.clone().into(), Acc::new(self.metrics)));
-                cells.len() - 1
+                let at = self.cells.len() as u32;
+                self.cells
+                    .push((self.key.clone().into(), Acc::new(self.metrics)));
+                list.push(at);
+                at
             }
         };
-        &mut cells[at].1
+        self.recent[slot] = (hash, at);
+        &mut self.cells[at as usize].1
     }
 
-    fn into_cells(self) -> impl Iterator<Item = (Box<[i64]>, Acc)> {
-        self.sums.into_values().flatten()
+    fn into_cells(self) -> impl Iterator<Item = Cell> {
+        self.cells.into_iter()
     }
 }
 
