@@ -71,6 +71,9 @@ fn parse_plain_fast(text: &[u8], scale: u32) -> Option<i128> {
     if digits.is_empty() || digits.len() > 36 {
         return None;
     }
+    if digits.len() <= 19 {
+        return read_short(digits, scale).map(|units| if negative { -units } else { units });
+    }
     let (int, frac) = match digits.iter().position(|&b| b == b'.') {
         // A point needs a digit after it.
         Some(at) if at + 1 == digits.len() => return None,
@@ -102,6 +105,45 @@ fn parse_plain_fast(text: &[u8], scale: u32) -> Option<i128> {
         wide.checked_mul(10i128.checked_pow(scale - decimals)?)?
     };
     Some(if negative { -units } else { units })
+}
+
+/// [`parse_plain_fast`] of at most 19 bytes (so at most 19 digits, which a `u64` holds), in one
+/// pass: the digits read as one number, the point noted on the way.
+#[inline(always)]
+fn read_short(digits: &[u8], scale: u32) -> Option<i128> {
+    let (mut n, mut point) = (0u64, None);
+    for (at, &b) in digits.iter().enumerate() {
+        let digit = b.wrapping_sub(b'0');
+        if digit <= 9 {
+            n = n * 10 + u64::from(digit);
+        } else if b == b'.' && point.is_none() {
+            point = Some(at);
+        } else {
+            return None;
+        }
+    }
+    let mut decimals = match point {
+        // A point needs a digit after it.
+        Some(at) if at + 1 == digits.len() => return None,
+        Some(at) => (digits.len() - at - 1) as u32,
+        None => 0,
+    };
+    // Trailing zeros after the point do not count against the scale: only decimals beyond it
+    // are dropped, each a zero or the number is refused.
+    while decimals > scale {
+        if n % 10 != 0 {
+            return None;
+        }
+        n /= 10;
+        decimals -= 1;
+    }
+    match POW10
+        .get((scale - decimals) as usize)
+        .and_then(|up| n.checked_mul(*up))
+    {
+        Some(units) => Some(i128::from(units)),
+        None => i128::from(n).checked_mul(10i128.checked_pow(scale - decimals)?),
+    }
 }
 
 /// The digits of `parts`, one after the other, as one number (the caller makes sure it fits), or
