@@ -8,8 +8,8 @@
 #   infra/bench/compare.sh data/bench/orders-1000000-seed7-disorder5s.ndjson [pairs] [binary]
 #
 # `pairs` defaults to 5; `binary` to target/dist/streamlens, the build to measure (build it with
-# `cargo build --profile dist`: release with fat LTO and one codegen unit, ~27 min from clean on
-# two cores; `target/release/streamlens` works too, ~7% more instructions per change). Needs
+# `cargo build --profile dist`: release with fat LTO and one codegen unit, ~23–27 min from clean on
+# two cores; `target/release/streamlens` works too, ~3% more instructions per change). Needs
 # `pip install duckdb`. Stop moto and osmem-server first
 # (`infra/scripts/services.sh stop`): idle, they still take CPU. One unmeasured streamlens run
 # first brings the file into the page cache.
