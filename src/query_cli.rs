@@ -43,13 +43,15 @@ pub struct QueryArgs {
     /// A metric of the pipeline, or events, inserts, modifies, removes, net_count.
     #[arg(long, required_unless_present = "json")]
     pub metric: Option<String>,
-    /// Start: epoch ms, ISO-8601, `now` or `now-<duration>` [default: now-1h].
+    /// Start: epoch ms, ISO-8601, `now`, `now-<duration>` or `earliest` (the start of the stored
+    /// data) [default: now-1h].
     #[arg(long)]
     pub from: Option<String>,
     /// End (exclusive), like --from [default: now].
     #[arg(long)]
     pub to: Option<String>,
-    /// Bucket size, e.g. 5m or 1h [default: the smallest window].
+    /// Bucket size, e.g. 5m or 1h [default: the smallest window, or a larger step that keeps a
+    /// long range to at most 1,500 buckets].
     #[arg(long)]
     pub interval: Option<String>,
     /// Split by this dimension.

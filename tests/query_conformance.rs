@@ -26,7 +26,9 @@ use streamlens_aggregator::{
     PipelineSpec, Store,
 };
 use streamlens_core::{
-    query::{DimensionFilter, MetricQuery, Point, QueryError, QueryResult, Series, TimeArg},
+    query::{
+        DimensionFilter, MetricQuery, Point, QueryError, QueryResult, Series, TimeArg, EARLIEST,
+    },
     AggQuery, AggregateReader,
 };
 use tokio_util::sync::CancellationToken;
@@ -106,7 +108,25 @@ fn queries() -> Vec<MetricQuery> {
         grouped(q("removes", "1h"), "status"),
         q("avg_amount", "3m"),
         grouped(q("customers", "1m"), "status"),
+        // All time, the interval left to the query: from the earliest stored window, minute by
+        // minute (the range is ten hours).
+        all_time("amount"),
+        grouped(all_time("net_count"), "status"),
+        // A week without an interval: 10-minute buckets, not 10,080 one-minute ones.
+        MetricQuery {
+            from: Some(TimeArg::Millis(START)),
+            to: Some(TimeArg::Millis(START + 7 * 24 * 60 * MINUTE)),
+            ..MetricQuery::new("events")
+        },
     ]
+}
+
+/// A query over all time without an interval.
+fn all_time(metric: &str) -> MetricQuery {
+    MetricQuery {
+        from: Some(TimeArg::Text(EARLIEST.into())),
+        ..MetricQuery::new(metric)
+    }
 }
 
 /// A metric of a plainly computed group or bucket.
@@ -290,6 +310,28 @@ async fn both_stores_answer_every_query_alike_and_exactly() {
             "{query:?} differs from the plain computation"
         );
         assert_eq!(a.window, "1m", "{query:?}");
+        if query.interval.is_none() {
+            let long = a.to - a.from > 24 * 60 * MINUTE;
+            assert_eq!(a.interval, if long { "10m" } else { "1m" }, "{query:?}");
+        }
+    }
+    // All time begins at the earliest stored window: no change is left out, and the range
+    // starts where the data does (not an hour before `now`, not at the epoch).
+    let first = common::golden_contributions(&records)
+        .iter()
+        .map(|c| c.0)
+        .min()
+        .unwrap();
+    for store in [&embedded as &dyn AggregateReader, &search] {
+        let all = query::run(store, &spec, &all_time("events"), now)
+            .await
+            .unwrap();
+        assert!(
+            all.from <= first && first - all.from < 5 * MINUTE,
+            "all time starts at {} for data from {first}",
+            all.from
+        );
+        assert_eq!(all.to, now);
     }
     // The hourly queries above were answered from the embedded store's rollups.
     let hours = embedded
@@ -387,6 +429,15 @@ async fn bad_queries_are_refused_with_the_reason() {
             "unknown pipeline `other`",
         ),
     ];
+    // All time in a store without data: an empty answer, not an error.
+    let empty = query::run(&store, &spec, &all_time("amount"), now)
+        .await
+        .unwrap();
+    assert!(
+        empty.series.iter().all(|s| s.points.is_empty()),
+        "{empty:?}"
+    );
+    assert!(empty.from < empty.to && empty.to == now, "{empty:?}");
     for (query, message) in cases {
         match query::run(&store, &spec, &query, now).await {
             Err(QueryError::Invalid(got)) => {
@@ -425,6 +476,32 @@ async fn the_http_api_answers_and_refuses_with_reasons() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(last.is_none(), "the served answer never matched: {last:?}");
+
+    // The dashboard's "all time" (the explorer and its CSV) starts at the earliest stored window:
+    // it counts the whole golden input, months before `now`, not the last hour's nothing.
+    let csv = common::get_text(&format!(
+        "{}/api/query.csv?metric=events&range=all",
+        served.base
+    ))
+    .await;
+    let counted: i64 = csv
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').nth(3).unwrap().parse::<i64>().unwrap())
+        .sum();
+    let day = 24 * 60 * MINUTE;
+    let expected = reference(
+        &records,
+        &MetricQuery::new("events"),
+        START - day,
+        START + day,
+        day,
+    );
+    assert_eq!(
+        Some(counted.to_string()),
+        expected[0].total,
+        "all time in the explorer's CSV: {csv}"
+    );
 
     let refused = |body: String| {
         let client = client.clone();

@@ -15,18 +15,45 @@ use std::collections::{BTreeMap, BTreeSet};
 use streamlens_core::{
     aggregate::ALL_DIMENSION,
     event::parse_iso8601_ms,
-    query::{MetricQuery, Point, QueryError, QueryResult, Series, TimeArg},
+    query::{MetricQuery, Point, QueryError, QueryResult, Series, TimeArg, EARLIEST},
     AggQuery, AggregateDoc, AggregateReader,
 };
 
 use crate::{
-    config::{MetricKind, PipelineSpec},
+    config::{MetricKind, PipelineSpec, WindowSize},
     decimal::{format_scaled, parse_scaled},
     store::{compare_decimals, merge_parts},
 };
 
 /// A query answers at most this many buckets.
 pub const MAX_BUCKETS: i64 = 10_000;
+
+/// Without an `interval`, a range that would hold more buckets of the smallest window size than
+/// this is answered in the smallest of [`STEPS`] that brings it under (a day of 1-minute windows
+/// still comes minute by minute; a week comes in 10-minute buckets, 30 days in 30-minute ones).
+pub const AUTO_BUCKETS: i64 = 1_500;
+
+/// The bucket sizes chosen for a long range without an `interval` (those a stored window size
+/// divides).
+pub const STEPS: [(&str, i64); 17] = [
+    ("1s", 1_000),
+    ("5s", 5_000),
+    ("10s", 10_000),
+    ("15s", 15_000),
+    ("30s", 30_000),
+    ("1m", 60_000),
+    ("5m", 300_000),
+    ("10m", 600_000),
+    ("15m", 900_000),
+    ("30m", 1_800_000),
+    ("1h", 3_600_000),
+    ("3h", 10_800_000),
+    ("6h", 21_600_000),
+    ("12h", 43_200_000),
+    ("1d", 86_400_000),
+    ("7d", 604_800_000),
+    ("30d", 2_592_000_000),
+];
 
 /// The event counts a query can ask for besides the pipeline's metrics.
 const EVENT_METRICS: [&str; 5] = ["events", "inserts", "modifies", "removes", "net_count"];
@@ -120,8 +147,20 @@ pub(crate) fn time(field: &str, arg: &TimeArg, now_ms: i64) -> Result<i64, Query
     }
 }
 
-/// Checks a query against the pipeline's spec and resolves it; `now_ms` is what `now` means.
+/// Checks a query against the pipeline's spec and resolves it; `now_ms` is what `now` means. A
+/// query `from` [`EARLIEST`] needs the store: [`run`] answers it.
 pub fn plan(spec: &PipelineSpec, query: &MetricQuery, now_ms: i64) -> Result<Plan, QueryError> {
+    plan_with(spec, query, now_ms, None)
+}
+
+/// [`plan`], with `earliest` the start of the earliest stored window (`Some(None)`: the store has
+/// none) when the query asks `from` [`EARLIEST`].
+fn plan_with(
+    spec: &PipelineSpec,
+    query: &MetricQuery,
+    now_ms: i64,
+    earliest: Option<Option<i64>>,
+) -> Result<Plan, QueryError> {
     if let Some(p) = &query.pipeline {
         if *p != spec.name {
             return Err(invalid(format!(
@@ -163,6 +202,29 @@ pub fn plan(spec: &PipelineSpec, query: &MetricQuery, now_ms: i64) -> Result<Pla
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let to = match &query.to {
+        Some(t) => time("to", t, now_ms)?,
+        None => now_ms,
+    };
+    let from = match &query.from {
+        Some(TimeArg::Text(t)) if t.trim() == EARLIEST => match earliest {
+            // Data that begins after `to` (or none at all): an empty range just before `to`.
+            Some(first) => first.unwrap_or(to).min(to - 1),
+            None => {
+                return Err(invalid(format!(
+                    "`from`: `{EARLIEST}` is the start of the stored data: ask through \
+                     query::run, which looks it up"
+                )))
+            }
+        },
+        Some(t) => time("from", t, now_ms)?,
+        None => now_ms - 3_600_000,
+    };
+    if from >= to {
+        return Err(invalid(format!(
+            "`from` ({from}) must be before `to` ({to})"
+        )));
+    }
     let (interval, interval_ms) = match &query.interval {
         Some(text) => {
             let d = humantime::parse_duration(text.trim())
@@ -181,7 +243,7 @@ pub fn plan(spec: &PipelineSpec, query: &MetricQuery, now_ms: i64) -> Result<Pla
                     spec.name
                 ))
             })?;
-            (smallest.label.clone(), smallest.millis)
+            auto_interval(&tumbling, smallest, from, to)
         }
     };
     let window = tumbling
@@ -197,19 +259,6 @@ pub fn plan(spec: &PipelineSpec, query: &MetricQuery, now_ms: i64) -> Result<Pla
             ))
         })?;
 
-    let from = match &query.from {
-        Some(t) => time("from", t, now_ms)?,
-        None => now_ms - 3_600_000,
-    };
-    let to = match &query.to {
-        Some(t) => time("to", t, now_ms)?,
-        None => now_ms,
-    };
-    if from >= to {
-        return Err(invalid(format!(
-            "`from` ({from}) must be before `to` ({to})"
-        )));
-    }
     let from = from.div_euclid(interval_ms) * interval_ms;
     let to = to
         .div_euclid(interval_ms)
@@ -461,18 +510,79 @@ pub fn evaluate(plan: &Plan, docs: Vec<AggregateDoc>) -> Result<QueryResult, Que
     })
 }
 
+/// Buckets of `ms` covering `from..to` once rounded out.
+fn buckets(from: i64, to: i64, ms: i64) -> i64 {
+    to.div_euclid(ms) + i64::from(to.rem_euclid(ms) != 0) - from.div_euclid(ms)
+}
+
+/// The bucket size for a query without an `interval`: the smallest window size, unless the
+/// range then holds more than [`AUTO_BUCKETS`] buckets; then the smallest of [`STEPS`] that a
+/// window size divides and that brings the range under (the largest such step when none does).
+fn auto_interval(
+    tumbling: &[&WindowSize],
+    smallest: &WindowSize,
+    from: i64,
+    to: i64,
+) -> (String, i64) {
+    if buckets(from, to, smallest.millis) <= AUTO_BUCKETS {
+        return (smallest.label.clone(), smallest.millis);
+    }
+    let steps: Vec<_> = STEPS
+        .iter()
+        .filter(|(_, ms)| *ms > smallest.millis && tumbling.iter().any(|w| ms % w.millis == 0))
+        .collect();
+    steps
+        .iter()
+        .find(|(_, ms)| buckets(from, to, *ms) <= AUTO_BUCKETS)
+        .or(steps.last())
+        .map_or((smallest.label.clone(), smallest.millis), |(label, ms)| {
+            ((*label).to_owned(), *ms)
+        })
+}
+
 /// Plans `query`, reads what it needs from `reader` and computes the answer.
+///
+/// A query `from` [`EARLIEST`] (all time) first asks the store for the earliest window it
+/// would read, and begins there.
 pub async fn run(
     reader: &dyn AggregateReader,
     spec: &PipelineSpec,
     query: &MetricQuery,
     now_ms: i64,
 ) -> Result<QueryResult, QueryError> {
-    let plan = plan(spec, query, now_ms)?;
+    let store = |e: streamlens_core::Error| QueryError::Store(e.to_string());
+    let plan = match &query.from {
+        Some(TimeArg::Text(t)) if t.trim() == EARLIEST => {
+            // The query as it would read the last hour in the smallest window size (every
+            // change reaches every window size, and the smallest starts no earlier): which
+            // windows, dimension and values; the query proper checks the rest.
+            let probe = plan(
+                spec,
+                &MetricQuery {
+                    from: None,
+                    to: None,
+                    interval: None,
+                    ..query.clone()
+                },
+                now_ms,
+            )?;
+            let earliest = reader
+                .earliest(&AggQuery {
+                    from: None,
+                    to: None,
+                    without_distinct: true,
+                    ..probe.store_query()
+                })
+                .await
+                .map_err(store)?;
+            plan_with(spec, query, now_ms, Some(earliest))?
+        }
+        _ => plan(spec, query, now_ms)?,
+    };
     let docs = reader
         .query_buckets(&plan.store_query(), plan.interval_ms)
         .await
-        .map_err(|e| QueryError::Store(e.to_string()))?;
+        .map_err(store)?;
     evaluate(&plan, docs)
 }
 
@@ -510,6 +620,56 @@ mod tests {
         let plan = super::plan(&spec(), &MetricQuery::new("events"), now).unwrap();
         assert_eq!((plan.interval.as_str(), plan.window.as_str()), ("1m", "1m"));
         assert_eq!(plan.dimension, ALL_DIMENSION);
+    }
+
+    #[test]
+    fn a_long_range_without_an_interval_gets_a_coarser_step() {
+        let now = 20_000 * 86_400_000 + 17_000;
+        let interval = |back: &str| {
+            let query = MetricQuery {
+                from: Some(TimeArg::Text(format!("now-{back}"))),
+                ..MetricQuery::new("events")
+            };
+            let plan = plan(&spec(), &query, now).unwrap();
+            assert!((plan.to - plan.from) / plan.interval_ms <= AUTO_BUCKETS);
+            (plan.interval, plan.window)
+        };
+        assert_eq!(interval("1h"), ("1m".into(), "1m".into()));
+        assert_eq!(interval("24h"), ("1m".into(), "1m".into()));
+        assert_eq!(interval("7d"), ("10m".into(), "5m".into()));
+        assert_eq!(interval("30d"), ("30m".into(), "5m".into()));
+        assert_eq!(interval("365d"), ("6h".into(), "5m".into()));
+        // An interval asked for is kept, and refused when the range holds too many.
+        let asked = MetricQuery {
+            from: Some(TimeArg::Text("now-30d".into())),
+            interval: Some("1m".into()),
+            ..MetricQuery::new("events")
+        };
+        assert!(
+            matches!(plan(&spec(), &asked, now), Err(QueryError::Invalid(m)) if m.contains("more than"))
+        );
+    }
+
+    #[test]
+    fn all_time_needs_the_store() {
+        let query = MetricQuery {
+            from: Some(TimeArg::Text(EARLIEST.into())),
+            ..MetricQuery::new("events")
+        };
+        assert!(matches!(
+            plan(&spec(), &query, 0),
+            Err(QueryError::Invalid(m)) if m.contains("query::run")
+        ));
+        let now = 1_000 * 60_000;
+        let from = |earliest| {
+            plan_with(&spec(), &query, now, Some(earliest))
+                .unwrap()
+                .from
+        };
+        assert_eq!(from(Some(now - 125 * 60_000 - 7)), now - 126 * 60_000);
+        // No data, or data only after `to`: an empty range just before `to`.
+        assert_eq!(from(None), now - 60_000);
+        assert_eq!(from(Some(now + 5)), now - 60_000);
     }
 
     #[test]

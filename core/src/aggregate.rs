@@ -319,6 +319,17 @@ pub trait AggregateReader: Send + Sync + 'static {
         let _ = bucket_ms;
         self.query(query).await
     }
+
+    /// The start of the earliest window answering `query`, `None` when none does: where a query
+    /// for all time begins. Stores override it to find that window without reading the others.
+    async fn earliest(&self, query: &AggQuery) -> Result<Option<i64>, Error> {
+        Ok(self
+            .query(query)
+            .await?
+            .iter()
+            .map(|d| d.window_start)
+            .min())
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ pub struct DimensionFilter {
     pub values: Vec<String>,
 }
 
+/// `from` for all time: the start of the earliest stored window the query reads.
+pub const EARLIEST: &str = "earliest";
+
 /// One metric over time: the body of `POST /api/query`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,14 +49,17 @@ pub struct MetricQuery {
     /// A metric of the pipeline, or an event count: `events` (all kinds), `inserts`, `modifies`,
     /// `removes`, or `net_count` (items that entered minus items that left).
     pub metric: String,
-    /// Start of the range (inclusive); `now-1h` when left out. Rounded down to the interval.
+    /// Start of the range (inclusive); `now-1h` when left out, `earliest` for the start of the
+    /// stored data (all time). Rounded down to the interval.
     #[serde(default)]
     pub from: Option<TimeArg>,
     /// End of the range (exclusive); `now` when left out. Rounded up to the interval.
     #[serde(default)]
     pub to: Option<TimeArg>,
     /// Bucket size, e.g. `5m` or `1h`: a multiple of one of the pipeline's tumbling window sizes
-    /// (stored windows are added up into buckets). The smallest window size when left out.
+    /// (stored windows are added up into buckets). When left out, the smallest window size, or
+    /// for a long range a larger step (`5m`, `15m`, `1h`, `1d`, ...) that keeps it to at most
+    /// 1,500 buckets.
     #[serde(default)]
     pub interval: Option<String>,
     /// Split the result by the values of this dimension; one series in all when left out.

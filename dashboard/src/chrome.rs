@@ -79,6 +79,19 @@ impl RangeForm {
         (from, None)
     }
 
+    /// `from` and `to` for the metric query API, where a range without a start is the last
+    /// hour: "all time" asks from the earliest stored window.
+    pub fn metric_times(&self, default: &'static str) -> (Option<TimeArg>, Option<TimeArg>) {
+        let (from, to) = self.times(default);
+        if self.value(default) == "all" {
+            return (
+                Some(TimeArg::Text(streamlens_core::query::EARLIEST.into())),
+                to,
+            );
+        }
+        (from, to)
+    }
+
     /// Whether the range ends now (so following live makes sense).
     pub fn ends_now(&self, default: &'static str) -> bool {
         let value = self.value(default);
@@ -347,6 +360,15 @@ mod tests {
             (Some(TimeArg::Text("now-1h".into())), None)
         );
         assert_eq!(form(Some("all"), None, None).times("1h"), (None, None));
+        assert_eq!(
+            form(Some("all"), None, None).metric_times("1h"),
+            (Some(TimeArg::Text("earliest".into())), None),
+            "all time for the metric API starts at the earliest stored window, not the last hour"
+        );
+        assert_eq!(
+            form(Some("24h"), None, None).metric_times("1h"),
+            form(Some("24h"), None, None).times("1h")
+        );
         assert_eq!(
             form(Some("bogus"), None, None).times("24h"),
             (Some(TimeArg::Text("now-24h".into())), None)

@@ -112,7 +112,7 @@ impl ExploreForm {
                     .map_err(|_| format!("top `{t}` is not a whole number"))
             })
             .transpose()?;
-        let (from, to) = self.range.times(DEFAULT_RANGE);
+        let (from, to) = self.range.metric_times(DEFAULT_RANGE);
         Ok(MetricQuery {
             from,
             to,

@@ -61,7 +61,7 @@ pub async fn load_panels(
     let info = context.info();
     let dimension = crate::app::resolve_dimension(&info, dimension.as_deref());
     let metric = crate::app::Metric::resolve(metric.as_deref(), &info).api_name();
-    let (from, to) = range.times(DEFAULT_RANGE);
+    let (from, to) = range.metric_times(DEFAULT_RANGE);
     let ask = |metric: &str, group_by: Option<&str>, top: Option<usize>| {
         let query = MetricQuery {
             from: from.clone(),

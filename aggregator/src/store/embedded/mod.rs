@@ -485,6 +485,38 @@ impl EmbeddedStore {
         }
         filter_docs(query, docs)
     }
+
+    /// The first window of `query` in key order, which is window start order.
+    fn earliest_blocking(&self, query: &AggQuery) -> Result<Option<i64>, Error> {
+        let (Some(pipeline), Some(window)) = (&query.pipeline, &query.window) else {
+            return Ok(self
+                .query_blocking(query)?
+                .iter()
+                .map(|d| d.window_start)
+                .min());
+        };
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(AGGREGATES).map_err(|e| self.err(e))?;
+        let id = |start: i64| doc_id_prefix(pipeline, window, start.max(0));
+        let low = id(query.from.unwrap_or(0));
+        let high = id(query.to.unwrap_or(9_999_999_999_999));
+        for entry in table
+            .range(low.as_str()..high.as_str())
+            .map_err(|e| self.err(e))?
+        {
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            if !id_matches(key.value(), query) {
+                continue;
+            }
+            let doc = serde_json::from_slice::<LeanDoc>(value.value())
+                .map(AggregateDoc::from)
+                .map_err(|e| self.err(e))?;
+            if query.matches(&doc) {
+                return Ok(Some(doc.window_start));
+            }
+        }
+        Ok(None)
+    }
 }
 
 impl EmbeddedStore {
@@ -566,6 +598,15 @@ impl AggregateReader for EmbeddedStore {
         let store = self.clone();
         let query = query.clone();
         tokio::task::spawn_blocking(move || store.query_blocking(&query))
+            .await
+            .map_err(|e| streamlens_core::Error::Store(e.to_string()))?
+            .map_err(Into::into)
+    }
+
+    async fn earliest(&self, query: &AggQuery) -> Result<Option<i64>, streamlens_core::Error> {
+        let store = self.clone();
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || store.earliest_blocking(&query))
             .await
             .map_err(|e| streamlens_core::Error::Store(e.to_string()))?
             .map_err(Into::into)

@@ -598,38 +598,44 @@ fn worker_clauses(worker: &str, filter: &mut Vec<Value>, must_not: &mut Vec<Valu
     }
 }
 
+/// The `filter` and `must_not` clauses of a bool query selecting the documents of `query`.
+fn query_clauses(query: &AggQuery) -> (Vec<Value>, Vec<Value>) {
+    let mut filters = Vec::new();
+    for (field, value) in [
+        ("pipeline", &query.pipeline),
+        ("window", &query.window),
+        ("dimension", &query.dimension),
+    ] {
+        if let Some(v) = value {
+            // A term query takes the value as data, never as query syntax.
+            filters.push(json!({ "term": { field: v } }));
+        }
+    }
+    let mut range = serde_json::Map::new();
+    if let Some(from) = query.from {
+        range.insert("gte".into(), json!(from));
+    }
+    if let Some(to) = query.to {
+        range.insert("lt".into(), json!(to));
+    }
+    if !range.is_empty() {
+        filters.push(json!({ "range": { "window_start": range } }));
+    }
+    if let Some(values) = &query.values {
+        // Values are data in a `terms` query, never query syntax.
+        filters.push(json!({ "terms": { "value": values } }));
+    }
+    let mut must_not = Vec::new();
+    if let Some(worker) = &query.worker {
+        worker_clauses(worker, &mut filters, &mut must_not);
+    }
+    (filters, must_not)
+}
+
 #[async_trait::async_trait]
 impl AggregateReader for OpenSearchStore {
     async fn query(&self, query: &AggQuery) -> Result<Vec<AggregateDoc>, streamlens_core::Error> {
-        let mut filters = Vec::new();
-        for (field, value) in [
-            ("pipeline", &query.pipeline),
-            ("window", &query.window),
-            ("dimension", &query.dimension),
-        ] {
-            if let Some(v) = value {
-                // A term query takes the value as data, never as query syntax.
-                filters.push(json!({ "term": { field: v } }));
-            }
-        }
-        let mut range = serde_json::Map::new();
-        if let Some(from) = query.from {
-            range.insert("gte".into(), json!(from));
-        }
-        if let Some(to) = query.to {
-            range.insert("lt".into(), json!(to));
-        }
-        if !range.is_empty() {
-            filters.push(json!({ "range": { "window_start": range } }));
-        }
-        if let Some(values) = &query.values {
-            // Values are data in a `terms` query, never query syntax.
-            filters.push(json!({ "terms": { "value": values } }));
-        }
-        let mut must_not = Vec::new();
-        if let Some(worker) = &query.worker {
-            worker_clauses(worker, &mut filters, &mut must_not);
-        }
+        let (filters, must_not) = query_clauses(query);
         let excluded: &[&str] = if query.without_distinct {
             &["distinct", "prev"]
         } else {
@@ -645,6 +651,20 @@ impl AggregateReader for OpenSearchStore {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(filter_docs(query, docs)?)
+    }
+
+    async fn earliest(&self, query: &AggQuery) -> Result<Option<i64>, streamlens_core::Error> {
+        let (filters, must_not) = query_clauses(query);
+        let body = json!({
+            "size": 1,
+            "query": { "bool": { "filter": filters, "must_not": must_not } },
+            "sort": sort_order(),
+            "_source": { "excludes": ["distinct", "prev"] }
+        });
+        let hits = self.search_page(body).await?;
+        Ok(hits
+            .first()
+            .and_then(|hit| hit["_source"]["window_start"].as_i64()))
     }
 }
 
