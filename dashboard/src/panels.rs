@@ -62,6 +62,8 @@ pub async fn load_panels(
     let dimension = crate::app::resolve_dimension(&info, dimension.as_deref());
     let metric = crate::app::Metric::resolve(metric.as_deref(), &info).api_name();
     let (from, to) = range.metric_times(DEFAULT_RANGE);
+    // A query that fails fails the panels, with its reason: zeros would pass for an answer.
+    let refused = |e: streamlens_core::query::QueryError| ServerFnError::new(format!("query: {e}"));
     let ask = |metric: &str, group_by: Option<&str>, top: Option<usize>| {
         let query = MetricQuery {
             from: from.clone(),
@@ -71,7 +73,7 @@ pub async fn load_panels(
             ..MetricQuery::new(metric)
         };
         let context = context.clone();
-        async move { context.query(query).await.ok() }
+        async move { context.query(query).await.map_err(refused) }
     };
     let total = |r: &Option<QueryResult>| {
         r.as_ref()
@@ -85,8 +87,8 @@ pub async fn load_panels(
         to: None,
         ..MetricQuery::new("events")
     };
-    let events_today = context.query(today).await.ok();
-    let events = ask("events", None, None).await;
+    let events_today = Some(context.query(today).await.map_err(refused)?);
+    let events = Some(ask("events", None, None).await?);
     let mut tiles = vec![
         Tile {
             key: "today".into(),
@@ -109,7 +111,7 @@ pub async fn load_panels(
         });
     }
     if !["events", "inserts", "modifies", "removes", "net_count"].contains(&metric.as_str()) {
-        let net = ask(&metric, None, None).await;
+        let net = Some(ask(&metric, None, None).await?);
         tiles.push(Tile {
             key: "net".into(),
             label: format!("net {metric} in range"),
@@ -119,7 +121,7 @@ pub async fn load_panels(
     tiles.push(Tile {
         key: "items".into(),
         label: "net items in range".into(),
-        value: total(&ask("net_count", None, None).await),
+        value: total(&Some(ask("net_count", None, None).await?)),
     });
 
     let mut kinds: Option<QueryResult> = None;
@@ -128,9 +130,7 @@ pub async fn load_panels(
         ("modifies", "MODIFY"),
         ("removes", "REMOVE"),
     ] {
-        let Some(r) = ask(name, None, None).await else {
-            continue;
-        };
+        let r = ask(name, None, None).await?;
         let per_s = r.interval_ms as f64 / 1000.0;
         let series = Series {
             group: kind.to_owned(),
@@ -168,7 +168,7 @@ pub async fn load_panels(
     let top = if dimension == streamlens_core::aggregate::ALL_DIMENSION {
         None
     } else {
-        ask(&metric, Some(&dimension), Some(TOP)).await
+        Some(ask(&metric, Some(&dimension), Some(TOP)).await?)
     };
     Ok(Panels { tiles, kinds, top })
 }

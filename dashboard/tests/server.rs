@@ -175,6 +175,21 @@ async fn the_page_is_rendered_with_the_aggregates() {
 }
 
 #[tokio::test]
+async fn a_failed_query_shows_on_the_panels_not_as_zeros() {
+    let (app, _tx) = app();
+    let (status, html) = get(&app, "/?range=24h").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("this dashboard has no pipeline to query"),
+        "the query's reason is shown: {html}"
+    );
+    assert!(
+        !html.contains("events in range"),
+        "no tiles of zeros: {html}"
+    );
+}
+
+#[tokio::test]
 async fn every_broadcast_becomes_one_event() {
     let (app, tx) = app();
     let response = app
