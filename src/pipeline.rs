@@ -226,6 +226,7 @@ pub async fn run(
                         batch = rx.recv() => break batch,
                         _ = shutdown.cancelled() => break None,
                         _ = tokio::time::sleep_until(flush_at), if deferred => {
+                            quarantine.sync()?;
                             store.flush().await?;
                             durable_at = Instant::now();
                             deferred = false;
@@ -457,6 +458,8 @@ pub async fn run(
         let durable = commit.is_some() || durable_at.elapsed() >= durable_every;
         if durable {
             durable_at = Instant::now();
+            // The quarantine entries of the changes this write covers are durable first.
+            quarantine.sync()?;
         }
         writing = Some(tokio::spawn(write_pass(
             store.clone(),
@@ -484,6 +487,7 @@ pub async fn run(
             ))))
         }
     };
+    quarantine.sync()?;
     store.flush().await?;
     if let Some(archive) = archive {
         archive.finish()?;

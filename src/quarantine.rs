@@ -1,7 +1,10 @@
 //! The quarantine: changes that could not be processed, kept with their reason.
 //!
 //! Entries are appended as JSON lines to `<data_dir>/quarantine.ndjson` and counted in
-//! `streamlens_quarantined_total`. Nothing that enters streamlens is silently dropped.
+//! `streamlens_quarantined_total`. Nothing that enters streamlens is silently dropped: each entry
+//! reaches the file (the OS) before its pass's write starts, so a killed process keeps it, and
+//! the pipeline [`Quarantine::sync`]s the file before a durable store write, so no checkpoint
+//! that moved past a quarantined change outlives its entry in a power cut either.
 
 use std::{
     fs::{File, OpenOptions},
@@ -21,6 +24,8 @@ pub struct Quarantine {
     path: PathBuf,
     out: BufWriter<File>,
     count: Arc<AtomicU64>,
+    /// Entries written since the last [`Quarantine::sync`].
+    unsynced: bool,
 }
 
 #[derive(Serialize)]
@@ -41,6 +46,7 @@ impl Quarantine {
             path,
             out: BufWriter::new(file),
             count: Arc::default(),
+            unsynced: false,
         })
     }
 
@@ -71,7 +77,51 @@ impl Quarantine {
         })?;
         writeln!(self.out, "{line}")?;
         self.out.flush()?;
+        self.unsynced = true;
         self.count.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Makes the entries written so far durable (`fdatasync`), if there are new ones; whether
+    /// there were.
+    pub fn sync(&mut self) -> std::io::Result<bool> {
+        if !self.unsynced {
+            return Ok(false);
+        }
+        self.out.get_ref().sync_data()?;
+        self.unsynced = false;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_in_the_file_at_once_and_synced_only_when_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut quarantine = Quarantine::open(dir.path()).unwrap();
+        assert!(!quarantine.sync().unwrap(), "nothing to sync yet");
+        quarantine
+            .put(&Quarantined {
+                origin: "archive line 3".into(),
+                reason: "bad json".into(),
+                raw: "{not json".into(),
+            })
+            .unwrap();
+        let text = std::fs::read_to_string(quarantine.path()).unwrap();
+        let entry: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(
+            (&entry["origin"], &entry["reason"], &entry["raw"]),
+            (
+                &"archive line 3".into(),
+                &"bad json".into(),
+                &"{not json".into()
+            )
+        );
+        assert_eq!(quarantine.count(), 1);
+        assert!(quarantine.sync().unwrap(), "a new entry is synced");
+        assert!(!quarantine.sync().unwrap(), "and only once");
     }
 }
