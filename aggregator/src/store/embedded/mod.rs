@@ -16,6 +16,7 @@
 mod changes;
 
 use std::{
+    ops::ControlFlow,
     path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -446,23 +447,54 @@ impl EmbeddedStore {
     }
 
     fn query_blocking(&self, query: &AggQuery) -> Result<Vec<AggregateDoc>, Error> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = tx.open_table(AGGREGATES).map_err(|e| self.err(e))?;
         let mut docs = Vec::new();
-        let mut push = |value: &[u8]| -> Result<(), Error> {
+        self.scan(query, |value| {
             let doc = if query.without_distinct && query.worker.is_none() {
                 serde_json::from_slice::<LeanDoc>(value).map(AggregateDoc::from)
             } else {
                 serde_json::from_slice::<AggregateDoc>(value)
             };
             docs.push(doc.map_err(|e| self.err(e))?);
-            Ok(())
-        };
+            Ok(ControlFlow::Continue(()))
+        })?;
+        filter_docs(query, docs)
+    }
+
+    /// The start of the earliest window of `query`: with a pipeline and a window size, the first
+    /// match in key order, which is window start order.
+    fn earliest_blocking(&self, query: &AggQuery) -> Result<Option<i64>, Error> {
+        let ordered = query.pipeline.is_some() && query.window.is_some();
+        let mut earliest: Option<i64> = None;
+        self.scan(query, |value| {
+            let doc = serde_json::from_slice::<LeanDoc>(value)
+                .map(AggregateDoc::from)
+                .map_err(|e| self.err(e))?;
+            if !query.matches(&doc) {
+                return Ok(ControlFlow::Continue(()));
+            }
+            earliest = Some(earliest.map_or(doc.window_start, |e| e.min(doc.window_start)));
+            Ok(if ordered {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })?;
+        Ok(earliest)
+    }
+
+    /// Hands `each` the stored documents that may answer `query`, until it breaks: with a
+    /// pipeline and a window size, those of its key range in key order, other dimensions and
+    /// values skipped by their key, unread; else every document.
+    fn scan(
+        &self,
+        query: &AggQuery,
+        mut each: impl FnMut(&[u8]) -> Result<ControlFlow<()>, Error>,
+    ) -> Result<(), Error> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(AGGREGATES).map_err(|e| self.err(e))?;
         match (&query.pipeline, &query.window) {
             (Some(pipeline), Some(window)) => {
-                let id = |start: i64| {
-                    streamlens_core::aggregate::doc_id_prefix(pipeline, window, start.max(0))
-                };
+                let id = |start: i64| doc_id_prefix(pipeline, window, start.max(0));
                 let low = id(query.from.unwrap_or(0));
                 let high = id(query.to.unwrap_or(9_999_999_999_999));
                 for entry in table
@@ -470,52 +502,21 @@ impl EmbeddedStore {
                     .map_err(|e| self.err(e))?
                 {
                     let (key, value) = entry.map_err(|e| self.err(e))?;
-                    // Other dimensions and values are skipped by their key, unread.
-                    if id_matches(key.value(), query) {
-                        push(value.value())?;
+                    if id_matches(key.value(), query) && each(value.value())?.is_break() {
+                        break;
                     }
                 }
             }
             _ => {
                 for entry in table.iter().map_err(|e| self.err(e))? {
                     let (_, value) = entry.map_err(|e| self.err(e))?;
-                    push(value.value())?;
+                    if each(value.value())?.is_break() {
+                        break;
+                    }
                 }
             }
         }
-        filter_docs(query, docs)
-    }
-
-    /// The first window of `query` in key order, which is window start order.
-    fn earliest_blocking(&self, query: &AggQuery) -> Result<Option<i64>, Error> {
-        let (Some(pipeline), Some(window)) = (&query.pipeline, &query.window) else {
-            return Ok(self
-                .query_blocking(query)?
-                .iter()
-                .map(|d| d.window_start)
-                .min());
-        };
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = tx.open_table(AGGREGATES).map_err(|e| self.err(e))?;
-        let id = |start: i64| doc_id_prefix(pipeline, window, start.max(0));
-        let low = id(query.from.unwrap_or(0));
-        let high = id(query.to.unwrap_or(9_999_999_999_999));
-        for entry in table
-            .range(low.as_str()..high.as_str())
-            .map_err(|e| self.err(e))?
-        {
-            let (key, value) = entry.map_err(|e| self.err(e))?;
-            if !id_matches(key.value(), query) {
-                continue;
-            }
-            let doc = serde_json::from_slice::<LeanDoc>(value.value())
-                .map(AggregateDoc::from)
-                .map_err(|e| self.err(e))?;
-            if query.matches(&doc) {
-                return Ok(Some(doc.window_start));
-            }
-        }
-        Ok(None)
+        Ok(())
     }
 }
 
