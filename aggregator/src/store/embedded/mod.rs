@@ -482,6 +482,20 @@ impl EmbeddedStore {
         Ok(earliest)
     }
 
+    /// `read` of `query` on a blocking thread (redb reads block).
+    async fn read_off_thread<T: Send + 'static>(
+        &self,
+        query: &AggQuery,
+        read: fn(&Self, &AggQuery) -> Result<T, Error>,
+    ) -> Result<T, streamlens_core::Error> {
+        let store = self.clone();
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || read(&store, &query))
+            .await
+            .map_err(|e| streamlens_core::Error::Store(e.to_string()))?
+            .map_err(Into::into)
+    }
+
     /// Hands `each` the stored documents that may answer `query`, until it breaks: with a
     /// pipeline and a window size, those of its key range in key order, other dimensions and
     /// values skipped by their key, unread; else every document.
@@ -596,21 +610,11 @@ impl AggregateReader for EmbeddedStore {
     }
 
     async fn query(&self, query: &AggQuery) -> Result<Vec<AggregateDoc>, streamlens_core::Error> {
-        let store = self.clone();
-        let query = query.clone();
-        tokio::task::spawn_blocking(move || store.query_blocking(&query))
-            .await
-            .map_err(|e| streamlens_core::Error::Store(e.to_string()))?
-            .map_err(Into::into)
+        self.read_off_thread(query, Self::query_blocking).await
     }
 
     async fn earliest(&self, query: &AggQuery) -> Result<Option<i64>, streamlens_core::Error> {
-        let store = self.clone();
-        let query = query.clone();
-        tokio::task::spawn_blocking(move || store.earliest_blocking(&query))
-            .await
-            .map_err(|e| streamlens_core::Error::Store(e.to_string()))?
-            .map_err(Into::into)
+        self.read_off_thread(query, Self::earliest_blocking).await
     }
 }
 

@@ -19,7 +19,7 @@ use opensearch::{
 use serde_json::json;
 use streamlens_core::{changes::seq_order, ChangeDoc, ChangePage, ChangeReader, ChangeSearch};
 
-use super::{json_ok, BulkItem, OpenSearchStore};
+use super::{json_ok, range_clause, BulkItem, OpenSearchStore};
 use crate::{store::Written, Error};
 
 const DAY_MS: i64 = 86_400_000;
@@ -151,16 +151,7 @@ impl OpenSearchStore {
         if let Some(changed) = &search.changed {
             filter.push(json!({ "term": { "changed": changed } }));
         }
-        let mut range = serde_json::Map::new();
-        if let Some(from) = search.from {
-            range.insert("gte".into(), json!(from));
-        }
-        if let Some(to) = search.to {
-            range.insert("lt".into(), json!(to));
-        }
-        if !range.is_empty() {
-            filter.push(json!({ "range": { "event_time": range } }));
-        }
+        filter.extend(range_clause("event_time", search.from, search.to));
         let order = if search.descending { "desc" } else { "asc" };
         let mut body = json!({
             "size": search.limit + 1,

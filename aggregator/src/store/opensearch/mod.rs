@@ -598,6 +598,19 @@ fn worker_clauses(worker: &str, filter: &mut Vec<Value>, must_not: &mut Vec<Valu
     }
 }
 
+/// A `range` clause keeping `field` in `from..to` (either end open when `None`); `None` when
+/// both are.
+fn range_clause(field: &str, from: Option<i64>, to: Option<i64>) -> Option<Value> {
+    let mut range = serde_json::Map::new();
+    if let Some(from) = from {
+        range.insert("gte".into(), json!(from));
+    }
+    if let Some(to) = to {
+        range.insert("lt".into(), json!(to));
+    }
+    (!range.is_empty()).then(|| json!({ "range": { field: range } }))
+}
+
 /// The `filter` and `must_not` clauses of a bool query selecting the documents of `query`.
 fn query_clauses(query: &AggQuery) -> (Vec<Value>, Vec<Value>) {
     let mut filters = Vec::new();
@@ -611,16 +624,7 @@ fn query_clauses(query: &AggQuery) -> (Vec<Value>, Vec<Value>) {
             filters.push(json!({ "term": { field: v } }));
         }
     }
-    let mut range = serde_json::Map::new();
-    if let Some(from) = query.from {
-        range.insert("gte".into(), json!(from));
-    }
-    if let Some(to) = query.to {
-        range.insert("lt".into(), json!(to));
-    }
-    if !range.is_empty() {
-        filters.push(json!({ "range": { "window_start": range } }));
-    }
+    filters.extend(range_clause("window_start", query.from, query.to));
     if let Some(values) = &query.values {
         // Values are data in a `terms` query, never query syntax.
         filters.push(json!({ "terms": { "value": values } }));
