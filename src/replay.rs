@@ -125,17 +125,22 @@ pub async fn open_namespace(
 }
 
 fn read_spec(path: &Path) -> anyhow::Result<PipelineSpec> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_spec(&text, &format!("spec file {}", path.display()))
+}
+
+/// A spec's text (a TOML document with a `[pipeline]` table), checked; `what` names it in the
+/// error.
+pub fn parse_spec(text: &str, what: &str) -> anyhow::Result<PipelineSpec> {
     #[derive(serde::Deserialize)]
     struct SpecFile {
         pipeline: PipelineSpec,
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let spec: SpecFile =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("spec file {}: {e}", path.display()))?;
+    let spec: SpecFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     spec.pipeline
         .validate()
-        .map_err(|e| anyhow::anyhow!("spec file {}: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     Ok(spec.pipeline)
 }
 

@@ -19,6 +19,7 @@ use std::{
     time::Instant,
 };
 
+use anyhow::Context;
 use futures::future::BoxFuture;
 use streamlens_core::replay::{ReplayRequest, ReplayState, ReplayStatus};
 use streamlens_dashboard::server::{ReplayControl, ReplayError};
@@ -67,7 +68,8 @@ impl ReplayRunner {
         }
     }
 
-    fn args(request: &ReplayRequest) -> ReplayArgs {
+    /// The `streamlens replay` flags of `request`; `spec`: the file its spec was written to.
+    fn args(request: &ReplayRequest, spec: Option<&tempfile::NamedTempFile>) -> ReplayArgs {
         ReplayArgs {
             config: PathBuf::new(),
             namespace: request.namespace.clone(),
@@ -76,7 +78,7 @@ impl ReplayRunner {
             from: request.from.clone(),
             to: request.to.clone(),
             speed: request.speed,
-            spec: None,
+            spec: spec.map(|f| f.path().to_owned()),
             changes: false,
             fresh: request.fresh,
             quiet: true,
@@ -178,10 +180,15 @@ impl ReplayControl for ReplayRunner {
         let runner = self.inner.clone();
         Box::pin(async move {
             // Everything a bad request can get wrong is refused here, before anything runs.
-            replay::check(&runner.config, &ReplayRunner::args(&request))
+            let invalid = |e: anyhow::Error| ReplayError::Invalid(format!("{e:#}"));
+            let spec = match &request.spec {
+                Some(text) => Some(runner.spec_file(text).map_err(invalid)?),
+                None => None,
+            };
+            replay::check(&runner.config, &ReplayRunner::args(&request, spec.as_ref()))
                 .await
-                .map_err(|e| ReplayError::Invalid(format!("{e:#}")))?;
-            runner.start_now(request)
+                .map_err(invalid)?;
+            runner.start_now(request, spec)
         })
     }
 
@@ -217,8 +224,32 @@ impl ReplayControl for ReplayRunner {
 }
 
 impl Runner {
-    fn start_now(&self, request: ReplayRequest) -> Result<ReplayStatus, ReplayError> {
-        let args = ReplayRunner::args(&request);
+    /// A request's spec, checked and written to a file (under the data dir) for the replay to
+    /// read and keep in its namespace, as it does with `--spec`.
+    fn spec_file(&self, text: &str) -> anyhow::Result<tempfile::NamedTempFile> {
+        use std::io::Write;
+        replay::parse_spec(text, "spec")?;
+        let dir = &self.config.data_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut file = tempfile::Builder::new()
+            .prefix(".replay-spec-")
+            .suffix(".toml")
+            .tempfile_in(dir)
+            .with_context(|| format!("writing the spec in {}", dir.display()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.flush())
+            .with_context(|| format!("writing {}", file.path().display()))?;
+        Ok(file)
+    }
+
+    /// Starts `request`'s replay on a thread of its own; `spec` is its spec file, removed when
+    /// the replay ends.
+    fn start_now(
+        &self,
+        request: ReplayRequest,
+        spec: Option<tempfile::NamedTempFile>,
+    ) -> Result<ReplayStatus, ReplayError> {
+        let args = ReplayRunner::args(&request, spec.as_ref());
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(job) = jobs.get(&request.namespace) {
             if job
@@ -249,6 +280,7 @@ impl Runner {
         std::thread::Builder::new()
             .name(format!("replay-{namespace}"))
             .spawn(move || {
+                let _spec = spec;
                 let noop = metrics::NoopRecorder;
                 let _local = metrics::set_default_local_recorder(&noop);
                 let result = tokio::runtime::Builder::new_current_thread()

@@ -274,6 +274,60 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
     assert!(text(&mut page, "section.differences h3")
         .await
         .contains("differ"));
+    // Another spec, given in the form: a metric the live pipeline does not have, backfilled
+    // from the archive into its namespace and queried there; it equals the writes' net items.
+    assert_eq!(page.ask("GOTO /replays").await, "AT /replays");
+    ask_ok(&mut page, "CLICK details.replay-spec summary", "CLICKED").await;
+    let spec = r#"pipeline = { name = "orders", dimensions = ["status"], windows = ["1m"], metrics = [{ name = "priced", attribute = "amount", kind = "count" }] }"#;
+    ask_ok(
+        &mut page,
+        &format!("FILL textarea[name=spec]|{spec}"),
+        "FILLED",
+    )
+    .await;
+    start(&mut page, "priced", None).await;
+    row(&mut page, "priced", "[data-state=\"done\"]").await;
+    let ask = |body: Value| {
+        let base = base.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(format!("{base}/api/query"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let (code, answer) = ask(json!({
+        "metric": "priced", "group_by": "status", "from": "earliest", "namespace": "priced"
+    }))
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    let counted: BTreeMap<String, i64> = answer["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let total = s["total"].as_str().unwrap_or("0").parse::<i64>().unwrap();
+            (s["group"].as_str().unwrap().to_owned(), total)
+        })
+        .filter(|(_, n)| *n != 0)
+        .collect();
+    let items: BTreeMap<String, i64> = writer
+        .totals()
+        .into_iter()
+        .filter(|((dimension, _), t)| dimension == "status" && t.3 != 0)
+        .map(|((_, status), t)| (status, t.3))
+        .collect();
+    assert!(!items.is_empty());
+    assert_eq!(counted, items, "{answer}");
+    let (code, answer) = ask(json!({ "metric": "priced", "from": "earliest" })).await;
+    assert_eq!(code, 400, "the live pipeline has no such metric: {answer}");
+
     if let Some(dir) = &shots {
         // The list with a paced replay under way.
         reqwest::Client::new()
@@ -313,6 +367,9 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
     let (code, body) = post(json!({ "namespace": "x", "from": "yesterday-ish" })).await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("from"), "{body}");
+    let (code, body) = post(json!({ "namespace": "x", "spec": "[pipeline]\nname = 1" })).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("spec:"), "{body}");
     let (code, body) = post(json!({ "namespace": "x", "archive": "/etc" })).await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("unknown field `archive`"), "{body}");
@@ -386,6 +443,7 @@ async fn replays_are_started_watched_stopped_resumed_and_shown_beside_live_from_
             to: Some("1".into()),
             speed: Some(1.0),
             fresh: true,
+            spec: Some("[pipeline]".into()),
         },
     );
     assert!(openapi["paths"]["/api/replays"]["post"].is_object());

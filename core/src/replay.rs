@@ -25,6 +25,10 @@ pub struct ReplayRequest {
     /// Empty the namespace first (else a namespace replayed before goes on from its checkpoint).
     #[serde(default)]
     pub fresh: bool,
+    /// Another pipeline spec to compute instead of the live one (TOML with a `[pipeline]`
+    /// table, as `streamlens replay --spec` reads), e.g. to backfill a new metric or dimension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
 }
 
 /// Where a replay stands.

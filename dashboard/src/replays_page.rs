@@ -108,6 +108,10 @@ pub fn ReplaysPage() -> impl IntoView {
     }
 }
 
+/// What the spec box shows while empty.
+const SPEC_EXAMPLE: &str =
+    "[pipeline]\nname = \"orders\"\ndimensions = [\"region\"]\nwindows = [\"1m\"]\n\n[[pipeline.metrics]]\nname = \"amount\"\nattribute = \"amount\"\nkind = \"sum\"";
+
 fn start_form() -> impl IntoView {
     view! {
         <form class="controls replay-start" method="post" action="/replays/start">
@@ -141,6 +145,19 @@ fn start_form() -> impl IntoView {
                 " start over"
             </label>
             <button type="submit">"start replay"</button>
+            <details class="replay-spec">
+                <summary>"another spec"</summary>
+                <label>
+                    "pipeline spec (TOML with a [pipeline] table; empty: the live one) "
+                    <textarea
+                        name="spec"
+                        rows="8"
+                        cols="60"
+                        spellcheck="false"
+                        placeholder=SPEC_EXAMPLE
+                    ></textarea>
+                </label>
+            </details>
         </form>
     }
 }

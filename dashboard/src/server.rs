@@ -632,6 +632,7 @@ async fn start_replay_form(
         to: field("to"),
         speed,
         fresh: field("fresh").is_some(),
+        spec: field("spec"),
     };
     match context.0.replays.start(request).await {
         Ok(status) => back_to_replays("started", &status.namespace),

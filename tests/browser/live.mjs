@@ -271,6 +271,9 @@ for await (const raw of input) {
     const selector = arg.slice(0, arg.indexOf('|'));
     await page.fill(selector, arg.slice(arg.indexOf('|') + 1)).catch((e) => fail(e.message));
     await say('FILLED');
+  } else if (command === 'CLICK' && arg !== '') {
+    await page.click(arg, { timeout: WAIT_MS }).catch((e) => fail(`clicking ${arg}: ${e.message}`));
+    await say('CLICKED');
   } else if (command === 'WAITCSS' && arg !== '') {
     const started = Date.now();
     try {
