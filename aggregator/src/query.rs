@@ -553,9 +553,10 @@ pub async fn run(
     let store = |e: streamlens_core::Error| QueryError::Store(e.to_string());
     let plan = match &query.from {
         Some(TimeArg::Text(t)) if t.trim() == EARLIEST => {
-            // The query as it would read the last hour in the smallest window size (every
-            // change reaches every window size, and the smallest starts no earlier): which
-            // windows, dimension and values; the query proper checks the rest.
+            // Which windows, dimension and values the query reads, planned over the last hour:
+            // the smallest window size. A larger size that the query proper may read has its
+            // earliest window start no later, within one of its windows, and the range is
+            // rounded down to the interval, a multiple of it. The query proper checks the rest.
             let probe = plan(
                 spec,
                 &MetricQuery {

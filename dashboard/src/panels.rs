@@ -75,9 +75,9 @@ pub async fn load_panels(
         let context = context.clone();
         async move { context.query(query).await.map_err(refused) }
     };
-    let total = |r: &Option<QueryResult>| {
-        r.as_ref()
-            .and_then(|r| r.series.first())
+    let total = |r: &QueryResult| {
+        r.series
+            .first()
             .and_then(|s| s.total.clone())
             .unwrap_or_else(|| "0".to_owned())
     };
@@ -87,8 +87,8 @@ pub async fn load_panels(
         to: None,
         ..MetricQuery::new("events")
     };
-    let events_today = Some(context.query(today).await.map_err(refused)?);
-    let events = Some(ask("events", None, None).await?);
+    let events_today = context.query(today).await.map_err(refused)?;
+    let events = ask("events", None, None).await?;
     let mut tiles = vec![
         Tile {
             key: "today".into(),
@@ -101,17 +101,15 @@ pub async fn load_panels(
             value: total(&events),
         },
     ];
-    if let Some(r) = &events {
-        let seconds = ((r.to - r.from) / 1000).max(1);
-        let count: f64 = total(&events).parse().unwrap_or(0.0);
-        tiles.push(Tile {
-            key: "rate".into(),
-            label: "events/s (range average)".into(),
-            value: format!("{:.2}", count / seconds as f64),
-        });
-    }
+    let seconds = ((events.to - events.from) / 1000).max(1);
+    let count: f64 = total(&events).parse().unwrap_or(0.0);
+    tiles.push(Tile {
+        key: "rate".into(),
+        label: "events/s (range average)".into(),
+        value: format!("{:.2}", count / seconds as f64),
+    });
     if !["events", "inserts", "modifies", "removes", "net_count"].contains(&metric.as_str()) {
-        let net = Some(ask(&metric, None, None).await?);
+        let net = ask(&metric, None, None).await?;
         tiles.push(Tile {
             key: "net".into(),
             label: format!("net {metric} in range"),
@@ -121,7 +119,7 @@ pub async fn load_panels(
     tiles.push(Tile {
         key: "items".into(),
         label: "net items in range".into(),
-        value: total(&Some(ask("net_count", None, None).await?)),
+        value: total(&ask("net_count", None, None).await?),
     });
 
     let mut kinds: Option<QueryResult> = None;
