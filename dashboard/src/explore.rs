@@ -37,7 +37,8 @@ use crate::{
 /// The explorer's default range.
 const DEFAULT_RANGE: &str = "1h";
 /// Event counts the query API knows besides the pipeline's metrics.
-const EVENT_METRICS: [&str; 5] = ["events", "inserts", "modifies", "removes", "net_count"];
+pub(crate) const EVENT_METRICS: [&str; 5] =
+    ["events", "inserts", "modifies", "removes", "net_count"];
 
 /// A query as the explorer's query string gives it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -87,8 +87,33 @@ pub async fn load_panels(
         to: None,
         ..MetricQuery::new("events")
     };
-    let events_today = context.query(today).await.map_err(refused)?;
-    let events = ask("events", None, None).await?;
+    let own_metric = !crate::explore::EVENT_METRICS.contains(&metric.as_str());
+    let by_dimension = dimension != streamlens_core::aggregate::ALL_DIMENSION;
+    // The queries are independent: asked together, the panels take the slowest one's time.
+    let (events_today, events, net, items, inserts, modifies, removes, top) = futures::try_join!(
+        async { context.query(today).await.map_err(refused) },
+        ask("events", None, None),
+        async {
+            if own_metric {
+                ask(&metric, None, None).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        },
+        ask("net_count", None, None),
+        ask("inserts", None, None),
+        ask("modifies", None, None),
+        ask("removes", None, None),
+        async {
+            if by_dimension {
+                ask(&metric, Some(&dimension), Some(TOP)).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        },
+    )?;
+    let seconds = ((events.to - events.from) / 1000).max(1);
+    let count: f64 = total(&events).parse().unwrap_or(0.0);
     let mut tiles = vec![
         Tile {
             key: "today".into(),
@@ -100,16 +125,13 @@ pub async fn load_panels(
             label: "events in range".into(),
             value: total(&events),
         },
+        Tile {
+            key: "rate".into(),
+            label: "events/s (range average)".into(),
+            value: format!("{:.2}", count / seconds as f64),
+        },
     ];
-    let seconds = ((events.to - events.from) / 1000).max(1);
-    let count: f64 = total(&events).parse().unwrap_or(0.0);
-    tiles.push(Tile {
-        key: "rate".into(),
-        label: "events/s (range average)".into(),
-        value: format!("{:.2}", count / seconds as f64),
-    });
-    if !["events", "inserts", "modifies", "removes", "net_count"].contains(&metric.as_str()) {
-        let net = ask(&metric, None, None).await?;
+    if let Some(net) = net {
         tiles.push(Tile {
             key: "net".into(),
             label: format!("net {metric} in range"),
@@ -119,16 +141,15 @@ pub async fn load_panels(
     tiles.push(Tile {
         key: "items".into(),
         label: "net items in range".into(),
-        value: total(&ask("net_count", None, None).await?),
+        value: total(&items),
     });
 
     let mut kinds: Option<QueryResult> = None;
-    for (name, kind) in [
-        ("inserts", "INSERT"),
-        ("modifies", "MODIFY"),
-        ("removes", "REMOVE"),
+    for (r, kind) in [
+        (inserts, "INSERT"),
+        (modifies, "MODIFY"),
+        (removes, "REMOVE"),
     ] {
-        let r = ask(name, None, None).await?;
         let per_s = r.interval_ms as f64 / 1000.0;
         let series = Series {
             group: kind.to_owned(),
@@ -163,11 +184,6 @@ pub async fn load_panels(
             }
         }
     }
-    let top = if dimension == streamlens_core::aggregate::ALL_DIMENSION {
-        None
-    } else {
-        Some(ask(&metric, Some(&dimension), Some(TOP)).await?)
-    };
     Ok(Panels { tiles, kinds, top })
 }
 
