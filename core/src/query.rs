@@ -58,8 +58,8 @@ pub struct MetricQuery {
     pub to: Option<TimeArg>,
     /// Bucket size, e.g. `5m` or `1h`: a multiple of one of the pipeline's tumbling window sizes
     /// (stored windows are added up into buckets). When left out, the smallest window size, or
-    /// for a long range a larger step (`5m`, `15m`, `1h`, `1d`, ...) that keeps it to at most
-    /// 1,500 buckets.
+    /// for a long range the smallest larger step of 5m, 10m, 15m, 30m, 1h, 3h, 6h, 12h, 1d, 7d,
+    /// 30d (one a window size divides) that keeps it to at most 1,500 buckets.
     #[serde(default)]
     pub interval: Option<String>,
     /// Split the result by the values of this dimension; one series in all when left out.
